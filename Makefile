@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set the machine up first.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bootstrap lint image vendor-openapi bench clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	@$(PY) -m sim.demo
+
+test: bootstrap
+	@$(VENV)/bin/pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+image:
+	@$(PY) -m sandbox.image ensure
+
+vendor-openapi:
+	$(PY) scripts/vendor_openapi.py
+
+bench: bootstrap
+	@$(PY) -m bench.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,54 @@
+"""JSON logs, one event per line, with every known secret masked before it is written."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from codexbot.redact import Redactor
+
+_redactor = Redactor()
+
+
+def forget_secret(secret: str | None) -> None:
+    """Mask this value in every log line from now on (installation tokens minted at run time)."""
+    _redactor.add(secret)
+
+
+def _redact(_: Any, __: str, event: str) -> str:
+    return _redactor(event)
+
+
+def configure_logging(secrets: list[str] | None = None, level: int = logging.INFO) -> None:
+    """Route structlog and stdlib logging to stderr as JSON lines, with secrets masked."""
+    for secret in secrets or []:
+        _redactor.add(secret)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.JSONRenderer(), _redact],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+                _redact,
+            ],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,103 @@
+"""All settings in one object, read from the environment (see README, "Settings")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    github_app_id: int = Field(gt=0)
+    github_private_key: SecretStr | None = None
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr
+    github_api_url: str = "https://api.github.com"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    openai_api_key: SecretStr
+    openai_base_url: str | None = None
+    codex_model: str = "gpt-4.1"
+    codex_trigger_label: str = "codex"
+    codex_sandbox_image: str = "codexbot-sandbox:latest"
+    codex_data_dir: Path = Path("/var/lib/codexbot")
+    codex_queue: str = "codex"
+    codex_job_timeout: int = Field(default=1800, gt=0)
+
+    @field_validator("github_api_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("codex_trigger_label", "codex_model", "codex_sandbox_image")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_private_key(self) -> Settings:
+        if self.github_private_key is None and self.github_private_key_path is None:
+            raise ValueError("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH must be set")
+        return self
+
+    def private_key_pem(self) -> str:
+        """The App's private key, read from the setting or the file it names."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        assert self.github_private_key_path is not None
+        try:
+            return self.github_private_key_path.read_text()
+        except OSError as error:
+            raise SettingsError(
+                f"GITHUB_PRIVATE_KEY_PATH: cannot read {self.github_private_key_path}: "
+                f"{error.strerror}"
+            ) from None
+
+    def webhook_secrets(self) -> list[bytes]:
+        """Every accepted webhook secret: several, comma-separated, while one is rotated."""
+        raw = self.github_webhook_secret.get_secret_value()
+        return [part.strip().encode() for part in raw.split(",") if part.strip()]
+
+    def secret_values(self) -> list[str]:
+        """Every secret the bot knows from its settings, for redaction."""
+        values = [self.github_webhook_secret.get_secret_value(), self.openai_api_key.get_secret_value()]
+        values += [secret.decode() for secret in self.webhook_secrets()]
+        try:
+            values.append(self.private_key_pem())
+        except SettingsError:
+            pass  # reported when the key is first needed; nothing to redact meanwhile
+        return values
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, or raise SettingsError with one line naming what is wrong."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "_".join(str(part) for part in first["loc"]).upper() or "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = "is not set"
+        raise SettingsError(f"{name}: {message}" if first["loc"] else message) from None

@@ -1,0 +1,181 @@
+"""Extract the slice of GitHub's OpenAPI descriptions that the simulator implements.
+
+GitHub publishes its REST and webhook descriptions as two large JSON files (17 MB together).
+The simulator's conformance tests only need the operations and webhook payloads it serves, so
+this script copies those, plus every component they reach through ``$ref``, into
+``tests/openapi/rest-subset.json`` and ``tests/openapi/webhooks-subset.json``. Prose
+(descriptions, summaries, examples) is dropped to keep the files small; schemas are untouched.
+
+Usage: python scripts/vendor_openapi.py [--shared DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# (path template, method, statuses the simulator returns)
+REST_OPERATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("/app", "get", ("200",)),
+    ("/app/installations", "get", ("200",)),
+    ("/repos/{owner}/{repo}/installation", "get", ("200", "404")),
+    ("/app/installations/{installation_id}/access_tokens", "post", ("201", "401", "404", "422")),
+    ("/repos/{owner}/{repo}", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/issues/{issue_number}", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/issues/{issue_number}/comments", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/issues/{issue_number}/comments", "post", ("201", "404", "422")),
+    ("/repos/{owner}/{repo}/issues/comments/{comment_id}", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/issues/comments/{comment_id}", "patch", ("200", "422")),
+    ("/repos/{owner}/{repo}/issues/{issue_number}/labels", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/issues/{issue_number}/labels", "post", ("200", "404", "422")),
+    ("/repos/{owner}/{repo}/issues/{issue_number}/reactions", "post", ("200", "201", "422")),
+    ("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", "post", ("200", "201", "422")),
+    ("/repos/{owner}/{repo}/pulls", "get", ("200", "422")),
+    ("/repos/{owner}/{repo}/pulls", "post", ("201", "403", "422")),
+    ("/repos/{owner}/{repo}/pulls/{pull_number}", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/pulls/{pull_number}", "patch", ("200", "403", "422")),
+    ("/repos/{owner}/{repo}/pulls/{pull_number}/commits", "get", ("200",)),
+    ("/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers", "post", ("201", "422")),
+    ("/repos/{owner}/{repo}/branches/{branch}", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/git/ref/{ref}", "get", ("200", "404")),
+    ("/repos/{owner}/{repo}/commits", "get", ("200", "404", "409")),
+    ("/repos/{owner}/{repo}/collaborators/{username}/permission", "get", ("200", "404")),
+)
+
+# Webhook description keys ("event-action") the simulator can send.
+WEBHOOKS: tuple[str, ...] = (
+    "ping",
+    "issues-opened",
+    "issues-labeled",
+    "issue-comment-created",
+    "issue-comment-edited",
+    "pull-request-review-submitted",
+    "pull-request-review-comment-created",
+)
+
+# Components every error answer may use even where an operation does not list it.
+EXTRA_REFS: tuple[str, ...] = ("#/components/schemas/basic-error",)
+
+PROSE_KEYS = frozenset({"description", "summary", "example", "examples", "externalDocs"})
+NAME_MAPS = frozenset({"properties", "patternProperties", "schemas", "responses", "parameters"})
+
+
+def strip_prose(node: Any, *, in_name_map: bool = False) -> Any:
+    """Drop human-only keys; never drop keys of maps whose keys are names (e.g. ``properties``)."""
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            if not in_name_map and key in PROSE_KEYS:
+                continue
+            result[key] = strip_prose(value, in_name_map=not in_name_map and key in NAME_MAPS)
+        return result
+    if isinstance(node, list):
+        return [strip_prose(item) for item in node]
+    return node
+
+
+def iter_refs(node: Any) -> Iterable[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            yield ref
+        for value in node.values():
+            yield from iter_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from iter_refs(item)
+
+
+def resolve_pointer(document: dict[str, Any], ref: str) -> Any:
+    if not ref.startswith("#/"):
+        raise ValueError(f"only local refs are supported: {ref}")
+    node: Any = document
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def copy_reachable_components(
+    source: dict[str, Any], roots: Iterable[Any], extra_refs: Iterable[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Copy every ``#/components/...`` entry reachable from ``roots`` (transitively)."""
+    components: dict[str, dict[str, Any]] = {}
+    pending = [*extra_refs, *(ref for root in roots for ref in iter_refs(root))]
+    seen: set[str] = set()
+    while pending:
+        ref = pending.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        parts = ref[2:].split("/")
+        if parts[0] != "components" or len(parts) != 3:
+            raise ValueError(f"unexpected ref shape: {ref}")
+        target = strip_prose(resolve_pointer(source, ref), in_name_map=False)
+        components.setdefault(parts[1], {})[parts[2]] = target
+        pending.extend(iter_refs(target))
+    return {kind: dict(sorted(entries.items())) for kind, entries in sorted(components.items())}
+
+
+def select_operation(operation: dict[str, Any], statuses: tuple[str, ...]) -> dict[str, Any]:
+    selected: dict[str, Any] = {
+        "operationId": operation["operationId"],
+        "responses": {s: operation["responses"][s] for s in statuses if s in operation["responses"]},
+    }
+    if "requestBody" in operation:
+        selected["requestBody"] = operation["requestBody"]
+    return strip_prose(selected)
+
+
+def rest_subset(source: dict[str, Any]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, statuses in REST_OPERATIONS:
+        operation = source["paths"][path][method]
+        paths.setdefault(path, {})[method] = select_operation(operation, statuses)
+    return {
+        "openapi": source["openapi"],
+        "info": {"title": "GitHub REST subset for codex-bot's simulator", "version": source["info"]["version"]},
+        "paths": paths,
+        "components": copy_reachable_components(source, paths.values(), EXTRA_REFS),
+    }
+
+
+def webhooks_subset(source: dict[str, Any]) -> dict[str, Any]:
+    webhooks = {
+        name: {"post": {"requestBody": source["webhooks"][name]["post"]["requestBody"]}}
+        for name in WEBHOOKS
+    }
+    webhooks = strip_prose(webhooks)
+    return {
+        "openapi": source["openapi"],
+        "info": {"title": "GitHub webhooks subset for codex-bot's simulator", "version": source["info"]["version"]},
+        "webhooks": webhooks,
+        "components": copy_reachable_components(source, webhooks.values()),
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared" / "github")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "tests" / "openapi")
+    args = parser.parse_args(argv)
+    rest = json.loads((args.shared / "rest-openapi.api.github.com.json").read_text("utf-8"))
+    hooks = json.loads((args.shared / "webhooks-openapi.api.github.com.json").read_text("utf-8"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, document in (("rest-subset.json", rest_subset(rest)), ("webhooks-subset.json", webhooks_subset(hooks))):
+        target = args.out / name
+        write_json(target, document)
+        print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The bot's main job, offline: a labelled issue becomes a pull request.
+
+    python -m sim.demo [--json] [--repo DIR --issue FILE] [--model-base-url URL --model NAME]
+
+Starts Redis-backed ``codexbot serve`` and ``codexbot worker``, the GitHub simulator and the
+scripted model; seeds a repository with a failing test and an issue; labels the issue through a
+signed webhook delivery; waits for the pull request. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sim.stack import DEMO_REPO, ROOT, Stack, StackError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sim.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of prose")
+    parser.add_argument("--repo", type=Path, help="a local repository to seed instead of the demo's")
+    parser.add_argument("--issue", type=Path, help="issue file: first line the title, then the body")
+    parser.add_argument("--model-base-url", help="an OpenAI-compatible endpoint instead of the script")
+    parser.add_argument("--model", default="scripted-model", help="model name for --model-base-url")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the PR")
+    parser.add_argument("--no-bootstrap", action="store_true", help="skip scripts/bootstrap.sh")
+    args = parser.parse_args(argv)
+    if (args.repo is None) != (args.issue is None):
+        parser.error("--repo and --issue go together")
+    if args.repo is not None and not args.repo.is_dir():
+        parser.error(f"--repo {args.repo}: not a directory")
+    if args.issue is not None and not args.issue.is_file():
+        parser.error(f"--issue {args.issue}: not a file")
+    if args.model_base_url and not os.environ.get("OPENAI_API_KEY"):
+        parser.error("--model-base-url needs OPENAI_API_KEY in the environment")
+    return args
+
+
+def say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
+    quiet = args.json
+    options: dict = {"data_dir": data_dir, "redis_url": args.redis_url}
+    if args.model_base_url:
+        options.update(model_base_url=args.model_base_url, model_name=args.model,
+                       openai_api_key=os.environ["OPENAI_API_KEY"])
+    started = time.monotonic()
+    with Stack(**options) as stack:
+        say(f"receiver on {stack.receiver_url}, GitHub simulator on {stack.github.url}", quiet)
+        repo, issue = stack.seed(args.repo or DEMO_REPO, args.issue)
+        say(f"seeded {repo} with issue #{issue['number']}: {issue['title']}", quiet)
+        delivery = stack.github.add_label(repo, issue["number"], "codex")
+        if delivery.status_code != 202:
+            raise StackError(f"the receiver answered {delivery.status_code}: {delivery.response_body}")
+        task_id = json.loads(delivery.response_body)["task_id"]
+        say(f"labelled it 'codex'; the receiver answered 202 in {delivery.duration_ms:.0f} ms "
+            f"(task {task_id}); waiting for the worker", quiet)
+        outcome = stack.wait_for_task(task_id, timeout=args.timeout)
+        comments = stack.github.issue_comments(repo, issue["number"])
+    timings = {"ack": round(delivery.duration_ms), **outcome["timings_ms"]}
+    timings["demo_total"] = round((time.monotonic() - started) * 1000)
+    return {
+        "pr_url": outcome["pr_url"],
+        "branch": outcome["branch"],
+        "commit_message": outcome["commit_message"],
+        "draft": outcome["draft"],
+        "tests_before": outcome["tests_before"],
+        "tests_after": outcome["tests_after"],
+        "steps": outcome["steps"],
+        "tokens": outcome["tokens"],
+        "issue_comments": [comment["body"] for comment in comments],
+        "timings_ms": timings,
+        "patch": outcome["patch"],
+    }
+
+
+def report(result: dict) -> str:
+    before, after = result["tests_before"], result["tests_after"]
+    lines = [
+        "",
+        f"branch:  {result['branch']}",
+        "commit:  " + result["commit_message"].splitlines()[0],
+        f"tests:   `{after['command']}` exit {before['exit_code']} before, {after['exit_code']} after"
+        if before and after else "tests:   no test command found",
+        f"agent:   {result['steps']} steps, {result['tokens']} tokens",
+        "timings: " + ", ".join(f"{name} {ms} ms" for name, ms in result["timings_ms"].items()),
+        "",
+        result["patch"].rstrip(),
+        "",
+        f"PR: {result['pr_url']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.no_bootstrap:
+        subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh")], check=True,
+                       stdout=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="codexbot-demo-") as tmp:
+        try:
+            result = run_demo(args, Path(tmp))
+        except StackError as error:
+            print(f"demo failed: {error}", file=sys.stderr)
+            logs = Path(tmp) / "logs"
+            for log in sorted(logs.glob("*.log")) if logs.exists() else []:
+                print(f"--- {log.name} (last lines)\n" + "\n".join(
+                    log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("demo interrupted; everything it started is stopped", file=sys.stderr)
+            return 130
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Git on disk: bare repositories, reading history, and the smart-HTTP bridge to ``git http-backend``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from sim.github.payloads import CommitInfo
+
+GIT_TIMEOUT_SECONDS = 60
+SIM_IDENTITY = {
+    "GIT_AUTHOR_NAME": "octo-maintainer",
+    "GIT_AUTHOR_EMAIL": "octo-maintainer@users.noreply.github.local",
+    "GIT_COMMITTER_NAME": "octo-maintainer",
+    "GIT_COMMITTER_EMAIL": "octo-maintainer@users.noreply.github.local",
+}
+LOG_FIELDS = ("%H", "%T", "%P", "%an", "%ae", "%aI", "%cn", "%ce", "%cI", "%B")
+RECORD_END = "\x1e"
+FIELD_END = "\x1f"
+ZERO_SHA = "0" * 40
+
+
+class GitError(RuntimeError):
+    pass
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: no user or system config leaks into the simulator's git."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": tempfile.gettempdir(),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+    }
+    env.update(extra or {})
+    return env
+
+
+def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env=git_env(env),
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise GitError(f"git {args[0]} failed ({result.returncode}): {result.stderr.strip()[:500]}")
+    return result.stdout
+
+
+def init_bare(path: Path, default_branch: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_git("init", "--quiet", "--bare", f"--initial-branch={default_branch}", str(path))
+    for key, value in (
+        ("receive.denyNonFastForwards", "true"),
+        ("receive.denyDeletes", "true"),
+        ("http.receivepack", "true"),
+        ("http.uploadpack", "true"),
+        ("uploadpack.allowReachableSHA1InWant", "true"),
+    ):
+        run_git("config", key, value, cwd=path)
+
+
+def import_directory(bare: Path, source: Path, branch: str) -> None:
+    """Make ``source`` the content of ``branch``: push its history, or commit a plain directory."""
+    if (source / ".git").exists():
+        run_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=source)
+        return
+    with tempfile.TemporaryDirectory(prefix="sim-import-") as scratch:
+        env = {**SIM_IDENTITY, "GIT_DIR": scratch, "GIT_WORK_TREE": str(source)}
+        run_git("init", "--quiet", f"--initial-branch={branch}", env={"GIT_DIR": scratch})
+        run_git("add", "--all", ".", cwd=source, env=env)
+        run_git("commit", "--quiet", "--no-verify", "-m", "Initial commit", cwd=source, env=env)
+        run_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=source, env=env)
+
+
+def ref_sha(bare: Path, ref: str) -> str | None:
+    result = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        cwd=bare,
+        env=git_env(),
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def list_refs(bare: Path) -> dict[str, str]:
+    output = run_git("for-each-ref", "--format=%(refname) %(objectname)", cwd=bare)
+    refs = {}
+    for line in output.splitlines():
+        name, _, sha = line.partition(" ")
+        refs[name] = sha
+    return refs
+
+
+def changed_refs(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(ref, old sha, new sha) for every ref a push created, moved or deleted."""
+    names = sorted(set(before) | set(after))
+    return [
+        (name, before.get(name, ZERO_SHA), after.get(name, ZERO_SHA))
+        for name in names
+        if before.get(name) != after.get(name)
+    ]
+
+
+def parse_log(output: str) -> list[CommitInfo]:
+    commits = []
+    for record in output.split(RECORD_END):
+        record = record.strip("\n")
+        if not record:
+            continue
+        sha, tree, parents, an, ae, ad, cn, ce, cd, message = record.split(FIELD_END)
+        commits.append(
+            CommitInfo(
+                sha=sha,
+                tree=tree,
+                parents=tuple(parents.split()),
+                author_name=an,
+                author_email=ae,
+                author_date=to_utc_z(ad),
+                committer_name=cn,
+                committer_email=ce,
+                committer_date=to_utc_z(cd),
+                message=message.rstrip("\n"),
+            )
+        )
+    return commits
+
+
+def to_utc_z(iso_date: str) -> str:
+    return datetime.fromisoformat(iso_date).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def log(bare: Path, revision_range: str, *, max_count: int | None = None, skip: int = 0) -> list[CommitInfo]:
+    """Commits in ``revision_range``, newest first (``git log`` order)."""
+    args = ["log", f"--format={FIELD_END.join(LOG_FIELDS)}{RECORD_END}", f"--skip={skip}"]
+    if max_count is not None:
+        args.append(f"--max-count={max_count}")
+    return parse_log(run_git(*args, revision_range, "--", cwd=bare))
+
+
+def count_commits(bare: Path, revision_range: str) -> int:
+    return int(run_git("rev-list", "--count", revision_range, cwd=bare).strip() or 0)
+
+
+# ---- smart HTTP -------------------------------------------------------------------------------
+
+
+@dataclass
+class CgiResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: Iterator[bytes]
+
+
+def http_backend_env(
+    project_root: Path,
+    *,
+    path_info: str,
+    method: str,
+    query: str,
+    content_type: str,
+    content_encoding: str,
+    remote_user: str,
+    remote_addr: str,
+    git_protocol: str,
+) -> dict[str, str]:
+    env = git_env(
+        {
+            "GIT_PROJECT_ROOT": str(project_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": path_info,
+            "REQUEST_METHOD": method,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": content_type,
+            "REMOTE_ADDR": remote_addr,
+            "GATEWAY_INTERFACE": "CGI/1.1",
+        }
+    )
+    if remote_user:
+        env["REMOTE_USER"] = remote_user
+    if content_encoding:
+        # http-backend inflates gzip request bodies itself when told about them.
+        env["HTTP_CONTENT_ENCODING"] = content_encoding
+    if git_protocol:
+        env["GIT_PROTOCOL"] = git_protocol
+    return env
+
+
+def run_http_backend(env: dict[str, str], body: IO[bytes], body_length: int) -> CgiResponse:
+    """Run ``git http-backend`` as CGI; stream its stdout back after parsing the CGI headers."""
+    env = {**env, "CONTENT_LENGTH": str(body_length)}
+    process = subprocess.Popen(
+        ["git", "http-backend"], stdin=body, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
+    assert process.stdout is not None
+    status, headers = parse_cgi_headers(process.stdout)
+
+    def stream() -> Iterator[bytes]:
+        try:
+            assert process.stdout is not None
+            while chunk := process.stdout.read(65536):
+                yield chunk
+        finally:
+            process.stdout.close()
+            try:
+                process.wait(timeout=GIT_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    return CgiResponse(status=status, headers=headers, body=stream())
+
+
+def parse_cgi_headers(stream: IO[bytes]) -> tuple[int, list[tuple[str, str]]]:
+    status = 200
+    headers: list[tuple[str, str]] = []
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("latin-1").rstrip("\r\n")
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            status = int(value.strip().split()[0])
+        else:
+            headers.append((name.strip(), value.strip()))
+    return status, headers

@@ -1,0 +1,215 @@
+"""The simulator's memory: what GitHub would have stored, as plain records behind one lock.
+
+Git content itself lives in bare repositories on disk (see ``git_http``); everything else
+(issues, pull requests, comments, tokens, recorded traffic) lives here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import string
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+PERMISSIONS = ("admin", "maintain", "write", "triage", "read", "none")
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class User:
+    id: int
+    login: str
+    type: str = "User"  # "User", "Bot" or "Organization"
+
+
+@dataclass
+class Installation:
+    id: int
+    account: str
+    created_at: datetime
+
+
+@dataclass
+class Label:
+    id: int
+    name: str
+    color: str = "ededed"
+    description: str | None = None
+
+
+@dataclass
+class Repo:
+    id: int
+    owner: str
+    name: str
+    installation_id: int
+    default_branch: str
+    private: bool
+    bare_path: Path
+    created_at: datetime
+    labels: dict[str, Label] = field(default_factory=dict)
+    permissions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+@dataclass
+class Pull:
+    head_ref: str
+    base_ref: str
+    head_sha: str
+    base_sha: str
+    draft: bool = False
+    merged: bool = False
+    requested_reviewers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Issue:
+    """An issue, or a pull request when ``pull`` is set (they share numbers, as on GitHub)."""
+
+    id: int
+    number: int
+    title: str
+    body: str | None
+    user: str
+    created_at: datetime
+    updated_at: datetime
+    labels: list[str] = field(default_factory=list)
+    state: str = "open"
+    closed_at: datetime | None = None
+    pull: Pull | None = None
+    pull_id: int | None = None
+
+
+@dataclass
+class Comment:
+    id: int
+    repo: str
+    issue_number: int
+    user: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+    via_app: bool = False
+
+
+@dataclass
+class Reaction:
+    id: int
+    user: str
+    content: str
+    created_at: datetime
+    subject: tuple[str, int]  # ("issue", number) or ("comment", id)
+    repo: str
+
+
+@dataclass
+class Token:
+    value: str
+    installation_id: int
+    expires_at: datetime
+
+
+@dataclass
+class Push:
+    repo: str
+    ref: str
+    old_sha: str
+    new_sha: str
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    status: int
+    request_json: Any
+    response_json: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Delivery:
+    delivery_id: str
+    event: str
+    status_code: int
+    response_body: str
+    duration_ms: float
+
+
+@dataclass
+class SentWebhook:
+    """A delivery together with what was sent, for tests that validate payloads."""
+
+    delivery: Delivery
+    payload: dict[str, Any]
+    headers: dict[str, str]
+
+
+class State:
+    """All mutable simulator data. Callers hold ``lock`` while reading or changing it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._ids = itertools.count(1001)
+        self.users: dict[str, User] = {}
+        self.installations: dict[int, Installation] = {}
+        self.repos: dict[str, Repo] = {}
+        self.issues: dict[str, dict[int, Issue]] = {}
+        self.comments: dict[int, Comment] = {}
+        self.reactions: list[Reaction] = []
+        self.tokens: dict[str, Token] = {}
+        self.pushes: list[Push] = []
+        self.requests: list[RecordedRequest] = []
+        self.webhooks: list[SentWebhook] = []
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def ensure_user(self, login: str, type: str = "User") -> User:
+        with self.lock:
+            if login not in self.users:
+                self.users[login] = User(id=self.next_id(), login=login, type=type)
+            return self.users[login]
+
+    def repo(self, full_name: str) -> Repo | None:
+        return self.repos.get(full_name.lower())
+
+    def issue(self, full_name: str, number: int) -> Issue | None:
+        return self.issues.get(full_name.lower(), {}).get(number)
+
+    def next_issue_number(self, full_name: str) -> int:
+        return len(self.issues.setdefault(full_name.lower(), {})) + 1
+
+    def ensure_label(self, repo: Repo, name: str) -> Label:
+        key = name.lower()
+        if key not in repo.labels:
+            repo.labels[key] = Label(id=self.next_id(), name=name)
+        return repo.labels[key]
+
+    def mint_token(self, installation_id: int, ttl: timedelta) -> Token:
+        value = "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36))
+        token = Token(value=value, installation_id=installation_id, expires_at=utcnow() + ttl)
+        with self.lock:
+            self.tokens[value] = token
+        return token
+
+    def valid_token(self, value: str) -> Token | None:
+        with self.lock:
+            token = self.tokens.get(value)
+        if token is None or token.expires_at <= datetime.now(UTC):
+            return None
+        return token

@@ -1,0 +1,219 @@
+"""The whole bot on loopback: simulated GitHub and model in-process, the real receiver and worker
+as subprocesses (``codexbot serve`` and ``codexbot worker``), all configured only through the
+environment variables a user would set. Used by the demo, the end-to-end tests and bench/.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from redis import Redis
+from rq.job import Job, JobStatus
+
+from sim.github import GitHubSim, generate_app_key
+from sim.model import ScriptedModel, load_scripts
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_REPO = ROOT / "sim" / "demo_repo"
+DEMO_SCRIPTS = ROOT / "sim" / "scripts"
+APP_ID = 4242
+BIN = Path(sys.executable).parent
+
+
+class StackError(Exception):
+    """Part of the stack did not start or a task did not finish."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> Any:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_issue_file(path: Path) -> tuple[str, str]:
+    """First line the title, the rest the body."""
+    title, _, body = path.read_text().partition("\n")
+    if not title.strip():
+        raise StackError(f"{path}: the first line (the issue title) is empty")
+    return title.strip(), body.strip()
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    model_base_url: str | None = None
+    model_name: str = "scripted-model"
+    openai_api_key: str = field(default_factory=lambda: "sk-sim-" + secrets.token_hex(20))
+    webhook_secret: str = field(default_factory=lambda: "whsec-" + secrets.token_hex(20))
+    sandbox_image: str = "codexbot-sandbox:latest"
+    run_worker: bool = True
+    queue: str = field(default_factory=lambda: "codex-" + secrets.token_hex(4))
+
+    def __post_init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.private_key, public_key = generate_app_key()
+        self.receiver_port = free_port()
+        self.receiver_url = f"http://127.0.0.1:{self.receiver_port}"
+        self.github = GitHubSim(
+            app_id=APP_ID,
+            app_public_key_pem=public_key,
+            webhook_url=f"{self.receiver_url}/webhook",
+            webhook_secret=self.webhook_secret,
+            data_dir=self.data_dir / "github",
+        )
+        self.model: ScriptedModel | None = None
+        if self.model_base_url is None:
+            scripts = [s for path in sorted(DEMO_SCRIPTS.glob("*.json")) for s in load_scripts(path)]
+            self.model = ScriptedModel(scripts, api_key=self.openai_api_key)
+        self.redis = Redis.from_url(self.redis_url)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret value the bot is given, for tests that search for leaks."""
+        return {
+            "private_key": self.private_key.decode(),
+            "webhook_secret": self.webhook_secret,
+            "openai_api_key": self.openai_api_key,
+        }
+
+    def env(self) -> dict[str, str]:
+        key_path = self.data_dir / "app-private-key.pem"
+        if not key_path.exists():
+            key_path.write_bytes(self.private_key)
+            key_path.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "OPENAI_", "CODEX_"))}
+        env.update(
+            GITHUB_APP_ID=str(APP_ID),
+            GITHUB_PRIVATE_KEY_PATH=str(key_path),
+            GITHUB_WEBHOOK_SECRET=self.webhook_secret,
+            GITHUB_API_URL=self.github.api_url,
+            REDIS_URL=self.redis_url,
+            OPENAI_API_KEY=self.openai_api_key,
+            OPENAI_BASE_URL=self.model.base_url if self.model else str(self.model_base_url),
+            CODEX_MODEL=self.model_name,
+            CODEX_SANDBOX_IMAGE=self.sandbox_image,
+            CODEX_DATA_DIR=str(self.data_dir / "bot"),
+            CODEX_QUEUE=self.queue,
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.github.start()
+        if self.model:
+            self.model.start()
+        self._spawn("receiver", "serve", "--port", str(self.receiver_port), "--workers", "1")
+        if self.run_worker:
+            self.start_worker()
+        wait_until(self._receiver_healthy, 30, "the receiver's /healthz")
+
+    def start_worker(self, name: str = "worker") -> None:
+        self._spawn(name, "worker", "--name", f"{name}-{self.queue}")
+
+    def _spawn(self, name: str, *args: str) -> None:
+        log = (self.data_dir / "logs" / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [str(BIN / "codexbot"), *args],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _receiver_healthy(self) -> bool:
+        receiver = self.processes["receiver"]
+        if receiver.poll() is not None:
+            raise StackError(f"the receiver exited with {receiver.returncode}:\n{self.logs('receiver')}")
+        try:
+            return requests.get(f"{self.receiver_url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self.model:
+            self.model.stop()
+        self.github.stop()
+        self.redis.delete(f"rq:queue:{self.queue}")
+        self.redis.close()
+
+    def logs(self, name: str | None = None) -> str:
+        names = [name] if name else sorted(path.stem for path in (self.data_dir / "logs").glob("*.log"))
+        return "".join(
+            (self.data_dir / "logs" / f"{n}.log").read_text(errors="replace") for n in names
+        )
+
+    # -- driving it like a user ----------------------------------------------------------------
+
+    def seed(self, repo_dir: Path = DEMO_REPO, issue_file: Path | None = None,
+             full_name: str = "octo-org/textstats") -> tuple[str, dict]:
+        """A repository from ``repo_dir`` and an issue from ``issue_file`` (default: the demo's)."""
+        title, body = read_issue_file(issue_file or repo_dir / "issue.md")
+        source = repo_dir
+        if issue_file is None:  # the bundled repository carries its issue beside the code
+            source = self.data_dir / "seed" / full_name.replace("/", "__")
+            shutil.rmtree(source, ignore_errors=True)
+            ignore = shutil.ignore_patterns("issue.md", "__pycache__", ".pytest_cache")
+            shutil.copytree(repo_dir, source, ignore=ignore)
+        self.github.create_repo(full_name, source)
+        issue = self.github.create_issue(full_name, title, body)
+        return full_name, issue
+
+    def wait_for_task(self, task_id: str, timeout: float = 600) -> dict:
+        def finished() -> Job | None:
+            job = Job.fetch(task_id, connection=self.redis)
+            status = job.get_status()
+            if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                result = job.latest_result()
+                raise StackError(f"task {task_id} {status}: {result.exc_string if result else ''}")
+            return job if status == JobStatus.FINISHED else None
+
+        job = wait_until(finished, timeout, f"task {task_id}", interval=0.1)
+        return job.return_value()

@@ -1,0 +1,145 @@
+"""Shared pieces of the agent tests: the test scripts, a local shell, task builders.
+
+LocalShell is a TEST DOUBLE for the Docker sandbox: it runs commands with subprocess in a temporary
+directory on the host. The agent loop only needs the Environment protocol; the real sandbox is
+tested with a real Docker engine in tests/sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.model import Script
+from workers.agent import AgentTask
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_REPO = ROOT / "sim" / "demo_repo"
+DEMO_SCRIPT = ROOT / "sim" / "scripts" / "demo_fix.json"
+API_KEY = "sk-sim-agent-tests-0123456789"
+MODEL_NAME = "scripted-model"
+
+# Each test's conversation is selected by a unique issue title.
+MALFORMED_THEN_FIXED = "malformed calls are fed back"
+THREE_MALFORMED = "three malformed calls in a row"
+ENDLESS = "a model that never finishes"
+RATE_LIMITED = "rate limited once"
+UNTRUSTED = "untrusted text stays fenced"
+SECRETS = "secrets are masked in the trajectory"
+CRASH = "the environment crashes"
+SLOW = "a slow model meets the wall clock"
+BIG_OUTPUT = "a command prints too much"
+RUNS_OUT = "the script runs out"
+
+
+def shell(command: str, **extra: object) -> dict[str, object]:
+    return {"tool": "shell", "arguments": {"command": command}, **extra}
+
+
+def finish(title: str = "Fix the thing", summary: str = "Changed it because.") -> dict[str, object]:
+    return {"tool": "finish", "arguments": {"title": title, "summary": summary}}
+
+
+TEST_SCRIPTS = [
+    Script(
+        name="malformed",
+        match=MALFORMED_THEN_FIXED,
+        steps=[
+            {"tool": "shell", "arguments": '{"command": "echo unterminated'},
+            {"tool": "grep", "arguments": {"pattern": "x"}},
+            shell("echo recovered"),
+            {"tool": "finish", "arguments": {"title": "No summary"}},
+            {"content": "I believe I am done."},
+            finish(),
+        ],
+    ),
+    Script(
+        name="three-malformed",
+        match=THREE_MALFORMED,
+        steps=[
+            {"tool": "shell", "arguments": "not json at all"},
+            {"tool": "delete_repo", "arguments": {}},
+            {"tool": "shell", "arguments": {"timeout": 5}},
+            finish(),
+        ],
+    ),
+    Script(name="endless", match=ENDLESS, steps=[shell(f"echo {i}") for i in range(10)]),
+    Script(
+        name="rate-limited",
+        match=RATE_LIMITED,
+        steps=[{"error": 429, "retry_after": 1}, shell("echo after the wait"), finish()],
+    ),
+    Script(name="untrusted", match=UNTRUSTED, steps=[finish()]),
+    Script(name="secrets", match=SECRETS, steps=[shell("cat secret.txt"), finish()]),
+    Script(name="crash", match=CRASH, steps=[shell("echo hello"), finish()]),
+    Script(
+        name="slow",
+        match=SLOW,
+        steps=[{"delay": 0.6}, shell("echo slow"), shell("echo never"), finish()],
+    ),
+    Script(
+        name="big-output",
+        match=BIG_OUTPUT,
+        steps=[shell("python3 -c \"print('a' * 30000 + 'THE-END')\""), finish()],
+    ),
+    Script(name="runs-out", match=RUNS_OUT, steps=[shell("echo only step")]),
+]
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+    timed_out: bool = False
+    truncated: bool = False
+
+
+class LocalShell:
+    """TEST DOUBLE for sandbox.container.Sandbox: runs bash on the host in ``root``.
+
+    ``python3`` resolves to this virtualenv's interpreter so the demo's ``python3 -m pytest`` works.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.commands: list[str] = []
+        self.env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(root),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+        }
+
+    def exec(self, command: str, *, timeout: float) -> ExecResult:
+        self.commands.append(command)
+        process = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            return ExecResult(124, output.decode(errors="replace"), timed_out=True)
+        return ExecResult(process.returncode, output.decode(errors="replace"))
+
+
+def task_titled(
+    title: str, body: str = "Please fix it.", test_command: str | None = None
+) -> AgentTask:
+    return AgentTask(
+        repo="octo/demo",
+        issue_number=7,
+        issue_title=title,
+        issue_body=body,
+        test_command=test_command,
+    )
