@@ -12,6 +12,7 @@ ends, also when it raises; both carry the task's label so a reaper finds strays 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -61,6 +62,11 @@ READ_CHUNK = 64 * 1024
 MAX_DIFF_BYTES = 64 * 1024 * 1024
 SIDE_OUTPUT_BYTES = 8_000  # stderr kept when only stdout is the result (diff, files)
 STDOUT, STDERR = 1, 2
+GO_MODE_DIR = 1 << 31  # os.ModeDir in the `mode` of the engine's path stat
+RESTART_NOTE = (
+    "[the sandbox had stopped (its main process was killed) and was restarted; "
+    "/workspace is intact, but /tmp, the home directory and background processes were reset]\n"
+)
 
 
 class SandboxError(RuntimeError):
@@ -98,7 +104,9 @@ def volume_name(task_id: str) -> str:
     return f"codexbot-{sanitize_name(task_id)}-workspace"
 
 
-def task_labels(task_id: str, extra: dict[str, str] | None, *, now: datetime, worker: str) -> dict[str, str]:
+def task_labels(
+    task_id: str, extra: dict[str, str] | None, *, now: datetime, worker: str
+) -> dict[str, str]:
     """Caller labels plus ours; ours win, so a caller cannot hide a container from the reaper."""
     return {
         **(extra or {}),
@@ -119,19 +127,30 @@ def timeout_note(timeout: float) -> str:
 def wrapped_command(command: str, timeout: float, pidfile: str) -> list[str]:
     """argv running `command` in bash, in a new session, under coreutils `timeout`.
 
-    The session leader records its pid (= session id) so that a second exec can kill the
-    whole session if the command outlives even `timeout`.
+    `timeout` puts the command in its own process group; whatever is left in that group when the
+    command ends (background jobs) is killed, so no stray process holds the output stream open or
+    outlives its command. The session leader records its pid (= session id) so that a second exec
+    can kill the whole session if the command outlives even `timeout`.
     """
     script = (
-        f"mkdir -p {PIDFILE_DIR} && echo $$ > {pidfile}; "
-        f'timeout --kill-after={KILL_AFTER_SECONDS} --signal=TERM {timeout:.3f} bash -c "$0"; '
-        f"status=$?; rm -f {pidfile}; exit $status"
+        f"mkdir -p {PIDFILE_DIR} && echo $$ > {pidfile}\n"
+        f'timeout --kill-after={KILL_AFTER_SECONDS} --signal=TERM {timeout:.3f} bash -c "$0" &\n'
+        "group=$!\n"
+        "wait $group\n"
+        "status=$?\n"
+        'kill -KILL -- "-$group" 2>/dev/null\n'
+        f"rm -f {pidfile}\n"
+        "exit $status\n"
     )
     return ["setsid", "-w", "bash", "-c", script, command]
 
 
 def kill_session_command(pidfile: str) -> list[str]:
     return ["sh", "-c", f'test -s {pidfile} && pkill -KILL -s "$(cat {pidfile})"; rm -f {pidfile}']
+
+
+def too_large(path: str, max_bytes: int) -> str:
+    return f"{path} is larger than the {max_bytes} bytes allowed"
 
 
 def workspace_path(path: str) -> str:
@@ -212,7 +231,9 @@ class _Outcome:
 
 def _read_available(sock: Any, deadline: float) -> bytes | None:
     """Up to READ_CHUNK bytes, b"" at end of stream, None if the deadline passes first."""
-    pending = getattr(sock, "pending", None)  # TLS sockets may hold decrypted bytes select can't see
+    pending = getattr(
+        sock, "pending", None
+    )  # TLS sockets may hold decrypted bytes select can't see
     if not (pending and pending()):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -288,6 +309,7 @@ class Sandbox:
         self._container: Any = None
         self._volume: Any = None
         self._log = log.bind(task_id=task_id)
+        self._restarted = False  # since the last exec: its result says so
 
     # -- lifecycle
 
@@ -304,12 +326,23 @@ class Sandbox:
         problems = self.remove()
         # Never mask the body's own exception with a cleanup failure; it is logged either way.
         if problems and exc_type is None:
-            raise SandboxError(f"could not remove the sandbox of task {self._task_id}: {'; '.join(problems)}")
+            raise SandboxError(
+                f"could not remove the sandbox of task {self._task_id}: {'; '.join(problems)}"
+            )
 
     def start(self) -> None:
-        labels = task_labels(self._task_id, self._labels, now=datetime.now(UTC), worker=_worker_identity())
+        labels = task_labels(
+            self._task_id, self._labels, now=datetime.now(UTC), worker=_worker_identity()
+        )
         try:
-            self._volume = self._client.volumes.create(name=volume_name(self._task_id), labels=labels)
+            # Leftovers of an earlier attempt at this task (a worker that died) would otherwise
+            # clash by name, and an old volume would leak its files into this workspace.
+            if remove_task_containers(self._client, self._task_id):
+                self._log.warning("sandbox.stale_removed")
+            volume = self._client.volumes.create(name=volume_name(self._task_id), labels=labels)
+            if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) != self._task_id:
+                raise SandboxError(f"volume {volume.name} already exists for another task")
+            self._volume = volume
             self._container = self._client.containers.create(
                 self._image,
                 command=["sleep", "infinity"],
@@ -325,18 +358,21 @@ class Sandbox:
         except docker.errors.ImageNotFound as error:
             self.remove()
             raise SandboxError(
-                f"sandbox image {self._image!r} not found; build it with `python -m sandbox.image ensure`"
+                f"sandbox image {self._image!r} not found; "
+                "build it with `python -m sandbox.image ensure`"
             ) from error
         except docker.errors.APIError as error:
             self.remove()
-            raise SandboxError(f"could not create the sandbox container: {error.explanation or error}") from error
+            raise SandboxError(
+                f"could not create the sandbox container: {error.explanation or error}"
+            ) from error
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             self.remove()
             raise SandboxError(f"the Docker engine is unreachable: {error}") from error
         self._log.info("sandbox.started", container=self.container_id, image=self._image)
 
     def remove(self) -> list[str]:
-        """Remove container and volume; returns what went wrong (also logged), empty when all went."""
+        """Remove container and volume; returns what went wrong (also logged), [] when all went."""
         problems: list[str] = []
         for kind, resource in (("container", self._container), ("volume", self._volume)):
             if resource is None:
@@ -372,23 +408,38 @@ class Sandbox:
             try:
                 copied = self._client.api.put_archive(self.container_id, WORKSPACE, archive)
             except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-                raise SandboxError(f"could not copy the workspace into the sandbox: {error}") from error
+                raise SandboxError(
+                    f"could not copy the workspace into the sandbox: {error}"
+                ) from error
         if not copied:
             raise SandboxError("the Docker engine refused to copy the workspace into the sandbox")
 
     def get_file(self, path: str, max_bytes: int) -> bytes:
-        """The bytes of one regular file under the workspace (the volume); at most `max_bytes`."""
+        """The bytes of one regular file (relative paths are under /workspace); at most `max_bytes`.
+
+        The engine copies files out of the volume and the image, but cannot see the tmpfs mounts
+        (/tmp, the home directory); those are read with an exec instead.
+        """
+        absolute = workspace_path(path)
         try:
-            chunks, stat = self._client.api.get_archive(self.container_id, workspace_path(path))
+            return self._get_file_by_archive(absolute, max_bytes)
+        except docker.errors.NotFound:
+            return self._get_file_by_exec(absolute, max_bytes)
+
+    def _get_file_by_archive(self, path: str, max_bytes: int) -> bytes:
+        try:
+            chunks, stat = self._client.api.get_archive(self.container_id, path)
+            if stat.get("mode", 0) & GO_MODE_DIR:
+                raise SandboxError(f"{path} is not a regular file")
             if stat.get("size", 0) > max_bytes:
-                raise SandboxError(f"{path} is {stat['size']} bytes, more than the {max_bytes} allowed")
+                raise SandboxError(too_large(path, max_bytes))
             archive = io.BytesIO()
             for chunk in chunks:
                 archive.write(chunk)
                 if archive.tell() > max_bytes + 64 * 1024:  # tar headers and padding on top
-                    raise SandboxError(f"{path} is larger than the {max_bytes} bytes allowed")
-        except docker.errors.NotFound as error:
-            raise SandboxError(f"{path} does not exist in the sandbox") from error
+                    raise SandboxError(too_large(path, max_bytes))
+        except docker.errors.NotFound:
+            raise
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise SandboxError(f"could not read {path} from the sandbox: {error}") from error
         archive.seek(0)
@@ -398,6 +449,22 @@ class Sandbox:
             if extracted is None:
                 raise SandboxError(f"{path} is not a regular file")
             return extracted.read()
+
+    def _get_file_by_exec(self, path: str, max_bytes: int) -> bytes:
+        content = bytearray()
+
+        def collect(stream: int, chunk: bytes) -> None:
+            if stream == STDOUT:
+                content.extend(chunk)
+
+        quoted = shlex.quote(path)
+        command = f"test -f {quoted} && head -c {max_bytes + 1} -- {quoted}"
+        self._ensure_running()
+        if self._run(command, timeout=60, workdir="/", on_output=collect).exit_code != 0:
+            raise SandboxError(f"{path} does not exist in the sandbox or is not a regular file")
+        if len(content) > max_bytes:
+            raise SandboxError(too_large(path, max_bytes))
+        return bytes(content)
 
     def diff(self, base_commit: str) -> bytes:
         """Everything changed since `base_commit` (new files and binaries too) as a git patch."""
@@ -413,20 +480,36 @@ class Sandbox:
                 patch.extend(chunk)
 
         command = f"git add -A && git diff --binary --cached {shlex.quote(base_commit)}"
+        self._ensure_running()
         outcome = self._run(command, timeout=120, workdir=WORKSPACE, on_output=collect)
         if outcome.exit_code != 0:
-            raise SandboxError(f"git diff failed with exit code {outcome.exit_code}: {errors.text()}")
+            raise SandboxError(
+                f"git diff failed with exit code {outcome.exit_code}: {errors.text()}"
+            )
         return bytes(patch)
 
     # -- commands
 
     def exec(
-        self, command: str, *, timeout: float = 120, workdir: str = WORKSPACE, max_output: int = 64_000
+        self,
+        command: str,
+        *,
+        timeout: float = 120,
+        workdir: str = WORKSPACE,
+        max_output: int = 64_000,
     ) -> ExecResult:
         """Run `command` with bash as the sandbox user; never longer than `timeout` seconds."""
         output = CappedOutput(max_output)
-        outcome = self._run(command, timeout=timeout, workdir=workdir, on_output=lambda _, chunk: output.add(chunk))
-        text = output.text() + (timeout_note(timeout) if outcome.timed_out else "")
+        self._ensure_running()
+        outcome = self._run(
+            command, timeout=timeout, workdir=workdir, on_output=lambda _, chunk: output.add(chunk)
+        )
+        restarted, self._restarted = self._restarted, False
+        text = (
+            (RESTART_NOTE if restarted else "")
+            + output.text()
+            + (timeout_note(timeout) if outcome.timed_out else "")
+        )
         self._log.info(
             "sandbox.exec",
             exit_code=outcome.exit_code,
@@ -447,25 +530,13 @@ class Sandbox:
         self, command: str, *, timeout: float, workdir: str, on_output: Callable[[int, bytes], None]
     ) -> _Outcome:
         pidfile = f"{PIDFILE_DIR}/{uuid.uuid4().hex}"
-        api = self._client.api
         started = time.monotonic()
-        try:
-            exec_id = api.exec_create(
-                self.container_id,
-                wrapped_command(command, timeout, pidfile),
-                stdout=True,
-                stderr=True,
-                stdin=False,
-                tty=False,
-                user=SANDBOX_USER,
-                workdir=workdir,
-            )["Id"]
-            stream = api.exec_start(exec_id, socket=True)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-            raise SandboxError(f"could not run a command in the sandbox: {error}") from error
+        exec_id, stream = self._start_exec(wrapped_command(command, timeout, pidfile), workdir)
         killed = False
         try:
-            finished = _pump(stream, started + timeout + KILL_AFTER_SECONDS + CLIENT_GRACE_SECONDS, on_output)
+            finished = _pump(
+                stream, started + timeout + KILL_AFTER_SECONDS + CLIENT_GRACE_SECONDS, on_output
+            )
             if not finished:
                 killed = True
                 self._kill_session(pidfile)
@@ -474,8 +545,53 @@ class Sandbox:
             _close_stream(stream)
         duration_ms = int((time.monotonic() - started) * 1000)
         exit_code = self._exit_code(exec_id)
-        timed_out = killed or (exit_code in (TIMEOUT_EXIT_CODE, 128 + 9) and duration_ms >= timeout * 1000)
+        timed_out = killed or (
+            exit_code in (TIMEOUT_EXIT_CODE, 128 + 9) and duration_ms >= timeout * 1000
+        )
         return _Outcome(exit_code=exit_code, timed_out=timed_out, duration_ms=duration_ms)
+
+    def _ensure_running(self) -> None:
+        """Start the container again if a command killed its main process.
+
+        The workspace is a volume, so it survives; /tmp, the home directory and background
+        processes do not.
+        """
+        try:
+            state = self._client.api.inspect_container(self.container_id)["State"]
+            if state.get("Running"):
+                return
+            self._log.warning("sandbox.restarted", exit_code=state.get("ExitCode"))
+            self._client.api.start(self.container_id)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise SandboxError(
+                f"the sandbox container is gone or cannot be started: {error}"
+            ) from error
+        self._restarted = True
+
+    def _start_exec(self, argv: list[str], workdir: str) -> tuple[str, Any]:
+        """Create and start an exec; restarts the container once if it stopped meanwhile."""
+        for attempt in range(2):
+            try:
+                exec_id = self._client.api.exec_create(
+                    self.container_id,
+                    argv,
+                    stdout=True,
+                    stderr=True,
+                    stdin=False,
+                    tty=False,
+                    user=SANDBOX_USER,
+                    workdir=workdir,
+                )["Id"]
+                return exec_id, self._client.api.exec_start(exec_id, socket=True)
+            except docker.errors.APIError as error:
+                if attempt or "is not running" not in str(error.explanation):
+                    raise SandboxError(
+                        f"could not run a command in the sandbox: {error}"
+                    ) from error
+                self._ensure_running()
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+                raise SandboxError(f"could not run a command in the sandbox: {error}") from error
+        raise AssertionError("unreachable")
 
     def _kill_session(self, pidfile: str) -> None:
         self._log.warning("sandbox.exec_killed_from_outside")
@@ -488,7 +604,7 @@ class Sandbox:
             self._log.error("sandbox.kill_failed", error=str(error))
 
     def _exit_code(self, exec_id: str) -> int:
-        """The exec's exit code, polled briefly: the stream can end just before Docker records it."""
+        """The exec's exit code, polled briefly: the stream may end before Docker records it."""
         deadline = time.monotonic() + EXIT_CODE_WAIT_SECONDS
         while True:
             info = self._client.api.exec_inspect(exec_id)
@@ -504,15 +620,11 @@ def remove_task_containers(client: docker.DockerClient, task_id: str) -> int:
     selector = {"label": f"{TASK_LABEL}={task_id}"}
     containers = client.containers.list(all=True, filters=selector)
     for container in containers:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
             container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass  # removed meanwhile
     for volume in client.volumes.list(filters=selector):
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             volume.remove(force=True)
-        except docker.errors.NotFound:
-            pass
     if containers:
         log.info("sandbox.reaped", task_id=task_id, containers=len(containers))
     return len(containers)

@@ -91,7 +91,9 @@ def debian_mirror(sources_file: Path = SOURCES_FILE) -> str:
         return DEFAULT_MIRROR
 
 
-def debootstrap_command(rootfs: Path, mirror: str, packages: tuple[str, ...] = BASE_PACKAGES) -> list[str]:
+def debootstrap_command(
+    rootfs: Path, mirror: str, packages: tuple[str, ...] = BASE_PACKAGES
+) -> list[str]:
     return [
         "debootstrap",
         "--variant=minbase",
@@ -142,8 +144,17 @@ def _remove_clutter(rootfs: Path) -> None:
 
 def _tar_stream(rootfs: Path) -> Iterator[bytes]:
     """The root filesystem as a tar stream, read in chunks so it never sits in memory whole."""
-    command = ["tar", "--numeric-owner", "--exclude=./dev/*", "--exclude=./proc/*",
-               "--exclude=./sys/*", "-C", str(rootfs), "-c", "."]
+    command = [
+        "tar",
+        "--numeric-owner",
+        "--exclude=./dev/*",
+        "--exclude=./proc/*",
+        "--exclude=./sys/*",
+        "-C",
+        str(rootfs),
+        "-c",
+        ".",
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE) as tar:
         assert tar.stdout is not None
         while chunk := tar.stdout.read(1 << 20):
@@ -194,8 +205,11 @@ def ensure_image(client: docker.DockerClient, name: str = DEFAULT_IMAGE) -> str:
     if base is None:
         log.info("sandbox_image.base_build", image=BASE_IMAGE, mirror=debian_mirror())
         base_id = build_base_image(client)
-        log.info("sandbox_image.base_built", image=BASE_IMAGE,
-                 seconds=round(time.monotonic() - started, 1))
+        log.info(
+            "sandbox_image.base_built",
+            image=BASE_IMAGE,
+            seconds=round(time.monotonic() - started, 1),
+        )
     else:
         base_id = str(base.id)
     digest = context_hash(CONTEXT_DIR, base_id)
@@ -209,10 +223,16 @@ def ensure_image(client: docker.DockerClient, name: str = DEFAULT_IMAGE) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.image", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.image", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    ensure = commands.add_parser("ensure", help="build the base and sandbox images if missing or stale")
-    ensure.add_argument("--image", default=DEFAULT_IMAGE, help=f"sandbox image name (default {DEFAULT_IMAGE})")
+    ensure = commands.add_parser(
+        "ensure", help="build the base and sandbox images if missing or stale"
+    )
+    ensure.add_argument(
+        "--image", default=DEFAULT_IMAGE, help=f"sandbox image name (default {DEFAULT_IMAGE})"
+    )
     args = parser.parse_args(argv)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     try:

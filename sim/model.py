@@ -380,6 +380,10 @@ class ScriptedModel:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _json(error_body(400, "body must be JSON with a 'messages' list"), 400)
         self._record(body)
+        if body.get("stream"):
+            return _json(
+                error_body(400, "the scripted model does not stream; send stream=false"), 400
+            )
         messages = body["messages"]
         first_user = first_user_text(messages)
         script = choose_script(self.scripts, first_user)

@@ -70,6 +70,7 @@ class Stack:
     sandbox_image: str = "codexbot-sandbox:latest"
     run_worker: bool = True
     queue: str = field(default_factory=lambda: "codex-" + secrets.token_hex(4))
+    script_dirs: tuple[Path, ...] = (DEMO_SCRIPTS,)
 
     def __post_init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -85,7 +86,8 @@ class Stack:
         )
         self.model: ScriptedModel | None = None
         if self.model_base_url is None:
-            scripts = [s for path in sorted(DEMO_SCRIPTS.glob("*.json")) for s in load_scripts(path)]
+            paths = sorted(path for folder in self.script_dirs for path in folder.glob("*.json"))
+            scripts = [script for path in paths for script in load_scripts(path)]
             self.model = ScriptedModel(scripts, api_key=self.openai_api_key)
         self.redis = Redis.from_url(self.redis_url)
 

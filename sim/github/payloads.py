@@ -253,9 +253,20 @@ def installation_json(
     urls: Urls, app: App, installation: Installation, account: User
 ) -> dict[str, Any]:
     created = iso(installation.created_at)
+    # GitHub's description of GET /app/installations types the account as allOf(simple-user,
+    # enterprise), so the account must carry the enterprise fields too.
+    account_json = {
+        **user_json(urls, account),
+        "name": account.login,
+        "slug": account.login,
+        "description": None,
+        "website_url": None,
+        "created_at": created,
+        "updated_at": created,
+    }
     return {
         "id": installation.id,
-        "account": user_json(urls, account),
+        "account": account_json,
         "repository_selection": "selected",
         "access_tokens_url": f"{urls.api}/app/installations/{installation.id}/access_tokens",
         "repositories_url": f"{urls.api}/installation/repositories",
@@ -702,7 +713,6 @@ def review_comment_json(
         "original_line": line,
         "side": "RIGHT",
         "subject_type": "line",
-        "in_reply_to_id": None,
     }
 
 

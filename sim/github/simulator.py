@@ -102,7 +102,10 @@ class GitHubSim:
         )
         self._urls = Urls(html=f"http://127.0.0.1:{self._server.server_port}")
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="github-sim", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="github-sim",
+            daemon=True,
         )
         self._thread.start()
         log.info("github_sim.started", url=self.url)
@@ -436,7 +439,7 @@ class GitHubSim:
             self.state.webhooks.append(SentWebhook(delivery=delivery, payload=payload, headers=headers))
         log.info(
             "github_sim.webhook_delivered",
-            event=event,
+            event_name=event,
             action=payload.get("action"),
             delivery_id=delivery_id,
             status=status,

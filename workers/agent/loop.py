@@ -14,10 +14,27 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from workers.agent.model import Model, ModelError, ModelReply, ToolCall
+from workers.agent.model import Model, ModelError, ModelReply, OpenAIModel, ToolCall
 from workers.agent.text import AgentTask, initial_messages, observation
 from workers.agent.tools import TOOLS, FinishAction, FormatError, parse_action
 from workers.agent.trajectory import Trajectory
+
+# The agent's whole public surface, importable from here or from the package.
+__all__ = [
+    "AgentLimits",
+    "AgentResult",
+    "AgentTask",
+    "Environment",
+    "ExecLike",
+    "FormatError",
+    "LimitsExceeded",
+    "Model",
+    "ModelError",
+    "OpenAIModel",
+    "Submitted",
+    "TooManyFormatErrors",
+    "run_agent",
+]
 
 log = structlog.get_logger(__name__)
 

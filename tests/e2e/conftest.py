@@ -1,0 +1,29 @@
+"""One whole bot on loopback for the end-to-end tests: the simulator, the scripted model, the
+real ``codexbot serve`` and ``codexbot worker`` processes, real Redis and the real Docker engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from sim.stack import DEMO_SCRIPTS, Stack
+from tests.conftest import REDIS_URL
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_url) -> Iterator[Stack]:
+    with Stack(data_dir=tmp_path_factory.mktemp("stack"), redis_url=REDIS_URL,
+               script_dirs=(DEMO_SCRIPTS, SCRIPTS)) as running:
+        yield running

@@ -1,0 +1,176 @@
+"""A signed ``issues.labeled`` delivery becomes a pull request, as a user would see it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from sim.stack import DEMO_REPO, Stack, wait_until
+from workers.text import MARKER
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def task_containers(docker_client, task_id: str) -> list:
+    return docker_client.containers.list(all=True, filters={"label": f"codexbot.task={task_id}"})
+
+
+def task_volumes(docker_client, task_id: str) -> list:
+    return docker_client.volumes.list(filters={"label": f"codexbot.task={task_id}"})
+
+
+def seed_issue(stack: Stack, name: str, title: str, body: str, tmp_path: Path) -> tuple[str, int]:
+    issue_file = tmp_path / f"{name}.md"
+    issue_file.write_text(f"{title}\n{body}\n")
+    repo = tmp_path / f"{name}-repo"
+    import shutil
+
+    shutil.copytree(DEMO_REPO, repo, ignore=shutil.ignore_patterns("issue.md"))
+    full_name, issue = stack.seed(repo, issue_file, full_name=f"octo-org/{name}")
+    return full_name, issue["number"]
+
+
+@pytest.fixture(scope="module")
+def fixed(stack: Stack, docker_client):
+    """The demo issue, labelled once, run to its pull request."""
+    full_name, issue = stack.seed()
+    delivery = stack.github.add_label(full_name, issue["number"], "codex")
+    assert delivery.status_code == 202, delivery.response_body
+    task_id = json.loads(delivery.response_body)["task_id"]
+    outcome = stack.wait_for_task(task_id, timeout=300)
+    return {"repo": full_name, "issue": issue, "delivery": delivery, "task_id": task_id,
+            "outcome": outcome}
+
+
+def test_labeled_issue_becomes_a_pull_request_that_fixes_the_bug(stack, fixed, tmp_path):
+    pulls = stack.github.pulls(fixed["repo"])
+    assert len(pulls) == 1
+    pull = pulls[0]
+    number = fixed["issue"]["number"]
+    assert pull["head"]["ref"] == f"codex/issue-{number}-word-count-miscounts-text-with-repeated"
+    assert pull["base"]["ref"] == "main"
+    assert pull["draft"] is False
+    assert f"Fixes #{number}" in pull["body"]
+    assert "python3 -m pytest -q" in pull["body"]
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(stack.github.bare_repo_path(fixed["repo"])), str(clone)],
+                   check=True)
+    git(clone, "checkout", "-q", pull["head"]["ref"])
+    assert git(clone, "rev-list", "--count", "main..HEAD") == "1"
+    assert "text.split()" in (clone / "textstats" / "core.py").read_text()
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                           cwd=clone, capture_output=True, text=True)
+    assert tests.returncode == 0, tests.stdout
+
+    message = git(clone, "log", "-1", "--format=%B")
+    subject, blank, *body = message.splitlines()
+    assert subject == "Count words on any whitespace in word_count"
+    assert len(subject) <= 72 and not subject.endswith(".")
+    assert blank == ""
+    assert all(len(line) <= 72 for line in body)
+    assert body[-1] == f"Fixes #{number}"
+    assert git(clone, "log", "-1", "--format=%an") == "codex-bot[bot]"
+
+
+def test_the_issue_gets_one_comment_linking_the_pr(stack, fixed):
+    comments = stack.github.issue_comments(fixed["repo"], fixed["issue"]["number"])
+    assert len(comments) == 1
+    pull = stack.github.pulls(fixed["repo"])[0]
+    assert pull["html_url"] in comments[0]["body"]
+    assert MARKER in comments[0]["body"]
+
+
+def test_tests_ran_before_and_after_in_the_sandbox(fixed):
+    outcome = fixed["outcome"]
+    assert outcome["tests_before"] == {"command": "python3 -m pytest -q", "exit_code": 1}
+    assert outcome["tests_after"] == {"command": "python3 -m pytest -q", "exit_code": 0}
+    assert "-    return len(text.split(\" \"))" in outcome["patch"]
+
+
+def test_the_same_delivery_twice_yields_one_job_and_one_pr(stack, fixed):
+    sent = next(hook for hook in stack.github.webhooks
+                if hook.delivery.delivery_id == fixed["delivery"].delivery_id)
+    again = stack.github.deliver(sent.delivery.event, sent.payload,
+                                 delivery_id=sent.delivery.delivery_id)
+    assert again.status_code == 202
+    assert json.loads(again.response_body) == {"task_id": fixed["task_id"], "duplicate": True}
+    from rq import Queue
+
+    assert len(Queue(stack.queue, connection=stack.redis)) == 0
+    assert len(stack.github.pulls(fixed["repo"])) == 1
+
+
+def test_no_container_or_volume_of_the_task_remains(docker_client, fixed):
+    assert task_containers(docker_client, fixed["task_id"]) == []
+    assert task_volumes(docker_client, fixed["task_id"]) == []
+
+
+def test_a_task_that_changes_nothing_fails_visibly_and_cleans_up(stack, docker_client, tmp_path):
+    full_name, number = seed_issue(stack, "quiet", "Nothing to change here", "Look only.", tmp_path)
+    delivery = stack.github.add_label(full_name, number, "codex")
+    task_id = json.loads(delivery.response_body)["task_id"]
+    with pytest.raises(Exception, match="without changing any file"):
+        stack.wait_for_task(task_id, timeout=300)
+    comments = stack.github.issue_comments(full_name, number)
+    assert len(comments) == 1
+    assert "without changing any file" in comments[0]["body"]
+    assert stack.github.pulls(full_name) == []
+    assert task_containers(docker_client, task_id) == []
+
+
+def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_client, tmp_path):
+    full_name, number = seed_issue(stack, "audit", "Audit the sandbox for secrets",
+                                   "Print the environment.", tmp_path)
+    delivery = stack.github.add_label(full_name, number, "codex")
+    task_id = json.loads(delivery.response_body)["task_id"]
+
+    container = wait_until(lambda: next(iter(task_containers(docker_client, task_id)), None),
+                           120, "the task's container")
+    secrets = dict(stack.secrets())
+    wait_until(lambda: stack.github.state.tokens, 30, "an installation token")
+    for index, token in enumerate(stack.github.state.tokens):
+        secrets[f"installation_token_{index}"] = token
+    key_lines = [line for line in secrets["private_key"].splitlines() if "-----" not in line]
+    secrets["private_key_line"] = key_lines[1]
+
+    inside = {"env": "\n".join(container.attrs["Config"]["Env"])}
+    for name, value in secrets.items():
+        if "\n" in value:
+            continue  # grep takes one line a pattern; the key is searched for by its lines
+
+        found = container.exec_run(
+            ["grep", "-rIlF", "--exclude-dir=proc", "--exclude-dir=sys", "-e", value, "/"],
+            user="0")
+        # grep exits 1 when nothing matched; 2 only for unreadable files, which is fine here.
+        assert found.exit_code != 0, f"{name} found in the sandbox: {found.output[:200]!r}"
+    environ = container.exec_run(["sh", "-c", "cat /proc/*/environ | tr '\\0' '\\n'"], user="0")
+    inside["proc_environ"] = environ.output.decode(errors="replace")
+    container.exec_run(["touch", "/tmp/audited"])
+    outcome = stack.wait_for_task(task_id, timeout=300)
+
+    pull = stack.github.pulls(full_name)[0]
+    seen = {
+        **inside,
+        "pr": json.dumps(pull),
+        "patch": outcome["patch"],
+        "commit": outcome["commit_message"],
+        "comments": json.dumps(stack.github.issue_comments(full_name, number)),
+        "logs": stack.logs(),
+        "trajectory": (stack.data_dir / "bot" / "trajectories" / f"{task_id}.jsonl").read_text(),
+        "model_requests": json.dumps(stack.model.requests if stack.model else []),
+    }
+    assert "waited" in seen["trajectory"]
+    for where, text in seen.items():
+        for name, value in secrets.items():
+            assert value not in text, f"{name} leaked into {where}"

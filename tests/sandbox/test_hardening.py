@@ -1,0 +1,106 @@
+"""The container really is locked down: checked with `docker inspect` and from inside."""
+
+# ruff: noqa: S108 - /tmp here is the container's private tmpfs, not the host's
+
+from __future__ import annotations
+
+import os
+
+import docker
+import pytest
+
+from sandbox.container import Sandbox
+from sandbox.hardening import SandboxLimits
+
+pytestmark = pytest.mark.docker
+
+
+def test_inspect_shows_every_hardening_flag(
+    docker_client: docker.DockerClient, shared_box: Sandbox
+) -> None:
+    info = docker_client.api.inspect_container(shared_box.container_id)
+    host = info["HostConfig"]
+    limits = SandboxLimits()
+
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Privileged"] is False
+    assert host["PidsLimit"] == limits.pids
+    assert host["Memory"] == 1024**3
+    assert host["MemorySwap"] == host["Memory"]
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["Init"] is True
+    assert host["IpcMode"] == "private"
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}
+    assert "size=256m" in host["Tmpfs"]["/tmp"]
+    assert info["Config"]["User"] == "1000:1000"
+    assert info["NetworkSettings"]["Networks"].keys() == {"none"}
+    mounts = info["Mounts"]
+    assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/workspace")]
+    assert not any("docker.sock" in str(m) for m in mounts)
+
+
+def test_no_network_inside(shared_box: Sandbox) -> None:
+    connect = shared_box.exec(
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 6379), 1)\""
+    )
+    assert connect.exit_code != 0
+    assert "ConnectionRefusedError" in connect.output or "OSError" in connect.output
+
+    interfaces = shared_box.exec("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")
+    assert interfaces.output.split() == ["lo"]
+
+
+def test_runs_unprivileged_without_capabilities(shared_box: Sandbox) -> None:
+    result = shared_box.exec(
+        "id -u; id -g; grep -E '^(Cap(Eff|Prm|Bnd)|NoNewPrivs):' /proc/self/status"
+    )
+    lines = result.output.split("\n")
+    assert lines[:2] == ["1000", "1000"]
+    assert "CapEff:\t0000000000000000" in result.output
+    assert "CapBnd:\t0000000000000000" in result.output
+    assert "NoNewPrivs:\t1" in result.output
+
+
+@pytest.mark.parametrize("path", ["/etc/evil", "/usr/bin/evil", "/evil", "/var/evil"])
+def test_writing_outside_workspace_and_tmp_fails(shared_box: Sandbox, path: str) -> None:
+    result = shared_box.exec(f"echo x > {path}")
+    assert result.exit_code != 0
+    assert "Read-only file system" in result.output or "Permission denied" in result.output
+
+
+def test_workspace_tmp_and_home_are_writable(shared_box: Sandbox) -> None:
+    result = shared_box.exec(
+        "touch /workspace/.probe /tmp/probe ~/probe && rm /workspace/.probe && echo ok"
+    )
+    assert (result.exit_code, result.output) == (0, "ok\n")
+
+
+def test_container_env_holds_nothing_from_host(
+    docker_client: docker.DockerClient,
+    sandbox_image: str,
+    task_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "ghs_FAKEsecretTOKENvalue1234567890"  # noqa: S105 - a fake, to look for
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    monkeypatch.setenv("CODEX_FAKE_SECRET", secret)
+    assert os.environ["CODEX_FAKE_SECRET"] == secret
+
+    with Sandbox(
+        docker_client, image=sandbox_image, task_id=task_id, env={"TASK_HINT": "hello"}
+    ) as box:
+        seen = box.exec("env; echo ---; tr '\\0' '\\n' < /proc/1/environ").output
+        config_env = docker_client.api.inspect_container(box.container_id)["Config"]["Env"]
+
+    assert secret not in seen
+    assert "GITHUB_TOKEN" not in seen
+    assert "CODEX_FAKE_SECRET" not in seen
+    assert "TASK_HINT=hello" in seen
+    assert "LANG=C.UTF-8" in seen
+    environ_of_init = seen.split("---\n")[1]
+    assert "HOME=/home/sandbox" in environ_of_init  # we really read pid 1's environment
+    assert not any(secret in entry or entry.startswith("GITHUB_TOKEN=") for entry in config_env)

@@ -1,0 +1,157 @@
+"""Everything the simulator says must match GitHub's own OpenAPI descriptions.
+
+A scenario drives every implemented endpoint (through PyGithub, as the bot does, plus raw
+requests for error answers), then every recorded response body, and every JSON request body
+the client sent, is validated against the vendored subset of GitHub's description. Webhook
+payloads are validated against GitHub's webhook descriptions. A mismatch is a simulator bug.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from github import Auth, Github, GithubIntegration
+
+from sim.github import GitHubSim
+from tests.openapi.validate import (
+    SchemaMismatch,
+    match_path,
+    validate_request,
+    validate_response,
+    validate_webhook,
+)
+from tests.sim.conftest import APP_ID, OWNER_REPO, WebhookReceiver, api
+from tests.sim.test_rest import NO_THROTTLE, push_branch
+
+VENDORED = Path(__file__).resolve().parent.parent / "openapi" / "rest-subset.json"
+
+
+def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> None:
+    integration = GithubIntegration(
+        auth=Auth.AppAuth(APP_ID, private_pem.decode()), base_url=sim.api_url, **NO_THROTTLE
+    )
+    integration.get_app()
+    list(integration.get_installations())
+    installation = integration.get_repo_installation("octo-org", "widgets")
+    token = integration.get_access_token(installation.id).token
+    integration.close()
+
+    gh = Github(base_url=sim.api_url, auth=Auth.Token(token), **NO_THROTTLE)
+    repo = gh.get_repo(OWNER_REPO)
+    sim.create_issue(OWNER_REPO, "add() subtracts", "It returns a - b.", labels=["bug"])
+    issue = repo.get_issue(1)
+    comment = issue.create_comment("On it")
+    comment.edit("On it, step 2")
+    issue.get_comment(comment.id)
+    list(issue.get_comments())
+    issue.create_reaction("eyes")
+    issue.create_reaction("eyes")
+    comment.create_reaction("rocket")
+    # PyGithub's add_to_labels posts a bare JSON array, which GitHub accepts but its current
+    # description no longer documents; send the documented object form here.
+    assert api(sim, "POST", f"/repos/{OWNER_REPO}/issues/1/labels", token, {"labels": ["codex:working"]}).status_code == 200
+    list(issue.get_labels())
+
+    head = push_branch(sim, token, tmp_path, "codex/issue-1", count=2)
+    pull = repo.create_pull(title="Fix add", body="Closes #1", head="codex/issue-1", base="main", draft=True)
+    repo.get_issue(pull.number)
+    list(pull.get_commits())
+    pull.create_review_request(reviewers=["octo-maintainer"])
+    pull.edit(title="Fix add()")
+    repo.get_pull(pull.number)
+    list(repo.get_pulls(state="all"))
+    repo.get_branch("codex/issue-1")
+    repo.get_git_ref("heads/codex/issue-1")
+    list(repo.get_commits(sha=head))
+    repo.get_collaborator_permission("octo-maintainer")
+    gh.close()
+
+    # Error answers, with the bodies GitHub documents for them.
+    for method, path, body in (
+        ("GET", "/repos/octo-org/missing", None),
+        ("GET", f"/repos/{OWNER_REPO}/issues/404", None),
+        ("GET", f"/repos/{OWNER_REPO}/pulls/404", None),
+        ("GET", f"/repos/{OWNER_REPO}/branches/missing", None),
+        ("GET", f"/repos/{OWNER_REPO}/git/ref/heads/missing", None),
+        ("POST", f"/repos/{OWNER_REPO}/pulls", {"title": "dup", "head": "codex/issue-1", "base": "main"}),
+        ("POST", f"/repos/{OWNER_REPO}/pulls", {"title": "bad", "head": "missing", "base": "main"}),
+        ("POST", f"/repos/{OWNER_REPO}/issues/1/comments", {"body": ""}),
+        ("POST", f"/repos/{OWNER_REPO}/issues/1/reactions", {"content": "party"}),
+        ("GET", f"/repos/{OWNER_REPO}/collaborators/ghost/permission", None),
+    ):
+        assert api(sim, method, path, token, body).status_code >= 400
+    assert api(sim, "GET", f"/repos/{OWNER_REPO}", "ghs_" + "0" * 36).status_code == 401
+
+
+def test_every_response_and_request_matches_githubs_description(
+    github: GitHubSim, app_key: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    drive_every_endpoint(github, app_key[0], tmp_path)
+    api_requests = [r for r in github.requests if r.path.startswith("/api/v3/")]
+    failures = []
+    for r in api_requests:
+        try:
+            validate_response(r.method, r.path, r.status, r.response_json)
+            if r.request_json is not None and r.status < 400:
+                validate_request(r.method, r.path, r.request_json)
+        except SchemaMismatch as mismatch:
+            failures.append(str(mismatch))
+    assert not failures, "\n\n".join(failures)
+
+    covered = {(r.method.lower(), match_path(r.path)) for r in api_requests if r.status < 400}
+    vendored = json.loads(VENDORED.read_text("utf-8"))["paths"]
+    documented = {(method, path) for path, methods in vendored.items() for method in methods}
+    assert documented - covered == set()
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        "ping",
+        "issues_opened",
+        "issues_labeled",
+        "issue_comment_created",
+        "issue_comment_edited",
+        "pull_request_review_submitted",
+        "pull_request_review_comment_created",
+    ],
+)
+def test_webhook_payloads_match_githubs_description(
+    github: GitHubSim,
+    token: str,
+    tmp_path: Path,
+    webhook_receiver: WebhookReceiver,
+    send: str,
+) -> None:
+    github.create_issue(OWNER_REPO, "bug", "body")
+    push_branch(github, token, tmp_path, "codex/issue-1")
+    api(github, "POST", f"/repos/{OWNER_REPO}/pulls", token, {"title": "Fix", "head": "codex/issue-1", "base": "main", "body": "b"})
+    comment, _ = github.comment(OWNER_REPO, 1, "@codex-bot please look", user="octo-maintainer")
+    {
+        "ping": lambda: github.ping(),
+        "issues_opened": lambda: github.open_issue(OWNER_REPO, "another", "text"),
+        "issues_labeled": lambda: github.add_label(OWNER_REPO, 1, "codex"),
+        "issue_comment_created": lambda: github.comment(OWNER_REPO, 2, "/codex retry"),
+        "issue_comment_edited": lambda: github.edit_comment(comment["id"], "edited text"),
+        "pull_request_review_submitted": lambda: github.submit_review(OWNER_REPO, 2, "Please rename", state="changes_requested"),
+        "pull_request_review_comment_created": lambda: github.add_review_comment(OWNER_REPO, 2, "nit", path="pkg/__init__.py", line=2),
+    }[send]()
+    sent = github.webhooks[-1]
+    assert sent.delivery.status_code == 202
+    received = json.loads(webhook_receiver.received[-1].body)
+    assert received == sent.payload
+    validate_webhook(sent.delivery.event, received.get("action"), received)
+
+
+def test_pygithub_bare_label_list_is_accepted_but_undocumented(github: GitHubSim, token: str) -> None:
+    github.create_issue(OWNER_REPO, "t", "b")
+    gh = Github(base_url=github.api_url, auth=Auth.Token(token), **NO_THROTTLE)
+    gh.get_repo(OWNER_REPO).get_issue(1).add_to_labels("codex")
+    gh.close()
+    sent = [r for r in github.requests if r.method == "POST" and r.path.endswith("/issues/1/labels")][-1]
+    assert sent.status == 200 and sent.request_json == ["codex"]
+    validate_response(sent.method, sent.path, sent.status, sent.response_json)
+    with pytest.raises(SchemaMismatch):
+        validate_request(sent.method, sent.path, sent.request_json)
