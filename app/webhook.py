@@ -84,7 +84,8 @@ def _claim(redis: Redis, delivery_id: str) -> bytes | None:
     key = f"codexbot:delivery:{delivery_id}"
     if redis.set(key, b"", nx=True, ex=DEDUPE_SECONDS):
         return None
-    return redis.get(key) or b""
+    earlier = redis.get(key)
+    return earlier if isinstance(earlier, bytes) else b""
 
 
 @blueprint.post("/webhook")
@@ -98,7 +99,9 @@ def receive_webhook():  # noqa: ANN201
     body = request.get_data(cache=False)
     if len(body) > MAX_BODY_BYTES:
         return _text(413, "payload too large")
-    if not verify_signature(body, request.headers.get("X-Hub-Signature-256"), settings.webhook_secrets()):
+    if not verify_signature(
+        body, request.headers.get("X-Hub-Signature-256"), settings.webhook_secrets()
+    ):
         return _text(401, "bad signature")
 
     event = request.headers.get("X-GitHub-Event", "").strip()

@@ -24,8 +24,12 @@ def _settings() -> Settings:
 
 
 @click.group()
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.pass_context
 def main(context: click.Context, log_level: str) -> None:
     """codex-bot: hands GitHub issues to an AI coding agent in an offline sandbox."""
@@ -35,8 +39,13 @@ def main(context: click.Context, log_level: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Receiver processes (each with a few threads).")
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Receiver processes (each with a few threads).",
+)
 @click.pass_context
 def serve(context: click.Context, host: str, port: int, workers: int) -> None:
     """Run the webhook receiver (POST /webhook, GET /healthz)."""
@@ -78,6 +87,8 @@ def worker(context: click.Context, burst: bool, name: str | None) -> None:
 
     from redis import Redis
     from rq import Queue, Worker
+
+    import workers.jobs  # noqa: F401 - imported once here, so each forked task starts warm
 
     redis = Redis.from_url(settings.redis_url)
     queue = Queue(settings.codex_queue, connection=redis)

@@ -18,8 +18,9 @@ def forget_secret(secret: str | None) -> None:
     _redactor.add(secret)
 
 
-def _redact(_: Any, __: str, event: str) -> str:
-    return _redactor(event)
+def _redact(_: Any, __: str, rendered: Any) -> Any:
+    """Last processor: masks secrets in the rendered JSON line."""
+    return _redactor(rendered)
 
 
 def configure_logging(secrets: list[str] | None = None, level: int = logging.INFO) -> None:

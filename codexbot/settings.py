@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,12 +82,14 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret the bot knows from its settings, for redaction."""
-        values = [self.github_webhook_secret.get_secret_value(), self.openai_api_key.get_secret_value()]
+        values = [
+            self.github_webhook_secret.get_secret_value(),
+            self.openai_api_key.get_secret_value(),
+        ]
         values += [secret.decode() for secret in self.webhook_secrets()]
-        try:
+        # An unreadable key is reported when it is first needed; nothing to redact meanwhile.
+        with contextlib.suppress(SettingsError):
             values.append(self.private_key_pem())
-        except SettingsError:
-            pass  # reported when the key is first needed; nothing to redact meanwhile
         return values
 
 

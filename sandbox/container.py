@@ -8,6 +8,9 @@
 The checkout is copied in (put_archive into a per-task volume), never bind-mounted: the worker and
 the Docker engine may run on different hosts. Container and volume are removed when the block
 ends, also when it raises; both carry the task's label so a reaper finds strays after a crash.
+
+Each command runs in bash as uid 1000 under our own timeout and output cap. Background jobs a
+command starts are killed when it ends (they would otherwise hold its output stream open).
 """
 
 from __future__ import annotations
@@ -607,7 +610,10 @@ class Sandbox:
         """The exec's exit code, polled briefly: the stream may end before Docker records it."""
         deadline = time.monotonic() + EXIT_CODE_WAIT_SECONDS
         while True:
-            info = self._client.api.exec_inspect(exec_id)
+            try:
+                info = self._client.api.exec_inspect(exec_id)
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+                raise SandboxError(f"could not read the command's exit code: {error}") from error
             if not info.get("Running") and info.get("ExitCode") is not None:
                 return int(info["ExitCode"])
             if time.monotonic() > deadline:

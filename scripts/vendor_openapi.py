@@ -124,7 +124,9 @@ def copy_reachable_components(
 def select_operation(operation: dict[str, Any], statuses: tuple[str, ...]) -> dict[str, Any]:
     selected: dict[str, Any] = {
         "operationId": operation["operationId"],
-        "responses": {s: operation["responses"][s] for s in statuses if s in operation["responses"]},
+        "responses": {
+            s: operation["responses"][s] for s in statuses if s in operation["responses"]
+        },
     }
     if "requestBody" in operation:
         selected["requestBody"] = operation["requestBody"]
@@ -138,7 +140,10 @@ def rest_subset(source: dict[str, Any]) -> dict[str, Any]:
         paths.setdefault(path, {})[method] = select_operation(operation, statuses)
     return {
         "openapi": source["openapi"],
-        "info": {"title": "GitHub REST subset for codex-bot's simulator", "version": source["info"]["version"]},
+        "info": {
+            "title": "GitHub REST subset for codex-bot's simulator",
+            "version": source["info"]["version"],
+        },
         "paths": paths,
         "components": copy_reachable_components(source, paths.values(), EXTRA_REFS),
     }
@@ -152,7 +157,10 @@ def webhooks_subset(source: dict[str, Any]) -> dict[str, Any]:
     webhooks = strip_prose(webhooks)
     return {
         "openapi": source["openapi"],
-        "info": {"title": "GitHub webhooks subset for codex-bot's simulator", "version": source["info"]["version"]},
+        "info": {
+            "title": "GitHub webhooks subset for codex-bot's simulator",
+            "version": source["info"]["version"],
+        },
         "webhooks": webhooks,
         "components": copy_reachable_components(source, webhooks.values()),
     }
@@ -170,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     rest = json.loads((args.shared / "rest-openapi.api.github.com.json").read_text("utf-8"))
     hooks = json.loads((args.shared / "webhooks-openapi.api.github.com.json").read_text("utf-8"))
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, document in (("rest-subset.json", rest_subset(rest)), ("webhooks-subset.json", webhooks_subset(hooks))):
+    for name, document in (
+        ("rest-subset.json", rest_subset(rest)),
+        ("webhooks-subset.json", webhooks_subset(hooks)),
+    ):
         target = args.out / name
         write_json(target, document)
         print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")

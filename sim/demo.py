@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,19 +19,33 @@ import tempfile
 import time
 from pathlib import Path
 
+from codexbot.logs import configure_logging
 from sim.stack import DEMO_REPO, ROOT, Stack, StackError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sim.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of prose")
-    parser.add_argument("--repo", type=Path, help="a local repository to seed instead of the demo's")
-    parser.add_argument("--issue", type=Path, help="issue file: first line the title, then the body")
-    parser.add_argument("--model-base-url", help="an OpenAI-compatible endpoint instead of the script")
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.demo", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of prose"
+    )
+    parser.add_argument(
+        "--repo", type=Path, help="a local repository to seed instead of the demo's"
+    )
+    parser.add_argument(
+        "--issue", type=Path, help="issue file: first line the title, then the body"
+    )
+    parser.add_argument(
+        "--model-base-url", help="an OpenAI-compatible endpoint instead of the script"
+    )
     parser.add_argument("--model", default="scripted-model", help="model name for --model-base-url")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the PR")
     parser.add_argument("--no-bootstrap", action="store_true", help="skip scripts/bootstrap.sh")
+    parser.add_argument("--verbose", action="store_true", help="show the simulators' own logs")
     args = parser.parse_args(argv)
     if (args.repo is None) != (args.issue is None):
         parser.error("--repo and --issue go together")
@@ -52,8 +67,11 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
     quiet = args.json
     options: dict = {"data_dir": data_dir, "redis_url": args.redis_url}
     if args.model_base_url:
-        options.update(model_base_url=args.model_base_url, model_name=args.model,
-                       openai_api_key=os.environ["OPENAI_API_KEY"])
+        options.update(
+            model_base_url=args.model_base_url,
+            model_name=args.model,
+            openai_api_key=os.environ["OPENAI_API_KEY"],
+        )
     started = time.monotonic()
     with Stack(**options) as stack:
         say(f"receiver on {stack.receiver_url}, GitHub simulator on {stack.github.url}", quiet)
@@ -61,10 +79,15 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
         say(f"seeded {repo} with issue #{issue['number']}: {issue['title']}", quiet)
         delivery = stack.github.add_label(repo, issue["number"], "codex")
         if delivery.status_code != 202:
-            raise StackError(f"the receiver answered {delivery.status_code}: {delivery.response_body}")
+            raise StackError(
+                f"the receiver answered {delivery.status_code}: {delivery.response_body}"
+            )
         task_id = json.loads(delivery.response_body)["task_id"]
-        say(f"labelled it 'codex'; the receiver answered 202 in {delivery.duration_ms:.0f} ms "
-            f"(task {task_id}); waiting for the worker", quiet)
+        say(
+            f"labelled it 'codex'; the receiver answered 202 in {delivery.duration_ms:.0f} ms "
+            f"(task {task_id}); waiting for the worker",
+            quiet,
+        )
         outcome = stack.wait_for_task(task_id, timeout=args.timeout)
         comments = stack.github.issue_comments(repo, issue["number"])
     timings = {"ack": round(delivery.duration_ms), **outcome["timings_ms"]}
@@ -90,8 +113,12 @@ def report(result: dict) -> str:
         "",
         f"branch:  {result['branch']}",
         "commit:  " + result["commit_message"].splitlines()[0],
-        f"tests:   `{after['command']}` exit {before['exit_code']} before, {after['exit_code']} after"
-        if before and after else "tests:   no test command found",
+        (
+            f"tests:   `{after['command']}` exit {before['exit_code']} before, "
+            f"{after['exit_code']} after"
+        )
+        if before and after
+        else "tests:   no test command found",
         f"agent:   {result['steps']} steps, {result['tokens']} tokens",
         "timings: " + ", ".join(f"{name} {ms} ms" for name, ms in result["timings_ms"].items()),
         "",
@@ -104,9 +131,12 @@ def report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # stdout carries only the result; the stand-ins' logs go to stderr, and only when asked for.
+    configure_logging(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.no_bootstrap:
-        subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh")], check=True,
-                       stdout=sys.stderr)
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "bootstrap.sh")], check=True, stdout=sys.stderr
+        )
     with tempfile.TemporaryDirectory(prefix="codexbot-demo-") as tmp:
         try:
             result = run_demo(args, Path(tmp))
@@ -114,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo failed: {error}", file=sys.stderr)
             logs = Path(tmp) / "logs"
             for log in sorted(logs.glob("*.log")) if logs.exists() else []:
-                print(f"--- {log.name} (last lines)\n" + "\n".join(
-                    log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
+                print(
+                    f"--- {log.name} (last lines)\n"
+                    + "\n".join(log.read_text(errors="replace").splitlines()[-20:]),
+                    file=sys.stderr,
+                )
             return 1
         except KeyboardInterrupt:
             print("demo interrupted; everything it started is stopped", file=sys.stderr)

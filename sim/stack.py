@@ -117,7 +117,11 @@ class Stack:
         if not key_path.exists():
             key_path.write_bytes(self.private_key)
             key_path.chmod(0o600)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "OPENAI_", "CODEX_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GITHUB_", "OPENAI_", "CODEX_"))
+        }
         env.update(
             GITHUB_APP_ID=str(APP_ID),
             GITHUB_PRIVATE_KEY_PATH=str(key_path),
@@ -163,7 +167,9 @@ class Stack:
     def _receiver_healthy(self) -> bool:
         receiver = self.processes["receiver"]
         if receiver.poll() is not None:
-            raise StackError(f"the receiver exited with {receiver.returncode}:\n{self.logs('receiver')}")
+            raise StackError(
+                f"the receiver exited with {receiver.returncode}:\n{self.logs('receiver')}"
+            )
         try:
             return requests.get(f"{self.receiver_url}/healthz", timeout=1).status_code == 200
         except requests.RequestException:
@@ -187,15 +193,21 @@ class Stack:
         self.redis.close()
 
     def logs(self, name: str | None = None) -> str:
-        names = [name] if name else sorted(path.stem for path in (self.data_dir / "logs").glob("*.log"))
+        names = (
+            [name] if name else sorted(path.stem for path in (self.data_dir / "logs").glob("*.log"))
+        )
         return "".join(
             (self.data_dir / "logs" / f"{n}.log").read_text(errors="replace") for n in names
         )
 
     # -- driving it like a user ----------------------------------------------------------------
 
-    def seed(self, repo_dir: Path = DEMO_REPO, issue_file: Path | None = None,
-             full_name: str = "octo-org/textstats") -> tuple[str, dict]:
+    def seed(
+        self,
+        repo_dir: Path = DEMO_REPO,
+        issue_file: Path | None = None,
+        full_name: str = "octo-org/textstats",
+    ) -> tuple[str, dict]:
         """A repository from ``repo_dir`` and an issue from ``issue_file`` (default: the demo's)."""
         title, body = read_issue_file(issue_file or repo_dir / "issue.md")
         source = repo_dir

@@ -72,8 +72,14 @@ class Receiver:
         key = (secret or self.settings.webhook_secrets()[0].decode()).encode()
         return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
-    def deliver(self, event: str, payload: dict | bytes, *, delivery_id: str | None = None,
-                headers: dict[str, str] | None = None) -> requests.Response:
+    def deliver(
+        self,
+        event: str,
+        payload: dict | bytes,
+        *,
+        delivery_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = {
             "Content-Type": "application/json",

@@ -14,8 +14,13 @@ from rq import Queue
 def labeled(label: str = "codex", number: int = 7, **issue_extra) -> dict:
     return {
         "action": "labeled",
-        "issue": {"number": number, "title": "Broken", "state": "open",
-                  "labels": [{"name": label}], **issue_extra},
+        "issue": {
+            "number": number,
+            "title": "Broken",
+            "state": "open",
+            "labels": [{"name": label}],
+            **issue_extra,
+        },
         "label": {"name": label},
         "repository": {"full_name": "octo-org/textstats"},
         "sender": {"login": "octo-maintainer", "type": "User"},
@@ -40,8 +45,13 @@ def test_trigger_label_enqueues_a_fix(receiver):
     jobs = queued(receiver).jobs
     assert [job.id for job in jobs] == ["d-1"]
     assert jobs[0].func_name == "workers.jobs.fix_issue"
-    assert jobs[0].kwargs == {"repo": "octo-org/textstats", "issue_number": 7,
-                              "installation_id": 3, "task_id": "d-1", "delivery_id": "d-1"}
+    assert jobs[0].kwargs == {
+        "repo": "octo-org/textstats",
+        "issue_number": 7,
+        "installation_id": 3,
+        "task_id": "d-1",
+        "delivery_id": "d-1",
+    }
 
 
 def test_repeated_delivery_enqueues_nothing_new(receiver):
@@ -81,11 +91,18 @@ def test_nothing_to_do_is_204_and_enqueues_nothing(receiver, event, payload):
 
 def test_bad_or_missing_signature_is_401(receiver):
     body = json.dumps(labeled()).encode()
-    headers = {"X-GitHub-Event": "issues", "X-GitHub-Delivery": "x", "Content-Type": "application/json"}
+    headers = {
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": "x",
+        "Content-Type": "application/json",
+    }
     missing = requests.post(f"{receiver.url}/webhook", data=body, headers=headers, timeout=5)
-    wrong = receiver.deliver("issues", labeled(), headers={"X-Hub-Signature-256": "sha256=" + "0" * 64})
-    other_secret = receiver.deliver("issues", labeled(),
-                                    headers={"X-Hub-Signature-256": receiver.sign(body, "nope")})
+    wrong = receiver.deliver(
+        "issues", labeled(), headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}
+    )
+    other_secret = receiver.deliver(
+        "issues", labeled(), headers={"X-Hub-Signature-256": receiver.sign(body, "nope")}
+    )
     assert missing.status_code == wrong.status_code == other_secret.status_code == 401
     assert missing.text.strip() == "bad signature"
     assert len(queued(receiver)) == 0
@@ -111,8 +128,9 @@ def test_malformed_deliveries_are_4xx(receiver, body, headers, status):
 
 def test_form_encoded_delivery_is_verified_over_the_raw_body(receiver):
     body = urlencode({"payload": json.dumps(labeled())}).encode()
-    response = receiver.deliver("issues", body, headers={
-        "Content-Type": "application/x-www-form-urlencoded"})
+    response = receiver.deliver(
+        "issues", body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 202
 
 
@@ -125,13 +143,18 @@ def test_oversized_body_is_413(receiver):
 def test_rotated_secrets_both_work(redis):
     from tests.conftest import Receiver, make_settings
 
-    served = Receiver(make_settings(github_webhook_secret="old-one, new-one",
-                                    codex_queue=f"q-{uuid.uuid4().hex[:6]}"), redis)
+    served = Receiver(
+        make_settings(
+            github_webhook_secret="old-one, new-one", codex_queue=f"q-{uuid.uuid4().hex[:6]}"
+        ),
+        redis,
+    )
     try:
         for secret in ("old-one", "new-one"):
             body = json.dumps(labeled()).encode()
-            response = served.deliver("issues", body, headers={
-                "X-Hub-Signature-256": served.sign(body, secret)})
+            response = served.deliver(
+                "issues", body, headers={"X-Hub-Signature-256": served.sign(body, secret)}
+            )
             assert response.status_code == 202
     finally:
         served.close()

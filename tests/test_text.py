@@ -6,8 +6,11 @@ from workers import text
 @pytest.mark.parametrize(
     ("number", "title", "expected"),
     [
-        (7, "word_count miscounts text with repeated whitespace",
-         "codex/issue-7-word-count-miscounts-text-with-repeated"),
+        (
+            7,
+            "word_count miscounts text with repeated whitespace",
+            "codex/issue-7-word-count-miscounts-text-with-repeated",
+        ),
         (1, "Crash on ÜNICODE input!!", "codex/issue-1-crash-on-unicode-input"),
         (3, "   ", "codex/issue-3-task"),
         (4, "$(rm -rf /); `id`", "codex/issue-4-rm-rf-id"),
@@ -35,8 +38,10 @@ def test_commit_subject(subject, expected):
 
 
 def test_commit_message_shape():
-    body = ("word_count split on single spaces, so repeated spaces and tabs gave wrong counts. "
-            "It now uses str.split(), which splits on any run of whitespace.\n\nFixes #9")
+    body = (
+        "word_count split on single spaces, so repeated spaces and tabs gave wrong counts. "
+        "It now uses str.split(), which splits on any run of whitespace.\n\nFixes #9"
+    )
     message = text.commit_message("Count words on any whitespace.", body, 9)
     subject, blank, *rest = message.rstrip("\n").split("\n")
     assert subject == "Count words on any whitespace"
@@ -56,9 +61,15 @@ def test_wrap_keeps_lists_and_code():
 
 def test_pr_body_says_draft_when_tests_fail():
     after = text.TestRun("pytest -q", 1, "1 failed")
-    body = text.pr_body(issue_number=2, summary="Did it.", changed_files=["a.py"],
-                        tests_before=text.TestRun("pytest -q", 1), tests_after=after,
-                        steps=3, tokens=100)
+    body = text.pr_body(
+        issue_number=2,
+        summary="Did it.",
+        changed_files=["a.py"],
+        tests_before=text.TestRun("pytest -q", 1),
+        tests_after=after,
+        steps=3,
+        tokens=100,
+    )
     assert body.startswith("**Draft: the tests still fail")
     assert "- `a.py`" in body and "Fixes #2" in body and "exit code 1" in body
     assert text.MARKER in body
@@ -66,7 +77,14 @@ def test_pr_body_says_draft_when_tests_fail():
 
 def test_pr_body_with_passing_tests_fences_output_safely():
     after = text.TestRun("pytest -q", 0, "````\n3 passed")
-    body = text.pr_body(issue_number=2, summary="Did it.", changed_files=[],
-                        tests_before=None, tests_after=after, steps=1, tokens=1)
+    body = text.pr_body(
+        issue_number=2,
+        summary="Did it.",
+        changed_files=[],
+        tests_before=None,
+        tests_after=after,
+        steps=1,
+        tokens=1,
+    )
     assert body.startswith("## Summary")
     assert "`````\n````\n3 passed\n`````" in body

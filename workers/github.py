@@ -7,13 +7,18 @@ through its auth objects and git receives them through the environment (see chec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from github import Auth, Github, GithubException, GithubIntegration
 
 # Our write volume per task is a handful of calls spread over minutes; PyGithub's default
 # client-side throttle (1 s between writes) would only slow the answer a user waits for.
-_CLIENT_OPTIONS = {"seconds_between_requests": None, "seconds_between_writes": None, "timeout": 30}
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "seconds_between_requests": None,
+    "seconds_between_writes": None,
+    "timeout": 30,
+}
 TOKEN_PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write"}
 
 
@@ -103,7 +108,9 @@ class Repository:
             issue = self._api.get_issue(number)
         except GithubException as error:
             raise _explain(error, f"reading issue #{number}") from None
-        return Issue(number=number, title=issue.title, body=issue.body or "", author=issue.user.login)
+        return Issue(
+            number=number, title=issue.title, body=issue.body or "", author=issue.user.login
+        )
 
     def comment(self, number: int, body: str) -> str:
         try:

@@ -78,7 +78,9 @@ def verify_with_tests(sandbox: Sandbox, command: str | None) -> text.TestRun | N
     if command is None:
         return None
     result = sandbox.exec(command, timeout=TEST_TIMEOUT)
-    return text.TestRun(command=command, exit_code=result.exit_code, tail=text.tail_lines(result.output))
+    return text.TestRun(
+        command=command, exit_code=result.exit_code, tail=text.tail_lines(result.output)
+    )
 
 
 def agent_run(task: Task, sandbox: Sandbox, test_command: str | None) -> AgentResult:
@@ -96,7 +98,10 @@ def agent_run(task: Task, sandbox: Sandbox, test_command: str | None) -> AgentRe
         test_command=test_command,
     )
     trajectory = Trajectory(trajectory_path(settings, task.id), task.redact)
-    return run_agent(agent_task, sandbox, model, AgentLimits(), trajectory)
+    try:
+        return run_agent(agent_task, sandbox, model, AgentLimits(), trajectory)
+    finally:
+        model.close()
 
 
 def trajectory_path(settings: Settings, task_id: str) -> Path:
@@ -136,8 +141,15 @@ def publish(
     )
     task.repo.comment(task.issue.number, text.pr_opened_comment(pull.url, after))
     log.info("published", branch=branch, sha=sha, pr=pull.url, draft=draft)
-    return {"pr_url": pull.url, "pr_number": pull.number, "branch": branch, "sha": sha,
-            "commit_message": message, "draft": draft, "changed_files": changed}
+    return {
+        "pr_url": pull.url,
+        "pr_number": pull.number,
+        "branch": branch,
+        "sha": sha,
+        "commit_message": message,
+        "draft": draft,
+        "changed_files": changed,
+    }
 
 
 def _test_json(run: text.TestRun | None) -> dict | None:
@@ -226,8 +238,14 @@ def fix_issue(
     repository = app.repository(repo, token)
     workdir = settings.codex_data_dir / "work" / task_id
     try:
-        task = Task(id=task_id, settings=settings, repo=repository,
-                    issue=repository.issue(issue_number), redact=redact, workdir=workdir)
+        task = Task(
+            id=task_id,
+            settings=settings,
+            repo=repository,
+            issue=repository.issue(issue_number),
+            redact=redact,
+            workdir=workdir,
+        )
         outcome = run_fix(task)
     except Exception as error:
         log.exception("task failed")

@@ -11,8 +11,11 @@ PYTEST = "python3 -m pytest -q"
 def _has_pytest_config(root: Path) -> bool:
     if (root / "pytest.ini").is_file() or (root / "conftest.py").is_file():
         return True
-    for name, marker in (("pyproject.toml", "[tool.pytest"), ("setup.cfg", "[tool:pytest]"),
-                         ("tox.ini", "[pytest]")):
+    for name, marker in (
+        ("pyproject.toml", "[tool.pytest"),
+        ("setup.cfg", "[tool:pytest]"),
+        ("tox.ini", "[pytest]"),
+    ):
         path = root / name
         if path.is_file() and marker in path.read_text(errors="replace"):
             return True
@@ -22,7 +25,9 @@ def _has_pytest_config(root: Path) -> bool:
 
 def _makefile_has_test(root: Path) -> bool:
     makefile = root / "Makefile"
-    return makefile.is_file() and re.search(r"(?m)^test:", makefile.read_text(errors="replace"))
+    return makefile.is_file() and bool(
+        re.search(r"(?m)^test:", makefile.read_text(errors="replace"))
+    )
 
 
 def detect_test_command(root: Path) -> str | None:

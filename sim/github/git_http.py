@@ -1,4 +1,4 @@
-"""Git on disk: bare repositories, reading history, and the smart-HTTP bridge to ``git http-backend``."""
+"""Git on disk: bare repositories, reading history, and the bridge to ``git http-backend``."""
 
 from __future__ import annotations
 
@@ -147,7 +147,9 @@ def to_utc_z(iso_date: str) -> str:
     return datetime.fromisoformat(iso_date).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def log(bare: Path, revision_range: str, *, max_count: int | None = None, skip: int = 0) -> list[CommitInfo]:
+def log(
+    bare: Path, revision_range: str, *, max_count: int | None = None, skip: int = 0
+) -> list[CommitInfo]:
     """Commits in ``revision_range``, newest first (``git log`` order)."""
     args = ["log", f"--format={FIELD_END.join(LOG_FIELDS)}{RECORD_END}", f"--skip={skip}"]
     if max_count is not None:
@@ -207,18 +209,22 @@ def run_http_backend(env: dict[str, str], body: IO[bytes], body_length: int) -> 
     """Run ``git http-backend`` as CGI; stream its stdout back after parsing the CGI headers."""
     env = {**env, "CONTENT_LENGTH": str(body_length)}
     process = subprocess.Popen(
-        ["git", "http-backend"], stdin=body, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        ["git", "http-backend"],
+        stdin=body,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
-    assert process.stdout is not None
-    status, headers = parse_cgi_headers(process.stdout)
+    stdout = process.stdout
+    assert stdout is not None
+    status, headers = parse_cgi_headers(stdout)
 
     def stream() -> Iterator[bytes]:
         try:
-            assert process.stdout is not None
-            while chunk := process.stdout.read(65536):
+            while chunk := stdout.read(65536):
                 yield chunk
         finally:
-            process.stdout.close()
+            stdout.close()
             try:
                 process.wait(timeout=GIT_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:

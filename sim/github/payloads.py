@@ -226,7 +226,9 @@ def label_json(urls: Urls, repo: Repo, label: Label) -> dict[str, Any]:
 
 
 def reactions_rollup(url: str, reactions: list[Reaction]) -> dict[str, Any]:
-    counts = {content: sum(r.content == content for r in reactions) for content in REACTION_CONTENTS}
+    counts = {
+        content: sum(r.content == content for r in reactions) for content in REACTION_CONTENTS
+    }
     return {"url": url, "total_count": len(reactions), **counts}
 
 
@@ -405,9 +407,7 @@ def reaction_json(urls: Urls, reaction: Reaction, user: User) -> dict[str, Any]:
     }
 
 
-def pull_branch_json(
-    urls: Urls, repo: Repo, owner: User, ref: str, sha: str
-) -> dict[str, Any]:
+def pull_branch_json(urls: Urls, repo: Repo, owner: User, ref: str, sha: str) -> dict[str, Any]:
     return {
         "label": f"{repo.owner}:{ref}",
         "ref": ref,
@@ -525,7 +525,9 @@ def commit_json(urls: Urls, repo: Repo, info: CommitInfo, users: dict[str, User]
         "commit": {
             "url": f"{api}/git/commits/{info.sha}",
             "author": git_user_json(info.author_name, info.author_email, info.author_date),
-            "committer": git_user_json(info.committer_name, info.committer_email, info.committer_date),
+            "committer": git_user_json(
+                info.committer_name, info.committer_email, info.committer_date
+            ),
             "message": info.message,
             "comment_count": 0,
             "tree": {"sha": info.tree, "url": f"{api}/git/trees/{info.tree}"},
@@ -551,7 +553,10 @@ def branch_json(urls: Urls, repo: Repo, branch: str, head: dict[str, Any]) -> di
     return {
         "name": branch,
         "commit": head,
-        "_links": {"self": f"{api}/branches/{branch}", "html": f"{urls.repo_html(repo.full_name)}/tree/{branch}"},
+        "_links": {
+            "self": f"{api}/branches/{branch}",
+            "html": f"{urls.repo_html(repo.full_name)}/tree/{branch}",
+        },
         "protected": False,
         "protection": {
             "enabled": False,
@@ -577,7 +582,13 @@ def git_ref_json(urls: Urls, repo: Repo, ref: str, sha: str) -> dict[str, Any]:
 
 def collaborator_permission_json(urls: Urls, user: User, role: str) -> dict[str, Any]:
     """GitHub reports ``maintain`` as ``write`` and ``triage`` as ``read`` in ``permission``."""
-    legacy = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
+    legacy = {
+        "admin": "admin",
+        "maintain": "write",
+        "write": "write",
+        "triage": "read",
+        "read": "read",
+    }
     permission = legacy.get(role, "none")
     return {
         "permission": permission,
@@ -661,7 +672,10 @@ def review_json(
         "html_url": f"{html}#pullrequestreview-{review_id}",
         "pull_request_url": pull_api,
         "author_association": author_association(repo, user.login),
-        "_links": {"html": {"href": f"{html}#pullrequestreview-{review_id}"}, "pull_request": {"href": pull_api}},
+        "_links": {
+            "html": {"href": f"{html}#pullrequestreview-{review_id}"},
+            "pull_request": {"href": pull_api},
+        },
     }
 
 

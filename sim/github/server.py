@@ -70,9 +70,7 @@ def sim() -> GitHubSim:
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(body), status=status, content_type="application/json; charset=utf-8"
-    )
+    return Response(json.dumps(body), status=status, content_type="application/json; charset=utf-8")
 
 
 def create_app(github_sim: GitHubSim) -> Flask:
@@ -155,7 +153,11 @@ def verify_app_jwt() -> None:
     if float(claims["exp"]) > now + JWT_MAX_LIFETIME_SECONDS + JWT_CLOCK_SKEW_SECONDS:
         raise ApiError(401, "'Expiration time' claim ('exp') is too far in the future")
     if float(claims["iat"]) > now + JWT_CLOCK_SKEW_SECONDS:
-        raise ApiError(401, "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued")
+        raise ApiError(
+            401,
+            "'Issued at' claim ('iat') must be an Integer representing the time that the "
+            "assertion was issued",
+        )
     if str(claims["iss"]) != str(sim().app.id):
         raise ApiError(401, "'Issuer' claim ('iss') must be an Integer")
 
@@ -174,7 +176,9 @@ def verify_installation_token() -> None:
 
 def uses_app_jwt(path: str) -> bool:
     parts = path.strip("/").split("/")
-    return parts[0] == "app" or (len(parts) == 4 and parts[0] == "repos" and parts[3] == "installation")
+    return parts[0] == "app" or (
+        len(parts) == 4 and parts[0] == "repos" and parts[3] == "installation"
+    )
 
 
 def authenticate_api_request() -> None:
@@ -305,14 +309,18 @@ def api_blueprint() -> Blueprint:
         s = sim()
         body = request_object().get("body")
         if not isinstance(body, str) or not body:
-            raise validation_failed({"resource": "IssueComment", "field": "body", "code": "missing_field"})
+            raise validation_failed(
+                {"resource": "IssueComment", "field": "body", "code": "missing_field"}
+            )
         with s.state.lock:
             repo = repo_for_request(owner, name)
             issue = issue_for_request(repo, number)
             comment = s.new_comment(repo, number, body, s.bot_login, via_app=True)
             issue.updated_at = comment.created_at
             rendered = s.render_comment(repo, comment)
-        log.info("github_sim.comment_created", repo=repo.full_name, number=number, comment_id=comment.id)
+        log.info(
+            "github_sim.comment_created", repo=repo.full_name, number=number, comment_id=comment.id
+        )
         response = json_response(rendered, 201)
         response.headers["Location"] = rendered["url"]
         return response
@@ -332,7 +340,9 @@ def api_blueprint() -> Blueprint:
         s = sim()
         body = request_object().get("body")
         if not isinstance(body, str) or not body:
-            raise validation_failed({"resource": "IssueComment", "field": "body", "code": "missing_field"})
+            raise validation_failed(
+                {"resource": "IssueComment", "field": "body", "code": "missing_field"}
+            )
         with s.state.lock:
             repo = repo_for_request(owner, name)
             comment = s.state.comments.get(comment_id)
@@ -348,7 +358,9 @@ def api_blueprint() -> Blueprint:
         with s.state.lock:
             repo = repo_for_request(owner, name)
             issue = issue_for_request(repo, number)
-            items = [payloads.label_json(s.urls, repo, repo.labels[n.lower()]) for n in issue.labels]
+            items = [
+                payloads.label_json(s.urls, repo, repo.labels[n.lower()]) for n in issue.labels
+            ]
         return paginated(items)
 
     @bp.post("/repos/<owner>/<name>/issues/<int:number>/labels")
@@ -366,7 +378,9 @@ def api_blueprint() -> Blueprint:
                 if label.name.lower() not in (n.lower() for n in issue.labels):
                     issue.labels.append(label.name)
             issue.updated_at = utcnow()
-            items = [payloads.label_json(s.urls, repo, repo.labels[n.lower()]) for n in issue.labels]
+            items = [
+                payloads.label_json(s.urls, repo, repo.labels[n.lower()]) for n in issue.labels
+            ]
         return json_response(items)
 
     def react(repo: Repo, subject: tuple[str, int]) -> Response:
@@ -377,7 +391,9 @@ def api_blueprint() -> Blueprint:
         with s.state.lock:
             for existing in s.reactions_on(subject, repo):
                 if existing.user == s.bot_login and existing.content == content:
-                    return json_response(payloads.reaction_json(s.urls, existing, s.state.users[existing.user]))
+                    return json_response(
+                        payloads.reaction_json(s.urls, existing, s.state.users[existing.user])
+                    )
             reaction = Reaction(
                 id=s.state.next_id(),
                 user=s.bot_login,
@@ -387,7 +403,9 @@ def api_blueprint() -> Blueprint:
                 repo=repo.full_name,
             )
             s.state.reactions.append(reaction)
-            return json_response(payloads.reaction_json(s.urls, reaction, s.state.users[s.bot_login]), 201)
+            return json_response(
+                payloads.reaction_json(s.urls, reaction, s.state.users[s.bot_login]), 201
+            )
 
     @bp.post("/repos/<owner>/<name>/issues/<int:number>/reactions")
     def create_issue_reaction(owner: str, name: str, number: int) -> Response:
@@ -466,7 +484,9 @@ def api_blueprint() -> Blueprint:
             head = s.pull_head_sha(repo, issue)
             commits = git_http.log(repo.bare_path, f"{issue.pull.base_sha}..{head}")
             # GitHub lists a pull request's commits oldest first.
-            items = [payloads.commit_json(s.urls, repo, c, s.state.users) for c in reversed(commits)]
+            items = [
+                payloads.commit_json(s.urls, repo, c, s.state.users) for c in reversed(commits)
+            ]
         return paginated(items)
 
     @bp.post("/repos/<owner>/<name>/pulls/<int:number>/requested_reviewers")
@@ -482,7 +502,8 @@ def api_blueprint() -> Blueprint:
                 raise ApiError(
                     422,
                     "Reviews may only be requested from collaborators. One or more of the users "
-                    f"or teams you specified is not a collaborator of the {repo.full_name} repository.",
+                    "or teams you specified is not a collaborator of the "
+                    f"{repo.full_name} repository.",
                 )
             for reviewer in reviewers:
                 if reviewer not in issue.pull.requested_reviewers:
@@ -506,7 +527,11 @@ def api_blueprint() -> Blueprint:
         s = sim()
         with s.state.lock:
             repo = repo_for_request(owner, name)
-            sha = git_http.ref_sha(repo.bare_path, f"refs/{ref}") if ref.startswith(("heads/", "tags/")) else None
+            sha = (
+                git_http.ref_sha(repo.bare_path, f"refs/{ref}")
+                if ref.startswith(("heads/", "tags/"))
+                else None
+            )
             if sha is None:
                 raise not_found()
             return json_response(payloads.git_ref_json(s.urls, repo, f"refs/{ref}", sha))
@@ -544,7 +569,9 @@ def open_pull_request(repo: Repo, body: dict[str, Any]) -> Issue:
     s = sim()
     for field in ("title", "head", "base"):
         if not isinstance(body.get(field), str) or not body[field]:
-            raise validation_failed({"resource": "PullRequest", "field": field, "code": "missing_field"})
+            raise validation_failed(
+                {"resource": "PullRequest", "field": field, "code": "missing_field"}
+            )
     head_owner, _, head_ref = body["head"].rpartition(":")
     if head_owner and head_owner.lower() != repo.owner.lower():
         raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
@@ -556,7 +583,12 @@ def open_pull_request(repo: Repo, body: dict[str, Any]) -> Issue:
     if base_sha is None:
         raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
     for existing in s.state.issues[repo.full_name.lower()].values():
-        if existing.pull and existing.state == "open" and existing.pull.head_ref == head_ref and existing.pull.base_ref == base_ref:
+        if (
+            existing.pull
+            and existing.state == "open"
+            and existing.pull.head_ref == head_ref
+            and existing.pull.base_ref == base_ref
+        ):
             raise validation_failed(
                 {
                     "resource": "PullRequest",
@@ -566,7 +598,11 @@ def open_pull_request(repo: Repo, body: dict[str, Any]) -> Issue:
             )
     if git_http.count_commits(repo.bare_path, f"{base_sha}..{head_sha}") == 0:
         raise validation_failed(
-            {"resource": "PullRequest", "code": "custom", "message": f"No commits between {base_ref} and {head_ref}"}
+            {
+                "resource": "PullRequest",
+                "code": "custom",
+                "message": f"No commits between {base_ref} and {head_ref}",
+            }
         )
     issue = s.new_issue(repo, title=body["title"], body=body.get("body"), user=s.bot_login)
     issue.pull_id = s.state.next_id()
@@ -592,7 +628,9 @@ def apply_pull_update(repo: Repo, issue: Issue, body: dict[str, Any]) -> None:
         issue.pull.base_ref = body["base"]
     if "state" in body:
         if body["state"] not in ("open", "closed"):
-            raise validation_failed({"resource": "PullRequest", "field": "state", "code": "invalid"})
+            raise validation_failed(
+                {"resource": "PullRequest", "field": "state", "code": "invalid"}
+            )
         issue.state = body["state"]
         issue.closed_at = utcnow() if issue.state == "closed" else None
     issue.updated_at = utcnow()
@@ -606,7 +644,9 @@ def basic_auth_token() -> str | None:
     if scheme.lower() != "basic":
         return None
     try:
-        user, _, password = base64.b64decode(credential, validate=True).decode("utf-8").partition(":")
+        user, _, password = (
+            base64.b64decode(credential, validate=True).decode("utf-8").partition(":")
+        )
     except (binascii.Error, UnicodeDecodeError):
         return None
     return password if user == "x-access-token" and password else None
@@ -739,7 +779,10 @@ def admin_blueprint() -> Blueprint:
         body = request_object()
         return delivery_json(
             sim().add_label(
-                body["full_name"], int(body["number"]), body["label"], sender=body.get("sender", "octo-maintainer")
+                body["full_name"],
+                int(body["number"]),
+                body["label"],
+                sender=body.get("sender", "octo-maintainer"),
             )
         )
 
@@ -747,7 +790,10 @@ def admin_blueprint() -> Blueprint:
     def admin_comment() -> Response:
         body = request_object()
         comment, delivery = sim().comment(
-            body["full_name"], int(body["number"]), body["body"], user=body.get("user", "octo-maintainer")
+            body["full_name"],
+            int(body["number"]),
+            body["body"],
+            user=body.get("user", "octo-maintainer"),
         )
         return json_response({"comment": comment, "delivery": dataclasses.asdict(delivery)})
 
@@ -780,8 +826,15 @@ def state_summary() -> dict[str, Any]:
             "api_url": s.api_url,
             "repos": {
                 repo.full_name: {
-                    "issues": [s.render_issue(repo, i) for i in s.state.issues[repo.full_name.lower()].values()],
-                    "comments": [s.render_comment(repo, c) for c in s.state.comments.values() if c.repo == repo.full_name],
+                    "issues": [
+                        s.render_issue(repo, i)
+                        for i in s.state.issues[repo.full_name.lower()].values()
+                    ],
+                    "comments": [
+                        s.render_comment(repo, c)
+                        for c in s.state.comments.values()
+                        if c.repo == repo.full_name
+                    ],
                     "pulls": s.pulls(repo.full_name),
                     "reactions": s.reactions(repo.full_name),
                     "branches": {

@@ -23,8 +23,8 @@ import structlog
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from sim.github import git_http, payloads
-from sim.github.server import create_app
 from sim.github.payloads import App, Urls
+from sim.github.server import create_app
 from sim.github.state import (
     PERMISSIONS,
     Comment,
@@ -51,7 +51,7 @@ class SimError(ValueError):
 
 
 class QuietRequestHandler(WSGIRequestHandler):
-    """The simulator records requests itself; keep werkzeug's per-request lines out of test output."""
+    """The simulator records requests itself; keep werkzeug's request lines out of test output."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return None
@@ -185,7 +185,9 @@ class GitHubSim:
         git_http.init_bare(bare, default_branch)
         git_http.import_directory(bare, Path(source_dir), default_branch)
         with self.state.lock:
-            account = self.state.users.get(owner) or self.state.ensure_user(owner, type="Organization")
+            account = self.state.users.get(owner) or self.state.ensure_user(
+                owner, type="Organization"
+            )
             if installation_id not in self.state.installations:
                 self.state.installations[installation_id] = Installation(
                     id=installation_id, account=account.login, created_at=utcnow()
@@ -237,7 +239,9 @@ class GitHubSim:
         self.state.issues[repo.full_name.lower()][issue.number] = issue
         return issue
 
-    def new_comment(self, repo: Repo, number: int, body: str, user: str, *, via_app: bool) -> Comment:
+    def new_comment(
+        self, repo: Repo, number: int, body: str, user: str, *, via_app: bool
+    ) -> Comment:
         self.state.ensure_user(user)
         now = utcnow()
         comment = Comment(
@@ -323,7 +327,9 @@ class GitHubSim:
             comment.updated_at = utcnow()
             payload = payloads.webhook_issue_comment(
                 "edited",
-                issue=self.render_issue(repo, self.require_issue(repo.full_name, comment.issue_number)),
+                issue=self.render_issue(
+                    repo, self.require_issue(repo.full_name, comment.issue_number)
+                ),
                 comment=self.render_comment(repo, comment),
                 repository=self.render_repo(repo),
                 sender=self.render_user(user or comment.user),
@@ -436,7 +442,9 @@ class GitHubSim:
             duration_ms=(time.monotonic() - started) * 1000,
         )
         with self.state.lock:
-            self.state.webhooks.append(SentWebhook(delivery=delivery, payload=payload, headers=headers))
+            self.state.webhooks.append(
+                SentWebhook(delivery=delivery, payload=payload, headers=headers)
+            )
         log.info(
             "github_sim.webhook_delivered",
             event_name=event,
@@ -451,10 +459,7 @@ class GitHubSim:
     def issue_comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
         with self.state.lock:
             repo = self.require_repo(full_name)
-            return [
-                self.render_comment(repo, c)
-                for c in self.comments_on(repo, number)
-            ]
+            return [self.render_comment(repo, c) for c in self.comments_on(repo, number)]
 
     def issue(self, full_name: str, number: int) -> dict[str, Any]:
         with self.state.lock:
@@ -543,7 +548,9 @@ class GitHubSim:
         return payloads.user_json(self.urls, self.state.ensure_user(login))
 
     def render_repo(self, repo: Repo) -> dict[str, Any]:
-        open_issues = sum(i.state == "open" for i in self.state.issues[repo.full_name.lower()].values())
+        open_issues = sum(
+            i.state == "open" for i in self.state.issues[repo.full_name.lower()].values()
+        )
         return payloads.repo_json(
             self.urls, repo, self.state.users[repo.owner], open_issues=open_issues
         )

@@ -202,7 +202,9 @@ class State:
 
     def mint_token(self, installation_id: int, ttl: timedelta) -> Token:
         value = "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36))
-        token = Token(value=value, installation_id=installation_id, expires_at=datetime.now(UTC) + ttl)
+        token = Token(
+            value=value, installation_id=installation_id, expires_at=datetime.now(UTC) + ttl
+        )
         with self.lock:
             self.tokens[value] = token
         return token

@@ -24,6 +24,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url) -> Iterator[Stack]:
-    with Stack(data_dir=tmp_path_factory.mktemp("stack"), redis_url=REDIS_URL,
-               script_dirs=(DEMO_SCRIPTS, SCRIPTS)) as running:
+    with Stack(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        redis_url=REDIS_URL,
+        script_dirs=(DEMO_SCRIPTS, SCRIPTS),
+    ) as running:
         yield running

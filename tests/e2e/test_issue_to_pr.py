@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def task_containers(docker_client, task_id: str) -> list:
@@ -48,8 +48,13 @@ def fixed(stack: Stack, docker_client):
     assert delivery.status_code == 202, delivery.response_body
     task_id = json.loads(delivery.response_body)["task_id"]
     outcome = stack.wait_for_task(task_id, timeout=300)
-    return {"repo": full_name, "issue": issue, "delivery": delivery, "task_id": task_id,
-            "outcome": outcome}
+    return {
+        "repo": full_name,
+        "issue": issue,
+        "delivery": delivery,
+        "task_id": task_id,
+        "outcome": outcome,
+    }
 
 
 def test_labeled_issue_becomes_a_pull_request_that_fixes_the_bug(stack, fixed, tmp_path):
@@ -64,13 +69,19 @@ def test_labeled_issue_becomes_a_pull_request_that_fixes_the_bug(stack, fixed, t
     assert "python3 -m pytest -q" in pull["body"]
 
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(stack.github.bare_repo_path(fixed["repo"])), str(clone)],
-                   check=True)
+    subprocess.run(
+        ["git", "clone", "-q", str(stack.github.bare_repo_path(fixed["repo"])), str(clone)],
+        check=True,
+    )
     git(clone, "checkout", "-q", pull["head"]["ref"])
     assert git(clone, "rev-list", "--count", "main..HEAD") == "1"
     assert "text.split()" in (clone / "textstats" / "core.py").read_text()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                           cwd=clone, capture_output=True, text=True)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+    )
     assert tests.returncode == 0, tests.stdout
 
     message = git(clone, "log", "-1", "--format=%B")
@@ -95,14 +106,18 @@ def test_tests_ran_before_and_after_in_the_sandbox(fixed):
     outcome = fixed["outcome"]
     assert outcome["tests_before"] == {"command": "python3 -m pytest -q", "exit_code": 1}
     assert outcome["tests_after"] == {"command": "python3 -m pytest -q", "exit_code": 0}
-    assert "-    return len(text.split(\" \"))" in outcome["patch"]
+    assert '-    return len(text.split(" "))' in outcome["patch"]
 
 
 def test_the_same_delivery_twice_yields_one_job_and_one_pr(stack, fixed):
-    sent = next(hook for hook in stack.github.webhooks
-                if hook.delivery.delivery_id == fixed["delivery"].delivery_id)
-    again = stack.github.deliver(sent.delivery.event, sent.payload,
-                                 delivery_id=sent.delivery.delivery_id)
+    sent = next(
+        hook
+        for hook in stack.github.webhooks
+        if hook.delivery.delivery_id == fixed["delivery"].delivery_id
+    )
+    again = stack.github.deliver(
+        sent.delivery.event, sent.payload, delivery_id=sent.delivery.delivery_id
+    )
     assert again.status_code == 202
     assert json.loads(again.response_body) == {"task_id": fixed["task_id"], "duplicate": True}
     from rq import Queue
@@ -130,13 +145,17 @@ def test_a_task_that_changes_nothing_fails_visibly_and_cleans_up(stack, docker_c
 
 
 def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_client, tmp_path):
-    full_name, number = seed_issue(stack, "audit", "Audit the sandbox for secrets",
-                                   "Print the environment.", tmp_path)
+    full_name, number = seed_issue(
+        stack, "audit", "Audit the sandbox for secrets", "Print the environment.", tmp_path
+    )
     delivery = stack.github.add_label(full_name, number, "codex")
     task_id = json.loads(delivery.response_body)["task_id"]
 
-    container = wait_until(lambda: next(iter(task_containers(docker_client, task_id)), None),
-                           120, "the task's container")
+    container = wait_until(
+        lambda: next(iter(task_containers(docker_client, task_id)), None),
+        120,
+        "the task's container",
+    )
     secrets = dict(stack.secrets())
     wait_until(lambda: stack.github.state.tokens, 30, "an installation token")
     for index, token in enumerate(stack.github.state.tokens):
@@ -150,8 +169,8 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
             continue  # grep takes one line a pattern; the key is searched for by its lines
 
         found = container.exec_run(
-            ["grep", "-rIlF", "--exclude-dir=proc", "--exclude-dir=sys", "-e", value, "/"],
-            user="0")
+            ["grep", "-rIlF", "--exclude-dir=proc", "--exclude-dir=sys", "-e", value, "/"], user="0"
+        )
         # grep exits 1 when nothing matched; 2 only for unreadable files, which is fine here.
         assert found.exit_code != 0, f"{name} found in the sandbox: {found.output[:200]!r}"
     environ = container.exec_run(["sh", "-c", "cat /proc/*/environ | tr '\\0' '\\n'"], user="0")

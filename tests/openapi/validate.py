@@ -28,6 +28,8 @@ WEBHOOKS_URI = "urn:codexbot:webhooks-subset"
 API_PREFIX = "/api/v3"
 # Error statuses GitHub answers on any endpoint, with its usual error body.
 BASIC_ERROR = "#/components/schemas/basic-error"
+# Keywords whose value maps names to schemas: those names are data, not keywords.
+NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "schemas"})
 
 
 class SchemaMismatch(AssertionError):
@@ -44,7 +46,14 @@ def to_json_schema(node: Any) -> Any:
         return [to_json_schema(item) for item in node]
     if not isinstance(node, dict):
         return node
-    schema = {key: to_json_schema(value) for key, value in node.items()}
+    schema = {
+        key: (
+            {name: to_json_schema(sub) for name, sub in value.items()}
+            if key in NAME_MAPS and isinstance(value, dict)
+            else to_json_schema(value)
+        )
+        for key, value in node.items()
+    }
     for bound in ("Minimum", "Maximum"):
         flag = schema.get(f"exclusive{bound}")
         if isinstance(flag, bool):
@@ -88,9 +97,7 @@ def _pointer(*parts: str) -> str:
 
 
 def _check(base_uri: str, pointer: str, instance: Any, what: str) -> None:
-    validator = jsonschema.Draft202012Validator(
-        {"$ref": base_uri + pointer}, registry=_registry()
-    )
+    validator = jsonschema.Draft202012Validator({"$ref": base_uri + pointer}, registry=_registry())
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         details = "\n".join(
@@ -116,7 +123,9 @@ def match_path(path: str) -> str:
     path = path.split("?", 1)[0]
     if path.startswith(API_PREFIX):
         path = path[len(API_PREFIX) :]
-    candidates = [t for t in _document("rest-subset.json")["paths"] if _template_regex(t).match(path)]
+    candidates = [
+        t for t in _document("rest-subset.json")["paths"] if _template_regex(t).match(path)
+    ]
     if not candidates:
         raise UndocumentedOperation(f"no vendored operation for path {path}")
     # Prefer the template with the most literal text (e.g. issues/comments/{id} over issues/{n}).
@@ -139,8 +148,12 @@ def validate_response(method: str, path: str, status: int, body: Any) -> None:
     if str(status) in responses:
         response = responses[str(status)]
         if "$ref" in response:
-            response = _document("rest-subset.json")["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
-            pointer = _pointer("components", "responses", responses[str(status)]["$ref"].rsplit("/", 1)[1])
+            response = _document("rest-subset.json")["components"]["responses"][
+                response["$ref"].rsplit("/", 1)[1]
+            ]
+            pointer = _pointer(
+                "components", "responses", responses[str(status)]["$ref"].rsplit("/", 1)[1]
+            )
         else:
             pointer = _pointer("paths", template, method.lower(), "responses", str(status))
         content = response.get("content", {})
@@ -158,7 +171,9 @@ def validate_request(method: str, path: str, body: Any) -> None:
     template, operation = _operation(method, path)
     if "requestBody" not in operation:
         raise UndocumentedOperation(f"{method.upper()} {template} takes no request body")
-    pointer = _pointer("paths", template, method.lower(), "requestBody", "content", "application/json", "schema")
+    pointer = _pointer(
+        "paths", template, method.lower(), "requestBody", "content", "application/json", "schema"
+    )
     _check(REST_URI, pointer, body, f"request body of {method.upper()} {path}")
 
 
@@ -173,5 +188,7 @@ def validate_webhook(event: str, action: str | None, payload: Any) -> None:
     key = webhook_key(event, action)
     if key not in _document("webhooks-subset.json")["webhooks"]:
         raise UndocumentedOperation(f"webhook {key} is not in the vendored subset")
-    pointer = _pointer("webhooks", key, "post", "requestBody", "content", "application/json", "schema")
+    pointer = _pointer(
+        "webhooks", key, "post", "requestBody", "content", "application/json", "schema"
+    )
     _check(WEBHOOKS_URI, pointer, payload, f"webhook {key}")

@@ -45,3 +45,21 @@ def test_image_runs_as_sandbox_user_with_the_tools(
     assert lines[:3] == ["1000", "1000:1000", "codex-sandbox"]
     assert "pytest" in output
     assert len([line for line in lines if line.startswith("/")]) == 9
+
+
+def test_a_stale_sandbox_image_is_rebuilt(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    name = "codexbot-sandbox:test-stale"
+    docker_client.images.get(BASE_IMAGE).tag(name)  # same name, but without the context label
+    try:
+        image_id = ensure_image(docker_client, name)
+        rebuilt = docker_client.images.get(name)
+        assert rebuilt.id == image_id
+        assert rebuilt.id != docker_client.images.get(BASE_IMAGE).id
+        assert (
+            rebuilt.labels[CONTEXT_HASH_LABEL]
+            == docker_client.images.get(sandbox_image).labels[CONTEXT_HASH_LABEL]
+        )
+    finally:
+        docker_client.images.remove(name)

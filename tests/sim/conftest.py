@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from werkzeug.datastructures import Headers
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -29,7 +30,7 @@ OWNER_REPO = "octo-org/widgets"
 
 @dataclass
 class ReceivedHook:
-    headers: dict[str, str]
+    headers: Headers  # case-insensitive, like HTTP
     body: bytes
 
 
@@ -42,7 +43,9 @@ class WebhookReceiver:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
-        self.received.append(ReceivedHook(headers=dict(request.headers), body=request.get_data()))
+        self.received.append(
+            ReceivedHook(headers=Headers(request.headers), body=request.get_data())
+        )
         return Response("accepted", status=202)(environ, start_response)
 
 
@@ -54,9 +57,13 @@ def app_key() -> tuple[bytes, bytes]:
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
-    server = make_server("127.0.0.1", 0, receiver, threaded=True, request_handler=QuietRequestHandler)
+    server = make_server(
+        "127.0.0.1", 0, receiver, threaded=True, request_handler=QuietRequestHandler
+    )
     receiver.url = f"http://127.0.0.1:{server.server_port}/webhook"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield receiver
     server.shutdown()
@@ -75,7 +82,10 @@ def source_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def github(
-    tmp_path: Path, app_key: tuple[bytes, bytes], webhook_receiver: WebhookReceiver, source_dir: Path
+    tmp_path: Path,
+    app_key: tuple[bytes, bytes],
+    webhook_receiver: WebhookReceiver,
+    source_dir: Path,
 ) -> Iterator[GitHubSim]:
     sim = GitHubSim(
         app_id=APP_ID,
@@ -91,7 +101,13 @@ def github(
         yield sim
 
 
-def app_jwt(private_pem: bytes, *, app_id: int | str = APP_ID, iat: float | None = None, exp: float | None = None) -> str:
+def app_jwt(
+    private_pem: bytes,
+    *,
+    app_id: int | str = APP_ID,
+    iat: float | None = None,
+    exp: float | None = None,
+) -> str:
     now = time.time()
     claims = {
         "iat": int(now - 60 if iat is None else iat),
@@ -105,7 +121,10 @@ def app_jwt(private_pem: bytes, *, app_id: int | str = APP_ID, iat: float | None
 def mint_token(sim: GitHubSim, private_pem: bytes, installation_id: int = 7) -> str:
     response = requests.post(
         f"{sim.api_url}/app/installations/{installation_id}/access_tokens",
-        headers={"Authorization": f"Bearer {app_jwt(private_pem)}", "Accept": "application/vnd.github+json"},
+        headers={
+            "Authorization": f"Bearer {app_jwt(private_pem)}",
+            "Accept": "application/vnd.github+json",
+        },
         timeout=10,
     )
     assert response.status_code == 201, response.text
@@ -117,13 +136,13 @@ def token(github: GitHubSim, app_key: tuple[bytes, bytes]) -> str:
     return mint_token(github, app_key[0])
 
 
-def api(sim: GitHubSim, method: str, path: str, token: str | None, body: Any = None) -> requests.Response:
+def api(
+    sim: GitHubSim, method: str, path: str, token: str | None, body: Any = None
+) -> requests.Response:
     headers = {"Accept": "application/vnd.github+json"}
     if token is not None:
         headers["Authorization"] = f"token {token}"
-    return requests.request(
-        method, f"{sim.api_url}{path}", headers=headers, json=body, timeout=10
-    )
+    return requests.request(method, f"{sim.api_url}{path}", headers=headers, json=body, timeout=10)
 
 
 def git_env(token: str | None) -> dict[str, str]:
@@ -149,9 +168,17 @@ def git_env(token: str | None) -> dict[str, str]:
     return env
 
 
-def git(*args: str, cwd: Path | None = None, token: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def git(
+    *args: str, cwd: Path | None = None, token: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["git", *args], cwd=cwd, env=git_env(token), capture_output=True, text=True, timeout=60, check=False
+        ["git", *args],
+        cwd=cwd,
+        env=git_env(token),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")

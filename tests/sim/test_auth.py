@@ -13,7 +13,9 @@ from tests.sim.conftest import APP_ID, OWNER_REPO, WEBHOOK_SECRET, api, app_jwt,
 
 
 def get_app(sim: GitHubSim, jwt_token: str) -> requests.Response:
-    return requests.get(f"{sim.api_url}/app", headers={"Authorization": f"Bearer {jwt_token}"}, timeout=10)
+    return requests.get(
+        f"{sim.api_url}/app", headers={"Authorization": f"Bearer {jwt_token}"}, timeout=10
+    )
 
 
 def test_valid_app_jwt_reads_the_app(github: GitHubSim, app_key: tuple[bytes, bytes]) -> None:
@@ -22,7 +24,9 @@ def test_valid_app_jwt_reads_the_app(github: GitHubSim, app_key: tuple[bytes, by
     assert response.json()["id"] == APP_ID
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     assert response.headers["X-GitHub-Request-Id"]
-    assert int(response.headers["X-RateLimit-Remaining"]) < int(response.headers["X-RateLimit-Limit"])
+    assert int(response.headers["X-RateLimit-Remaining"]) < int(
+        response.headers["X-RateLimit-Limit"]
+    )
 
 
 def test_iss_may_be_a_string(github: GitHubSim, app_key: tuple[bytes, bytes]) -> None:
@@ -91,7 +95,9 @@ def test_token_for_another_installation_sees_404(
     assert api(github, "GET", "/repos/someone/else", other).status_code == 200
 
 
-def test_installation_token_expires(tmp_path: Path, app_key: tuple[bytes, bytes], source_dir: Path) -> None:
+def test_installation_token_expires(
+    tmp_path: Path, app_key: tuple[bytes, bytes], source_dir: Path
+) -> None:
     sim = GitHubSim(APP_ID, app_key[1], None, WEBHOOK_SECRET, tmp_path / "d", token_ttl_seconds=1.0)
     with sim:
         sim.create_repo(OWNER_REPO, source_dir, installation_id=7)
@@ -104,9 +110,14 @@ def test_installation_token_expires(tmp_path: Path, app_key: tuple[bytes, bytes]
         assert status == 401
 
 
-def test_repo_installation_lookup_uses_the_jwt(github: GitHubSim, app_key: tuple[bytes, bytes], token: str) -> None:
+def test_repo_installation_lookup_uses_the_jwt(
+    github: GitHubSim, app_key: tuple[bytes, bytes], token: str
+) -> None:
     url = f"{github.api_url}/repos/{OWNER_REPO}/installation"
     ok = requests.get(url, headers={"Authorization": f"Bearer {app_jwt(app_key[0])}"}, timeout=10)
     assert ok.status_code == 200
     assert ok.json()["id"] == 7
-    assert requests.get(url, headers={"Authorization": f"token {token}"}, timeout=10).status_code == 401
+    assert (
+        requests.get(url, headers={"Authorization": f"token {token}"}, timeout=10).status_code
+        == 401
+    )

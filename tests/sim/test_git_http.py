@@ -27,7 +27,9 @@ def test_clone_push_branch_and_refuse_force(github: GitHubSim, token: str, tmp_p
 
     git("reset", "-q", "--hard", "HEAD~1", cwd=work)
     commit_file(work, "other.txt", "rewritten\n", "Rewrite history")
-    forced = git("push", "-q", "--force", "origin", "codex/fix-1", cwd=work, token=token, check=False)
+    forced = git(
+        "push", "-q", "--force", "origin", "codex/fix-1", cwd=work, token=token, check=False
+    )
     assert forced.returncode != 0
     assert github.branch_sha(OWNER_REPO, "codex/fix-1") == first
 
@@ -43,7 +45,14 @@ def test_private_repo_needs_a_token(github: GitHubSim, tmp_path: Path) -> None:
 
 
 def test_bad_token_is_refused(github: GitHubSim, tmp_path: Path) -> None:
-    result = git("clone", "-q", clone_url(github), str(tmp_path / "bad"), token="ghs_" + "y" * 36, check=False)
+    result = git(
+        "clone",
+        "-q",
+        clone_url(github),
+        str(tmp_path / "bad"),
+        token="ghs_" + "y" * 36,
+        check=False,
+    )
     assert result.returncode != 0
 
 
@@ -109,7 +118,9 @@ def test_git_401_asks_for_basic_auth(github: GitHubSim) -> None:
     assert response.headers["WWW-Authenticate"] == 'Basic realm="GitHub"'
 
 
-def test_public_repo_clones_anonymously(github: GitHubSim, source_dir: Path, tmp_path: Path) -> None:
+def test_public_repo_clones_anonymously(
+    github: GitHubSim, source_dir: Path, tmp_path: Path
+) -> None:
     github.create_repo("octo-org/public", source_dir, installation_id=7, private=False)
     git("clone", "-q", clone_url(github, "octo-org/public"), str(tmp_path / "pub"))
     assert (tmp_path / "pub" / "README.md").exists()

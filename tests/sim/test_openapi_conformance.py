@@ -51,11 +51,22 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     comment.create_reaction("rocket")
     # PyGithub's add_to_labels posts a bare JSON array, which GitHub accepts but its current
     # description no longer documents; send the documented object form here.
-    assert api(sim, "POST", f"/repos/{OWNER_REPO}/issues/1/labels", token, {"labels": ["codex:working"]}).status_code == 200
+    assert (
+        api(
+            sim,
+            "POST",
+            f"/repos/{OWNER_REPO}/issues/1/labels",
+            token,
+            {"labels": ["codex:working"]},
+        ).status_code
+        == 200
+    )
     list(issue.get_labels())
 
     head = push_branch(sim, token, tmp_path, "codex/issue-1", count=2)
-    pull = repo.create_pull(title="Fix add", body="Closes #1", head="codex/issue-1", base="main", draft=True)
+    pull = repo.create_pull(
+        title="Fix add", body="Closes #1", head="codex/issue-1", base="main", draft=True
+    )
     repo.get_issue(pull.number)
     list(pull.get_commits())
     pull.create_review_request(reviewers=["octo-maintainer"])
@@ -75,7 +86,11 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
         ("GET", f"/repos/{OWNER_REPO}/pulls/404", None),
         ("GET", f"/repos/{OWNER_REPO}/branches/missing", None),
         ("GET", f"/repos/{OWNER_REPO}/git/ref/heads/missing", None),
-        ("POST", f"/repos/{OWNER_REPO}/pulls", {"title": "dup", "head": "codex/issue-1", "base": "main"}),
+        (
+            "POST",
+            f"/repos/{OWNER_REPO}/pulls",
+            {"title": "dup", "head": "codex/issue-1", "base": "main"},
+        ),
         ("POST", f"/repos/{OWNER_REPO}/pulls", {"title": "bad", "head": "missing", "base": "main"}),
         ("POST", f"/repos/{OWNER_REPO}/issues/1/comments", {"body": ""}),
         ("POST", f"/repos/{OWNER_REPO}/issues/1/reactions", {"content": "party"}),
@@ -127,7 +142,13 @@ def test_webhook_payloads_match_githubs_description(
 ) -> None:
     github.create_issue(OWNER_REPO, "bug", "body")
     push_branch(github, token, tmp_path, "codex/issue-1")
-    api(github, "POST", f"/repos/{OWNER_REPO}/pulls", token, {"title": "Fix", "head": "codex/issue-1", "base": "main", "body": "b"})
+    api(
+        github,
+        "POST",
+        f"/repos/{OWNER_REPO}/pulls",
+        token,
+        {"title": "Fix", "head": "codex/issue-1", "base": "main", "body": "b"},
+    )
     comment, _ = github.comment(OWNER_REPO, 1, "@codex-bot please look", user="octo-maintainer")
     {
         "ping": lambda: github.ping(),
@@ -135,8 +156,12 @@ def test_webhook_payloads_match_githubs_description(
         "issues_labeled": lambda: github.add_label(OWNER_REPO, 1, "codex"),
         "issue_comment_created": lambda: github.comment(OWNER_REPO, 2, "/codex retry"),
         "issue_comment_edited": lambda: github.edit_comment(comment["id"], "edited text"),
-        "pull_request_review_submitted": lambda: github.submit_review(OWNER_REPO, 2, "Please rename", state="changes_requested"),
-        "pull_request_review_comment_created": lambda: github.add_review_comment(OWNER_REPO, 2, "nit", path="pkg/__init__.py", line=2),
+        "pull_request_review_submitted": lambda: github.submit_review(
+            OWNER_REPO, 2, "Please rename", state="changes_requested"
+        ),
+        "pull_request_review_comment_created": lambda: github.add_review_comment(
+            OWNER_REPO, 2, "nit", path="pkg/__init__.py", line=2
+        ),
     }[send]()
     sent = github.webhooks[-1]
     assert sent.delivery.status_code == 202
@@ -145,12 +170,16 @@ def test_webhook_payloads_match_githubs_description(
     validate_webhook(sent.delivery.event, received.get("action"), received)
 
 
-def test_pygithub_bare_label_list_is_accepted_but_undocumented(github: GitHubSim, token: str) -> None:
+def test_pygithub_bare_label_list_is_accepted_but_undocumented(
+    github: GitHubSim, token: str
+) -> None:
     github.create_issue(OWNER_REPO, "t", "b")
     gh = Github(base_url=github.api_url, auth=Auth.Token(token), **NO_THROTTLE)
     gh.get_repo(OWNER_REPO).get_issue(1).add_to_labels("codex")
     gh.close()
-    sent = [r for r in github.requests if r.method == "POST" and r.path.endswith("/issues/1/labels")][-1]
+    sent = [
+        r for r in github.requests if r.method == "POST" and r.path.endswith("/issues/1/labels")
+    ][-1]
     assert sent.status == 200 and sent.request_json == ["codex"]
     validate_response(sent.method, sent.path, sent.status, sent.response_json)
     with pytest.raises(SchemaMismatch):

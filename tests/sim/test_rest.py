@@ -42,7 +42,9 @@ def test_app_flow_through_pygithub(github: GitHubSim, app_key: tuple[bytes, byte
     access = integration.get_access_token(installation.id)
     assert access.token.startswith("ghs_")
     assert integration.get_app().id == APP_ID
-    repo = Github(base_url=github.api_url, auth=Auth.Token(access.token), **NO_THROTTLE).get_repo(OWNER_REPO)
+    repo = Github(base_url=github.api_url, auth=Auth.Token(access.token), **NO_THROTTLE).get_repo(
+        OWNER_REPO
+    )
     assert repo.default_branch == "main"
     integration.close()
 
@@ -72,11 +74,17 @@ def test_issue_comments_labels_reactions(github: GitHubSim, gh: Github) -> None:
 
 def test_repeated_reaction_is_200_not_a_duplicate(github: GitHubSim, token: str) -> None:
     github.create_issue(OWNER_REPO, "t", "b")
-    first = api(github, "POST", f"/repos/{OWNER_REPO}/issues/1/reactions", token, {"content": "eyes"})
-    again = api(github, "POST", f"/repos/{OWNER_REPO}/issues/1/reactions", token, {"content": "eyes"})
+    first = api(
+        github, "POST", f"/repos/{OWNER_REPO}/issues/1/reactions", token, {"content": "eyes"}
+    )
+    again = api(
+        github, "POST", f"/repos/{OWNER_REPO}/issues/1/reactions", token, {"content": "eyes"}
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     assert len(github.reactions(OWNER_REPO, number=1)) == 1
-    bad = api(github, "POST", f"/repos/{OWNER_REPO}/issues/1/reactions", token, {"content": "party"})
+    bad = api(
+        github, "POST", f"/repos/{OWNER_REPO}/issues/1/reactions", token, {"content": "party"}
+    )
     assert bad.status_code == 422
 
 
@@ -84,7 +92,9 @@ def test_pull_request_lifecycle(github: GitHubSim, gh: Github, token: str, tmp_p
     github.create_issue(OWNER_REPO, "bug", "body")
     head = push_branch(github, token, tmp_path, "codex/issue-1", count=2)
     repo = gh.get_repo(OWNER_REPO)
-    pull = repo.create_pull(title="Fix add", body="Closes #1", head="codex/issue-1", base="main", draft=True)
+    pull = repo.create_pull(
+        title="Fix add", body="Closes #1", head="codex/issue-1", base="main", draft=True
+    )
     assert pull.number == 2  # issues and pulls share one number sequence
     assert pull.head.sha == head
     assert pull.draft is True
@@ -125,10 +135,20 @@ def test_pull_request_validation(github: GitHubSim, token: str, tmp_path: Path) 
 
 def test_reviewers_must_be_collaborators(github: GitHubSim, token: str, tmp_path: Path) -> None:
     push_branch(github, token, tmp_path, "feature")
-    api(github, "POST", f"/repos/{OWNER_REPO}/pulls", token, {"title": "t", "head": "feature", "base": "main"})
+    api(
+        github,
+        "POST",
+        f"/repos/{OWNER_REPO}/pulls",
+        token,
+        {"title": "t", "head": "feature", "base": "main"},
+    )
     github.add_user("random-person")
     response = api(
-        github, "POST", f"/repos/{OWNER_REPO}/pulls/1/requested_reviewers", token, {"reviewers": ["random-person"]}
+        github,
+        "POST",
+        f"/repos/{OWNER_REPO}/pulls/1/requested_reviewers",
+        token,
+        {"reviewers": ["random-person"]},
     )
     assert response.status_code == 422
 
@@ -139,14 +159,21 @@ def test_branches_refs_commits(github: GitHubSim, gh: Github, token: str, tmp_pa
     assert repo.get_branch("topic/x").commit.sha == head
     assert repo.get_git_ref("heads/topic/x").object.sha == head
     commits = list(repo.get_commits(sha="topic/x"))
-    assert [c.commit.message for c in commits] == ["Change 2", "Change 1", "Change 0", "Initial commit"]
+    assert [c.commit.message for c in commits] == [
+        "Change 2",
+        "Change 1",
+        "Change 0",
+        "Initial commit",
+    ]
     assert commits[0].sha == head
     with pytest.raises(GithubException) as missing:
         repo.get_branch("does-not-exist")
     assert missing.value.status == 404
 
 
-def test_pagination_follows_link_headers(github: GitHubSim, gh: Github, token: str, tmp_path: Path) -> None:
+def test_pagination_follows_link_headers(
+    github: GitHubSim, gh: Github, token: str, tmp_path: Path
+) -> None:
     push_branch(github, token, tmp_path, "long", count=7)
     page = api(github, "GET", f"/repos/{OWNER_REPO}/commits?sha=long&per_page=3", token)
     assert 'rel="next"' in page.headers["Link"]
@@ -158,18 +185,34 @@ def test_pagination_follows_link_headers(github: GitHubSim, gh: Github, token: s
 
 @pytest.mark.parametrize(
     ("role", "legacy"),
-    [("admin", "admin"), ("maintain", "write"), ("write", "write"), ("triage", "read"), ("read", "read")],
+    [
+        ("admin", "admin"),
+        ("maintain", "write"),
+        ("write", "write"),
+        ("triage", "read"),
+        ("read", "read"),
+    ],
 )
 def test_collaborator_permission(github: GitHubSim, gh: Github, role: str, legacy: str) -> None:
     github.set_permission(OWNER_REPO, "alice", role)
     repo = gh.get_repo(OWNER_REPO)
     assert repo.get_collaborator_permission("alice") == legacy
-    body = api(github, "GET", f"/repos/{OWNER_REPO}/collaborators/alice/permission", gh.requester.auth.token).json()
+    body = api(
+        github,
+        "GET",
+        f"/repos/{OWNER_REPO}/collaborators/alice/permission",
+        gh.requester.auth.token,
+    ).json()
     assert body["role_name"] == role
 
 
 def test_not_found_answers_like_github(github: GitHubSim, token: str) -> None:
-    for path in ("/repos/octo-org/nope", f"/repos/{OWNER_REPO}/issues/99", f"/repos/{OWNER_REPO}/pulls/99", "/no/such/route"):
+    for path in (
+        "/repos/octo-org/nope",
+        f"/repos/{OWNER_REPO}/issues/99",
+        f"/repos/{OWNER_REPO}/pulls/99",
+        "/no/such/route",
+    ):
         response = api(github, "GET", path, token)
         assert response.status_code == 404, path
         assert response.json()["message"] in ("Not Found",), path
@@ -182,4 +225,3 @@ def test_requests_are_recorded_without_credentials(github: GitHubSim, gh: Github
     assert recorded and recorded[-1].status == 200
     assert recorded[-1].response_json["full_name"] == OWNER_REPO
     assert all("authorization" not in (k.lower() for k in r.headers) for r in github.requests)
-

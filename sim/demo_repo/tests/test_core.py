@@ -1,5 +1,4 @@
 import pytest
-
 from textstats import average_word_length, word_count
 
 
