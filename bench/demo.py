@@ -19,8 +19,8 @@ from sim.stack import Stack
 
 def run_once(stack: Stack, index: int) -> dict[str, int]:
     full_name, issue = stack.seed(full_name=f"octo-org/textstats-{index}")
-    delivery = stack.github.add_label(full_name, issue["number"], "codex")
-    outcome = stack.wait_for_task(json.loads(delivery.response_body)["task_id"], timeout=600)
+    delivery, task_id = stack.label(full_name, issue["number"])
+    outcome = stack.wait_for_task(task_id, timeout=600)
     return {"ack": round(delivery.duration_ms), **outcome["timings_ms"]}
 
 

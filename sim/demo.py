@@ -77,12 +77,7 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
         say(f"receiver on {stack.receiver_url}, GitHub simulator on {stack.github.url}", quiet)
         repo, issue = stack.seed(args.repo or DEMO_REPO, args.issue)
         say(f"seeded {repo} with issue #{issue['number']}: {issue['title']}", quiet)
-        delivery = stack.github.add_label(repo, issue["number"], "codex")
-        if delivery.status_code != 202:
-            raise StackError(
-                f"the receiver answered {delivery.status_code}: {delivery.response_body}"
-            )
-        task_id = json.loads(delivery.response_body)["task_id"]
+        delivery, task_id = stack.label(repo, issue["number"])
         say(
             f"labelled it 'codex'; the receiver answered 202 in {delivery.duration_ms:.0f} ms "
             f"(task {task_id}); waiting for the worker",

@@ -5,9 +5,11 @@ environment variables a user would set. Used by the demo, the end-to-end tests a
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import requests
 from redis import Redis
 from rq.job import Job, JobStatus
 
-from sim.github import GitHubSim, generate_app_key
+from sandbox.container import remove_task_containers
+from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +78,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.task_ids: list[str] = []
         self.private_key, public_key = generate_app_key()
         self.receiver_port = free_port()
         self.receiver_url = f"http://127.0.0.1:{self.receiver_port}"
@@ -176,21 +181,34 @@ class Stack:
             return False
 
     def stop(self) -> None:
+        """Stop the bot's processes (their forked task children too), then the stand-ins."""
         for process in self.processes.values():
             if process.poll() is None:
-                process.terminate()
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.processes.clear()
+        self._remove_task_sandboxes()
         if self.model:
             self.model.stop()
         self.github.stop()
         self.redis.delete(f"rq:queue:{self.queue}")
         self.redis.close()
+
+    def _remove_task_sandboxes(self) -> None:
+        """A task killed mid-run leaves its container; the worker's reaper would, we do it now."""
+        if not self.task_ids:
+            return
+        client = docker.from_env()
+        try:
+            for task_id in self.task_ids:
+                remove_task_containers(client, task_id)
+        finally:
+            client.close()
 
     def logs(self, name: str | None = None) -> str:
         names = (
@@ -219,6 +237,17 @@ class Stack:
         self.github.create_repo(full_name, source)
         issue = self.github.create_issue(full_name, title, body)
         return full_name, issue
+
+    def label(self, full_name: str, number: int, label: str = "codex") -> tuple[Delivery, str]:
+        """Label an issue as a maintainer would; return the delivery and the task it started."""
+        delivery = self.github.add_label(full_name, number, label)
+        if delivery.status_code != 202:
+            raise StackError(
+                f"the receiver answered {delivery.status_code}: {delivery.response_body}"
+            )
+        task_id = json.loads(delivery.response_body)["task_id"]
+        self.task_ids.append(task_id)
+        return delivery, task_id
 
     def wait_for_task(self, task_id: str, timeout: float = 600) -> dict:
         def finished() -> Job | None:

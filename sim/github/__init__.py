@@ -6,8 +6,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sim.github.simulator import GitHubSim, SimError, webhook_headers
-from sim.github.state import Delivery, Push, RecordedRequest, SentWebhook
+from sim.github.simulator import GitHubSim, webhook_headers
+from sim.github.state import Delivery, Push, RecordedRequest, SentWebhook, SimError
 
 __all__ = [
     "Delivery",

@@ -24,6 +24,15 @@ LOG_FIELDS = ("%H", "%T", "%P", "%an", "%ae", "%aI", "%cn", "%ce", "%cI", "%B")
 RECORD_END = "\x1e"
 FIELD_END = "\x1f"
 ZERO_SHA = "0" * 40
+# Never import local build and cache debris as repository content.
+IMPORT_EXCLUDES = (
+    "__pycache__/",
+    "*.pyc",
+    ".pytest_cache/",
+    ".venv/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+)
 
 
 class GitError(RuntimeError):
@@ -73,13 +82,17 @@ def init_bare(path: Path, default_branch: str) -> None:
 
 
 def import_directory(bare: Path, source: Path, branch: str) -> None:
-    """Make ``source`` the content of ``branch``: push its history, or commit a plain directory."""
+    """Make ``source`` the content of ``branch``: push its history, or commit a plain directory
+    (minus ``IMPORT_EXCLUDES``) as one "Initial commit"."""
+    source = source.resolve()
     if (source / ".git").exists():
         run_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=source)
         return
     with tempfile.TemporaryDirectory(prefix="sim-import-") as scratch:
         env = {**SIM_IDENTITY, "GIT_DIR": scratch, "GIT_WORK_TREE": str(source)}
         run_git("init", "--quiet", f"--initial-branch={branch}", env={"GIT_DIR": scratch})
+        (Path(scratch) / "info").mkdir(exist_ok=True)
+        (Path(scratch) / "info" / "exclude").write_text("\n".join(IMPORT_EXCLUDES) + "\n")
         run_git("add", "--all", ".", cwd=source, env=env)
         run_git("commit", "--quiet", "--no-verify", "-m", "Initial commit", cwd=source, env=env)
         run_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=source, env=env)

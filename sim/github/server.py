@@ -35,6 +35,7 @@ from sim.github.state import (
     Reaction,
     RecordedRequest,
     Repo,
+    SimError,
     utcnow,
 )
 
@@ -81,6 +82,12 @@ def create_app(github_sim: GitHubSim) -> Flask:
     app.register_blueprint(admin_blueprint(), url_prefix="/_sim")
     app.register_error_handler(ApiError, lambda error: json_response(error.body, error.status))
     app.register_error_handler(HTTPException, answer_http_exception)
+    app.register_error_handler(
+        SimError, lambda error: json_response(payloads.error_json(str(error)), 422)
+    )
+    app.register_error_handler(
+        KeyError, lambda error: json_response(payloads.error_json(f"missing field {error}"), 400)
+    )
     app.after_request(add_github_headers)
     app.after_request(record_request)
     return app
@@ -94,7 +101,9 @@ def answer_http_exception(error: HTTPException) -> Response:
 def add_github_headers(response: Response) -> Response:
     if not request.path.startswith(API_PREFIX):
         return response
-    used = sum(1 for r in sim().state.requests if r.path.startswith(API_PREFIX)) + 1
+    with sim().state.lock:
+        sim().state.api_calls += 1
+        used = sim().state.api_calls
     response.headers["X-GitHub-Request-Id"] = uuid.uuid4().hex[:20].upper()
     response.headers["X-GitHub-Media-Type"] = "github.v3; format=json"
     response.headers["X-RateLimit-Limit"] = str(RATE_LIMIT)

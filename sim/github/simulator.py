@@ -36,6 +36,7 @@ from sim.github.state import (
     RecordedRequest,
     Repo,
     SentWebhook,
+    SimError,
     State,
     utcnow,
 )
@@ -44,10 +45,6 @@ log = structlog.get_logger("sim.github")
 
 HOOK_ID = 424242
 USER_AGENT = "GitHub-Hookshot/sim"
-
-
-class SimError(ValueError):
-    """A Python-API call the simulator cannot honour (unknown repo, bad permission, ...)."""
 
 
 class QuietRequestHandler(WSGIRequestHandler):
@@ -77,7 +74,7 @@ class GitHubSim:
         self.app_public_key_pem = app_public_key_pem
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.token_ttl = timedelta(
             seconds=self.TOKEN_TTL_SECONDS if token_ttl_seconds is None else token_ttl_seconds
         )

@@ -20,6 +20,10 @@ REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 
 
+class SimError(ValueError):
+    """A Python-API call the simulator cannot honour (unknown repo, bad permission, ...)."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -175,6 +179,7 @@ class State:
         self.pushes: list[Push] = []
         self.requests: list[RecordedRequest] = []
         self.webhooks: list[SentWebhook] = []
+        self.api_calls = 0
 
     def next_id(self) -> int:
         return next(self._ids)

@@ -22,9 +22,20 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sim.demo", "--no-bootstrap", "--redis-url",
-         "redis://127.0.0.1:6379/14", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env or dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "sim.demo",
+            "--no-bootstrap",
+            "--redis-url",
+            "redis://127.0.0.1:6379/14",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env or dict(os.environ),
     )
 
 
@@ -52,22 +63,51 @@ def test_demo_on_a_local_repository_with_another_model_endpoint(tmp_path):
     repo = tmp_path / "mine"
     shutil.copytree(DEMO_REPO, repo, ignore=shutil.ignore_patterns("issue.md"))
     for command in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "Start"]):
-        subprocess.run(["git", "-c", "user.name=me", "-c", "user.email=me@example.com", *command],
-                       cwd=repo, check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=me", "-c", "user.email=me@example.com", *command],
+            cwd=repo,
+            check=True,
+        )
     issue = tmp_path / "bug.md"
     shutil.copy(DEMO_REPO / "issue.md", issue)
     port = free_port()
-    env = {**os.environ, "SIM_MODEL_API_KEY": "sk-local-model-key", "OPENAI_API_KEY": "sk-local-model-key"}
+    env = {
+        **os.environ,
+        "SIM_MODEL_API_KEY": "sk-local-model-key",
+        "OPENAI_API_KEY": "sk-local-model-key",
+    }
     model = subprocess.Popen(
-        [sys.executable, "-m", "sim.model", "--port", str(port), "--model", "local-model",
-         "--script", str(ROOT / "sim" / "scripts" / "demo_fix.json")],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "sim.model",
+            "--port",
+            str(port),
+            "--model",
+            "local-model",
+            "--script",
+            str(ROOT / "sim" / "scripts" / "demo_fix.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         base = f"http://127.0.0.1:{port}/v1"
         wait_until(lambda: _answers(f"{base}/models"), 30, "the model server")
-        done = run_demo("--json", "--repo", str(repo), "--issue", str(issue),
-                        "--model-base-url", base, "--model", "local-model", env=env)
+        done = run_demo(
+            "--json",
+            "--repo",
+            str(repo),
+            "--issue",
+            str(issue),
+            "--model-base-url",
+            base,
+            "--model",
+            "local-model",
+            env=env,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout)
         assert result["tests_after"]["exit_code"] == 0
@@ -94,9 +134,19 @@ def _answers(url: str) -> bool:
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     client = docker.from_env()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "sim.demo", "--no-bootstrap", "--verbose",
-         "--redis-url", "redis://127.0.0.1:6379/14"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sim.demo",
+            "--no-bootstrap",
+            "--verbose",
+            "--redis-url",
+            "redis://127.0.0.1:6379/14",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         # Interrupt once the receiver has answered: the worker is busy with the task then.
@@ -114,11 +164,16 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
         if demo.poll() is None:
             demo.kill()
     assert demo.returncode == 130
-    ours = subprocess.run(["pgrep", "-f", "codexbot (serve|worker).*"], capture_output=True, text=True)
+    ours = subprocess.run(
+        ["pgrep", "-f", "codexbot (serve|worker).*"], capture_output=True, text=True
+    )
     leftover = [pid for pid in ours.stdout.split() if _started_by(pid, demo.pid)]
     assert leftover == []
-    wait_until(lambda: not client.containers.list(all=True, filters={"label": "codexbot.task"}),
-               30, "the demo's containers to go")
+    wait_until(
+        lambda: not client.containers.list(all=True, filters={"label": "codexbot.task"}),
+        30,
+        "the demo's containers to go",
+    )
     client.close()
 
 

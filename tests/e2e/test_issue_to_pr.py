@@ -44,9 +44,7 @@ def seed_issue(stack: Stack, name: str, title: str, body: str, tmp_path: Path) -
 def fixed(stack: Stack, docker_client):
     """The demo issue, labelled once, run to its pull request."""
     full_name, issue = stack.seed()
-    delivery = stack.github.add_label(full_name, issue["number"], "codex")
-    assert delivery.status_code == 202, delivery.response_body
-    task_id = json.loads(delivery.response_body)["task_id"]
+    delivery, task_id = stack.label(full_name, issue["number"])
     outcome = stack.wait_for_task(task_id, timeout=300)
     return {
         "repo": full_name,
@@ -133,8 +131,7 @@ def test_no_container_or_volume_of_the_task_remains(docker_client, fixed):
 
 def test_a_task_that_changes_nothing_fails_visibly_and_cleans_up(stack, docker_client, tmp_path):
     full_name, number = seed_issue(stack, "quiet", "Nothing to change here", "Look only.", tmp_path)
-    delivery = stack.github.add_label(full_name, number, "codex")
-    task_id = json.loads(delivery.response_body)["task_id"]
+    _, task_id = stack.label(full_name, number)
     with pytest.raises(Exception, match="without changing any file"):
         stack.wait_for_task(task_id, timeout=300)
     comments = stack.github.issue_comments(full_name, number)
@@ -148,8 +145,7 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
     full_name, number = seed_issue(
         stack, "audit", "Audit the sandbox for secrets", "Print the environment.", tmp_path
     )
-    delivery = stack.github.add_label(full_name, number, "codex")
-    task_id = json.loads(delivery.response_body)["task_id"]
+    _, task_id = stack.label(full_name, number)
 
     container = wait_until(
         lambda: next(iter(task_containers(docker_client, task_id)), None),

@@ -177,6 +177,19 @@ def validate_request(method: str, path: str, body: Any) -> None:
     _check(REST_URI, pointer, body, f"request body of {method.upper()} {path}")
 
 
+def validate_recorded(recorded: Any) -> None:
+    """Validate one ``sim.requests`` entry: its response, and (if accepted) its request body.
+
+    Git traffic and admin (``/_sim``) calls are skipped. A request GitHub refused (4xx) is not
+    validated, since tests send invalid bodies on purpose.
+    """
+    if not recorded.path.startswith(API_PREFIX + "/"):
+        return
+    validate_response(recorded.method, recorded.path, recorded.status, recorded.response_json)
+    if recorded.request_json is not None and recorded.status < 400:
+        validate_request(recorded.method, recorded.path, recorded.request_json)
+
+
 def webhook_key(event: str, action: str | None) -> str:
     """``("issue_comment", "created")`` -> ``"issue-comment-created"`` (the description's key)."""
     key = event.replace("_", "-")

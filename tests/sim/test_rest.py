@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from github import Auth, Github, GithubException, GithubIntegration
 
 from sim.github import GitHubSim
@@ -225,3 +226,43 @@ def test_requests_are_recorded_without_credentials(github: GitHubSim, gh: Github
     assert recorded and recorded[-1].status == 200
     assert recorded[-1].response_json["full_name"] == OWNER_REPO
     assert all("authorization" not in (k.lower() for k in r.headers) for r in github.requests)
+
+
+def test_import_keeps_history_of_a_git_source(github: GitHubSim, tmp_path: Path) -> None:
+    source = tmp_path / "with-history"
+    source.mkdir()
+    git("init", "-q", "-b", "trunk", cwd=source)
+    commit_file(source, "a.txt", "a\n", "First")
+    head = commit_file(source, "b.txt", "b\n", "Second")
+    github.create_repo("octo-org/history", source, installation_id=7)
+    assert github.branch_sha("octo-org/history", "main") == head
+
+
+def test_import_of_plain_dir_skips_caches(github: GitHubSim, tmp_path: Path, token: str) -> None:
+    source = tmp_path / "plain"
+    (source / "__pycache__").mkdir(parents=True)
+    (source / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    (source / "m.py").write_text("x = 1\n")
+    github.create_repo("octo-org/plain", source, installation_id=7)
+    files = git("ls-tree", "-r", "--name-only", "main", cwd=github.bare_repo_path("octo-org/plain"))
+    assert files.stdout.split() == ["m.py"]
+
+
+def test_admin_errors_are_json_not_tracebacks(github: GitHubSim) -> None:
+    missing_field = requests.post(f"{github.url}/_sim/repos", json={}, timeout=10)
+    assert missing_field.status_code == 400
+    assert "full_name" in missing_field.json()["message"]
+    unknown_repo = requests.post(
+        f"{github.url}/_sim/issues", json={"full_name": "no/such", "title": "t"}, timeout=10
+    )
+    assert unknown_repo.status_code == 422
+
+
+def test_import_accepts_a_relative_source_path(
+    github: GitHubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "rel" / "x.txt").write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    github.create_repo("octo-org/relative", Path("rel"), installation_id=7)
+    assert github.branch_sha("octo-org/relative", "main") is not None
