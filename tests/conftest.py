@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import requests
 from redis import Redis
@@ -19,7 +21,8 @@ from werkzeug.serving import make_server
 from codexbot.settings import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
-REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, flushed by the tests
+# A database of its own, flushed by the tests; point it elsewhere to run two suites at once.
+REDIS_URL = os.environ.get("CODEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +43,17 @@ def redis(redis_url: str) -> Iterator[Redis]:
     client.flushdb()
     yield client
     client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    try:
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.exit(f"the Docker engine is not reachable ({error}); run `make test`", 2)
+    yield client
     client.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from urllib.parse import urlencode
@@ -10,22 +11,23 @@ import pytest
 import requests
 from rq import Queue
 
+from tests.conftest import load_fixture
+from tests.openapi.validate import validate_webhook
+
 
 def labeled(label: str = "codex", number: int = 7, **issue_extra) -> dict:
-    return {
-        "action": "labeled",
-        "issue": {
-            "number": number,
-            "title": "Broken",
-            "state": "open",
-            "labels": [{"name": label}],
-            **issue_extra,
-        },
-        "label": {"name": label},
-        "repository": {"full_name": "octo-org/textstats"},
-        "sender": {"login": "octo-maintainer", "type": "User"},
-        "installation": {"id": 3},
-    }
+    """A real ``issues.labeled`` payload (tests/fixtures), with the label and issue varied."""
+    payload = copy.deepcopy(load_fixture("issues__labeled.json"))
+    payload["label"]["name"] = label
+    payload["issue"]["labels"] = [dict(payload["label"])]
+    payload["issue"].update(number=number, **issue_extra)
+    payload["repository"]["full_name"] = "octo-org/textstats"
+    payload["installation"]["id"] = 3
+    return payload
+
+
+def test_the_fixture_is_what_github_sends():
+    validate_webhook("issues", "labeled", load_fixture("issues__labeled.json"))
 
 
 def queued(receiver) -> Queue:

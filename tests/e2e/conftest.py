@@ -6,20 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from sim.stack import DEMO_SCRIPTS, Stack
 from tests.conftest import REDIS_URL
 
 SCRIPTS = Path(__file__).parent / "scripts"
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

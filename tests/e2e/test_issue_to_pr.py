@@ -189,3 +189,16 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
     for where, text in seen.items():
         for name, value in secrets.items():
             assert value not in text, f"{name} leaked into {where}"
+
+
+def test_everything_the_bot_and_simulator_exchanged_matches_githubs_openapi(stack, fixed):
+    """The bot's requests and the simulator's answers, checked against GitHub's descriptions,
+    so neither can drift from real GitHub unnoticed."""
+    from tests.openapi.validate import validate_recorded, validate_webhook
+
+    api_calls = [r for r in stack.github.requests if r.path.startswith("/api/v3/")]
+    for recorded in stack.github.requests:
+        validate_recorded(recorded)
+    for sent in stack.github.webhooks:
+        validate_webhook(sent.delivery.event, sent.payload.get("action"), sent.payload)
+    assert {(r.method, r.status) for r in api_calls} >= {("POST", 201), ("GET", 200)}

@@ -38,13 +38,6 @@ def make_repo(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
 def sandbox_image(docker_client: docker.DockerClient) -> str:
     ensure_image(docker_client, DEFAULT_IMAGE)
     return DEFAULT_IMAGE
