@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 from pathlib import Path
 
+from codexbot.logs import configure_logging
 from sim.stack import Stack
 
 
@@ -28,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    configure_logging(level=logging.WARNING)  # stdout is for the figures
     with tempfile.TemporaryDirectory() as tmp, Stack(data_dir=Path(tmp)) as stack:
         runs = [run_once(stack, index) for index in range(args.runs)]
     warm = runs[1:] or runs
