@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import structlog
-from flask import Flask, request
+from flask import Flask, Response, request
 from redis import Redis
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from app import health, webhook
+from app import health, metrics, webhook
 from app.triggers import build_router
 from codexbot.settings import Settings, load_settings
 
@@ -19,22 +20,35 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     flask_app = Flask(__name__)
     flask_app.config["SETTINGS"] = settings
     flask_app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_BODY_BYTES + 1024
-    flask_app.extensions["redis"] = redis or Redis.from_url(settings.redis_url)
+    redis = redis or Redis.from_url(settings.redis_url)
+    flask_app.extensions["redis"] = redis
     flask_app.extensions["router"] = build_router()
+    flask_app.extensions["intake"] = webhook.Intake(settings, redis)
+    flask_app.extensions["metrics"] = metrics.ReceiverMetrics(settings, redis)
     flask_app.register_blueprint(webhook.blueprint)
     flask_app.register_blueprint(health.blueprint)
+    flask_app.register_blueprint(metrics.blueprint)
 
     @flask_app.before_request
     def _forget_previous_request() -> None:
         structlog.contextvars.clear_contextvars()
 
     @flask_app.errorhandler(HTTPException)
-    def _short_http_error(error: HTTPException):  # noqa: ANN202
-        return f"{error.code} {error.name.lower()}\n", error.code, {"Content-Type": "text/plain"}
+    def _short_http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        return Response(f"{code} {(error.name or 'error').lower()}\n", code, _TEXT)
+
+    @flask_app.errorhandler(RedisError)
+    def _redis_unavailable(error: RedisError) -> Response:
+        log.error("redis unavailable", path=request.path, error=str(error))
+        return Response("503 queue unavailable; GitHub will redeliver\n", 503, _TEXT)
 
     @flask_app.errorhandler(Exception)
-    def _internal_error(error: Exception):  # noqa: ANN202
+    def _internal_error(error: Exception) -> Response:
         log.exception("unhandled error", path=request.path)
-        return "internal error; see the receiver's logs\n", 500, {"Content-Type": "text/plain"}
+        return Response("internal error; see the receiver's logs\n", 500, _TEXT)
 
     return flask_app
+
+
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}

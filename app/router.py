@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis import Redis
+
+from codexbot import keys
 from codexbot.settings import Settings
 
 
@@ -60,8 +63,15 @@ class Router:
 
 
 class Context:
-    """What a handler may use: the settings and a way to enqueue work. Nothing else."""
+    """What a handler may use: the settings, a way to enqueue work, and one cheap question."""
 
-    def __init__(self, settings: Settings, enqueue: Callable[..., Enqueued]) -> None:
+    def __init__(
+        self, settings: Settings, enqueue: Callable[..., Enqueued], redis: Redis | None = None
+    ) -> None:
         self.settings = settings
         self.enqueue = enqueue
+        self._redis = redis
+
+    def task_running(self, repo: str, number: int) -> bool:
+        """Whether an issue or PR has a task at work now (so a plain comment may steer it)."""
+        return self._redis is not None and bool(self._redis.exists(keys.target(repo, number)))

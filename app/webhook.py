@@ -1,29 +1,59 @@
-"""POST /webhook: verify, parse, decide, enqueue. Never clones, calls a model or sleeps."""
+"""POST /webhook: verify, parse once, decide, then one Redis round trip; nothing else.
+
+The handlers decide from the payload alone (a steering comment also asks whether its target has
+a task running). What they ask to enqueue is held until they are done, then one Lua script
+claims the delivery id and, only if it is new, writes the RQ job and queues it: dedupe and
+enqueue are one atomic step, so two racing copies of a delivery start one task.
+"""
 
 from __future__ import annotations
 
-import json
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 import structlog
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 from redis import Redis
 from rq import Queue
+from rq.job import Job
+from rq.utils import now
 
+from app.metrics import ReceiverMetrics
 from app.router import Context, Delivery, Enqueued, Router
 from app.signature import verify_signature
+from codexbot import keys
 from codexbot.settings import Settings
 
 blueprint = Blueprint("webhook", __name__)
 log = structlog.get_logger()
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps deliveries at 25 MB
-DEDUPE_SECONDS = 3 * 24 * 3600
+INTAKE_TIMEOUT = 120
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
 IGNORED_EVENTS = {"ping", "installation", "installation_repositories"}
 JOB_RESULT_TTL = 7 * 24 * 3600
+JSON_TYPE = {"Content-Type": "application/json"}
+
+# KEYS: delivery key, job hash, queue list, rq's set of queues.
+# ARGV: delivery TTL, task id, job id, queue key, then the job hash's field/value pairs.
+# Returns {1, task id} when the delivery is new and the job was queued, else {0, earlier task id}.
+# The writes are what rq's own Queue.enqueue makes (Job.save, RPUSH, SADD rq:queues), so an
+# ordinary RQ worker runs the job.
+CLAIM_AND_ENQUEUE = """
+local earlier = redis.call("GET", KEYS[1])
+if earlier then
+  return {0, earlier}
+end
+redis.call("SET", KEYS[1], ARGV[2], "EX", tonumber(ARGV[1]))
+redis.call("HSET", KEYS[2], unpack(ARGV, 5))
+redis.call("RPUSH", KEYS[3], ARGV[3])
+redis.call("SADD", KEYS[4], ARGV[4])
+return {1, ARGV[2]}
+"""
 
 
 class BadRequest(Exception):
@@ -32,14 +62,14 @@ class BadRequest(Exception):
         self.status = status
 
 
-def _text(status: int, message: str):  # noqa: ANN202 - a Flask response tuple
-    return message + "\n", status, {"Content-Type": "text/plain; charset=utf-8"}
+def _text(status: int, message: str) -> Response:
+    return Response(message + "\n", status, {"Content-Type": "text/plain; charset=utf-8"})
 
 
 def _parse(body: bytes, content_type: str) -> dict[str, Any]:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/json":
-        raw = body
+        raw: bytes | str = body
     elif media_type == "application/x-www-form-urlencoded":
         try:
             fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
@@ -47,94 +77,125 @@ def _parse(body: bytes, content_type: str) -> dict[str, Any]:
             raise BadRequest(400, "form body is not UTF-8") from None
         if "payload" not in fields:
             raise BadRequest(400, "form body has no payload field")
-        raw = fields["payload"][0].encode()
+        raw = fields["payload"][0]
     else:
         raise BadRequest(415, "unsupported content type: send application/json")
     try:
-        payload = json.loads(raw)
-    except (ValueError, RecursionError):
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # also too deep (orjson stops at 1024 levels), bad UTF-8
         raise BadRequest(400, "body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise BadRequest(400, "payload must be a JSON object")
     return payload
 
 
-def _enqueuer(settings: Settings, redis: Redis):  # noqa: ANN202
-    queue = Queue(settings.codex_queue, connection=redis)
+class Intake:
+    """Turns a handler's enqueue request into an RQ job, written by one Lua script call."""
 
-    def enqueue(function: str, delivery: Delivery, **kwargs: Any) -> Enqueued:
-        task_id = delivery.id
-        queue.enqueue(
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.queue = Queue(settings.codex_fast_queue, connection=redis)
+        self.script = redis.register_script(CLAIM_AND_ENQUEUE)
+
+    def job(self, function: str, delivery: Delivery, kwargs: dict[str, Any]) -> Job:
+        """The job ``Queue.enqueue`` would write, built in memory (no Redis call)."""
+        job = self.queue.create_job(
             function,
-            kwargs={**kwargs, "task_id": task_id, "delivery_id": delivery.id},
-            job_id=task_id,
-            job_timeout=settings.codex_job_timeout,
+            kwargs={**kwargs, "task_id": delivery.id, "delivery_id": delivery.id},
+            job_id=keys.intake_job_id(delivery.id),
+            timeout=INTAKE_TIMEOUT,
             result_ttl=JOB_RESULT_TTL,
             failure_ttl=JOB_RESULT_TTL,
-            description=f"{function} {kwargs}",
+            description=f"{function} {delivery.event}.{delivery.action}",
         )
-        log.info("enqueued", task_id=task_id, function=function)
-        return Enqueued(task_id=task_id)
+        job.enqueued_at = now()
+        return job
 
-    return enqueue
+    def claim_and_enqueue(self, delivery: Delivery, job: Job) -> tuple[bool, str]:
+        """(True, task id) if this delivery is new and its job is queued; else (False, earlier)."""
+        fields: list[Any] = []
+        for name, value in job.to_dict().items():
+            if value is not None:
+                fields += [name, value]
+        new, task_id = self.script(
+            keys=[keys.delivery(delivery.id), job.key, self.queue.key, Queue.redis_queues_keys],
+            args=[keys.DELIVERY_TTL, delivery.id, job.id, self.queue.key, *fields],
+        )
+        return bool(new), task_id.decode() if isinstance(task_id, bytes) else str(task_id)
 
 
-def _claim(redis: Redis, delivery_id: str) -> bytes | None:
-    """Mark a delivery as seen; return what an earlier one recorded, or None if it is new."""
-    key = f"codexbot:delivery:{delivery_id}"
-    if redis.set(key, b"", nx=True, ex=DEDUPE_SECONDS):
-        return None
-    earlier = redis.get(key)
-    return earlier if isinstance(earlier, bytes) else b""
+class Collect:
+    """``Context.enqueue`` for one delivery: keeps the first job asked for, to write later."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+        self.job: Job | None = None
+
+    def __call__(self, function: str, delivery: Delivery, **kwargs: Any) -> Enqueued:
+        if self.job is None:
+            self.job = self.intake.job(function, delivery, kwargs)
+        else:  # one job per delivery: its id is the delivery's
+            log.warning("second enqueue for one delivery ignored", function=function)
+        return Enqueued(task_id=delivery.id)
+
+
+def _decide(flask_app: Flask, req: Request) -> tuple[Response, str, str]:
+    """Verify, parse, decide, write: (response, outcome, event) for the caller to count."""
+    settings: Settings = flask_app.config["SETTINGS"]
+    redis: Redis = flask_app.extensions["redis"]
+    router: Router = flask_app.extensions["router"]
+    intake: Intake = flask_app.extensions["intake"]
+
+    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
+        return _text(413, "payload too large"), "too_large", ""
+    body = req.get_data(cache=False)
+    if len(body) > MAX_BODY_BYTES:
+        return _text(413, "payload too large"), "too_large", ""
+    headers = req.headers
+    if not verify_signature(body, headers.get("X-Hub-Signature-256"), settings.webhook_secrets()):
+        return _text(401, "bad signature"), "bad_signature", ""
+
+    event = headers.get("X-GitHub-Event", "").strip()
+    delivery_id = headers.get("X-GitHub-Delivery", "").strip()
+    try:
+        if not EVENT_NAME.match(event):
+            raise BadRequest(400, "missing or malformed X-GitHub-Event header")
+        if not DELIVERY_ID.match(delivery_id):
+            raise BadRequest(400, "missing or malformed X-GitHub-Delivery header")
+        payload = _parse(body, headers.get("Content-Type", ""))
+    except BadRequest as error:
+        outcome = "unsupported_type" if error.status == 415 else "bad_request"
+        return _text(error.status, str(error)), outcome, ""
+
+    structlog.contextvars.bind_contextvars(delivery_id=delivery_id, event_name=event)
+    delivery = Delivery(id=delivery_id, event=event, payload=payload)
+    if event in IGNORED_EVENTS or not router.handles(event):
+        log.info("delivery ignored", action=delivery.action)
+        return Response(status=204), "ignored", event
+
+    collect = Collect(intake)
+    router.dispatch(delivery, Context(settings, collect, redis))
+    if collect.job is None:
+        log.info("nothing to do", action=delivery.action)
+        return Response(status=204), "nothing_to_do", event
+
+    new, task_id = intake.claim_and_enqueue(delivery, collect.job)
+    structlog.contextvars.bind_contextvars(task_id=task_id)
+    if not new:
+        log.info("duplicate delivery")
+        if not task_id:  # recorded by an older receiver that claimed before deciding
+            return Response(status=204), "duplicate", event
+        answer = orjson.dumps({"task_id": task_id, "duplicate": True})
+        return Response(answer, 202, JSON_TYPE), "duplicate", event
+    log.info("enqueued", function=collect.job.func_name, action=delivery.action)
+    return Response(orjson.dumps({"task_id": task_id}), 202, JSON_TYPE), "enqueued", event
 
 
 @blueprint.post("/webhook")
-def receive_webhook():  # noqa: ANN201
-    settings: Settings = current_app.config["SETTINGS"]
-    redis: Redis = current_app.extensions["redis"]
-    router: Router = current_app.extensions["router"]
-
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _text(413, "payload too large")
-    body = request.get_data(cache=False)
-    if len(body) > MAX_BODY_BYTES:
-        return _text(413, "payload too large")
-    if not verify_signature(
-        body, request.headers.get("X-Hub-Signature-256"), settings.webhook_secrets()
-    ):
-        return _text(401, "bad signature")
-
-    event = request.headers.get("X-GitHub-Event", "").strip()
-    delivery_id = request.headers.get("X-GitHub-Delivery", "").strip()
-    try:
-        if not event:
-            raise BadRequest(400, "missing X-GitHub-Event header")
-        if not DELIVERY_ID.match(delivery_id):
-            raise BadRequest(400, "missing or malformed X-GitHub-Delivery header")
-        payload = _parse(body, request.headers.get("Content-Type", ""))
-    except BadRequest as error:
-        return _text(error.status, str(error))
-
-    structlog.contextvars.bind_contextvars(delivery_id=delivery_id)
-    delivery = Delivery(id=delivery_id, event=event, payload=payload)
-    if event in IGNORED_EVENTS or not router.handles(event):
-        log.info("delivery ignored", event_name=event, action=delivery.action)
-        return "", 204
-
-    earlier = _claim(redis, delivery_id)
-    if earlier is not None:
-        log.info("duplicate delivery", event_name=event)
-        if earlier:
-            return jsonify(task_id=earlier.decode(), duplicate=True), 202
-        return "", 204
-    try:
-        enqueued = router.dispatch(delivery, Context(settings, _enqueuer(settings, redis)))
-    except Exception:
-        redis.delete(f"codexbot:delivery:{delivery_id}")  # let GitHub's redelivery try again
-        raise
-    if not enqueued:
-        log.info("nothing to do", event_name=event, action=delivery.action)
-        return "", 204
-    task_id = enqueued[0].task_id
-    redis.set(f"codexbot:delivery:{delivery_id}", task_id.encode(), xx=True, keepttl=True)
-    return jsonify(task_id=task_id), 202
+def receive_webhook() -> Response:
+    started = time.perf_counter()
+    # Each use of a proxy costs a lookup: resolve them once.
+    flask_app = current_app._get_current_object()  # type: ignore[attr-defined]
+    response, outcome, event = _decide(flask_app, request._get_current_object())  # type: ignore[attr-defined]
+    metrics: ReceiverMetrics = flask_app.extensions["metrics"]
+    metrics.count(event, outcome, time.perf_counter() - started)
+    return response

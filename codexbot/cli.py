@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import click
@@ -36,33 +39,114 @@ def main(context: click.Context, log_level: str) -> None:
     context.obj = {"log_level": getattr(logging, log_level.upper())}
 
 
+# Chosen by measurement: `python -m bench.ingest` on the reference machine (2 cores); see README,
+# "Performance". One worker process per core and a few threads each keep p99 low while a
+# delivery waits on Redis.
+DEFAULT_SERVER = "granian"
+DEFAULT_THREADS = 2
+# How `serve --log-level` reaches the worker processes the server starts.
+LOG_LEVEL_VARIABLE = "CODEXBOT_SERVE_LOG_LEVEL"
+
+
+def served_app():  # noqa: ANN201 - a Flask app; flask is imported in the worker only
+    """The factory the production server calls in each worker process: settings, logs, app."""
+    from app import create_app
+
+    settings = load_settings()
+    level = logging.getLevelNamesMapping().get(os.environ.get(LOG_LEVEL_VARIABLE, ""), logging.INFO)
+    configure_logging(settings.secret_values(), level)
+    return create_app(settings)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
     "--workers",
-    default=2,
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Receiver processes  [default: one per CPU core]",
+)
+@click.option(
+    "--threads",
+    default=DEFAULT_THREADS,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Receiver processes (each with a few threads).",
+    help="Threads per process.",
 )
+@click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    type=click.Choice(["granian", "gunicorn"]),
+    help="Production server (the benchmark runs both).",
+)
+@click.option("--dev", is_flag=True, help="Flask's development server, one process.")
 @click.pass_context
-def serve(context: click.Context, host: str, port: int, workers: int) -> None:
-    """Run the webhook receiver (POST /webhook, GET /healthz)."""
+def serve(
+    context: click.Context,
+    host: str,
+    port: int,
+    workers: int | None,
+    threads: int,
+    server: str,
+    dev: bool,
+) -> None:
+    """Run the webhook receiver (POST /webhook, GET /healthz, GET /metrics)."""
     settings = _settings()
-    configure_logging(settings.secret_values(), context.obj["log_level"])
+    level = context.obj["log_level"]
+    configure_logging(settings.secret_values(), level)
+    if dev:
+        from app import create_app
 
+        create_app(settings).run(host=host, port=port, threaded=True)
+        return
+    processes = workers or os.cpu_count() or 1
+    os.environ[LOG_LEVEL_VARIABLE] = logging.getLevelName(level)
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker process writes its counters here; a scrape sums them.
+        metrics_dir = tempfile.mkdtemp(prefix="codexbot-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        if server == "granian":
+            _serve_with_granian(host, port, processes, threads)
+        else:
+            _serve_with_gunicorn(host, port, processes, threads)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_with_granian(host: str, port: int, workers: int, threads: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    Granian(
+        "codexbot.cli:served_app",
+        factory=True,
+        interface=Interfaces.WSGI,
+        address=host,
+        port=port,
+        workers=workers,
+        blocking_threads=threads,
+        log_level=LogLevels.warning,
+        respawn_failed_workers=True,
+        workers_kill_timeout=5,
+    ).serve()
+
+
+def _serve_with_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
-
-    from app import create_app
 
     class Receiver(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options: dict[str, Any] = {
                 "bind": f"{host}:{port}",
                 "workers": workers,
-                "worker_class": "gthread",
-                "threads": 8,
+                "worker_class": "gthread" if threads > 1 else "sync",
+                "threads": threads,
                 "timeout": 30,
                 "graceful_timeout": 5,
                 "accesslog": None,
@@ -71,28 +155,46 @@ def serve(context: click.Context, host: str, port: int, workers: int) -> None:
                 self.cfg.set(key, value)
 
         def load(self):  # noqa: ANN202
-            return create_app(settings)
+            return served_app()
 
     Receiver().run()
 
 
 @main.command()
-@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--name", default=None, help="Worker name (defaults to host and pid).")
+@click.option(
+    "--lane",
+    type=click.Choice(["all", "fast", "tasks"]),
+    default="all",
+    show_default=True,
+    help="fast: the intake lane (reactions, permissions, replies; runs jobs in-process); "
+    "tasks: agent tasks; all: both, fast first (one machine, light load).",
+)
 @click.pass_context
-def worker(context: click.Context, burst: bool, name: str | None) -> None:
+def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> None:
     """Run an RQ worker that executes tasks (checkout, sandbox, agent, publish)."""
     settings = _settings()
     configure_logging(settings.secret_values(), context.obj["log_level"])
 
     from redis import Redis
-    from rq import Queue, Worker
+    from rq import Queue, SimpleWorker, Worker
 
-    import workers.jobs  # noqa: F401 - imported once here, so each forked task starts warm
+    # Imported once here, so each forked task starts warm.
+    import workers.intake
+    import workers.jobs  # noqa: F401
 
     redis = Redis.from_url(settings.redis_url)
-    queue = Queue(settings.codex_queue, connection=redis)
-    Worker([queue], connection=redis, name=name).work(burst=burst, with_scheduler=False)
+    names = {
+        "fast": [settings.codex_fast_queue],
+        "tasks": [settings.codex_queue],
+        "all": [settings.codex_fast_queue, settings.codex_queue],
+    }[lane]
+    queues = [Queue(queue_name, connection=redis) for queue_name in names]
+    worker_class = SimpleWorker if lane == "fast" else Worker
+    if lane == "fast":
+        workers.intake.runtime()  # fail now, not on the first request, if settings are wrong
+    worker_class(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
 
 
 if __name__ == "__main__":

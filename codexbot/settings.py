@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     codex_sandbox_image: str = "codexbot-sandbox:latest"
     codex_data_dir: Path = Path("/var/lib/codexbot")
     codex_queue: str = "codex"
+    codex_fast_queue: str = "codex-fast"
+    codex_trusted_bots: str = ""
     codex_job_timeout: int = Field(default=1800, gt=0)
 
     @field_validator("github_api_url", "openai_base_url")
@@ -79,6 +81,10 @@ class Settings(BaseSettings):
         """Every accepted webhook secret: several, comma-separated, while one is rotated."""
         raw = self.github_webhook_secret.get_secret_value()
         return [part.strip().encode() for part in raw.split(",") if part.strip()]
+
+    def trusted_bots(self) -> set[str]:
+        """Bot logins whose commands count (a CI workflow asking for a fix)."""
+        return {name.strip().lower() for name in self.codex_trusted_bots.split(",") if name.strip()}
 
     def secret_values(self) -> list[str]:
         """Every secret the bot knows from its settings, for redaction."""

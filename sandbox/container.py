@@ -5,18 +5,23 @@
         result = box.exec("python3 -m pytest -q", timeout=300)
         patch = box.diff(base_commit)
 
-The checkout is copied in (put_archive into a per-task volume), never bind-mounted: the worker and
-the Docker engine may run on different hosts. Container and volume are removed when the block
-ends, also when it raises; both carry the task's label so a reaper finds strays after a crash.
+The checkout is copied in (put_archive into a per-task volume) or made inside from the engine-side
+mirror (`sandbox.mirror`), never bind-mounted: the worker and the Docker engine may run on
+different hosts. Container and volume are removed when the block ends, also when it raises; both
+carry the task's labels so a reaper finds strays after a crash (`sandbox.reaper`).
 
-Each command runs in bash as uid 1000 under our own timeout and output cap. Background jobs a
-command starts are killed when it ends (they would otherwise hold its output stream open).
+Commands go to the exec server (`sandbox/execserver.py`), one process per container started with
+one `docker exec` whose stdin stays attached: a command costs milliseconds. The server enforces
+the timeout (killing the command's whole process group), keeps head and tail of the output, keeps
+the working directory between commands and kills whatever a command leaves running.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
+import json
 import os
 import re
 import select
@@ -26,9 +31,8 @@ import struct
 import tarfile
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -42,6 +46,7 @@ import structlog
 from sandbox.hardening import (
     BASE_ENVIRONMENT,
     SANDBOX_GID,
+    SANDBOX_HOME,
     SANDBOX_UID,
     SANDBOX_USER,
     WORKSPACE,
@@ -54,22 +59,40 @@ log = structlog.get_logger(__name__)
 TASK_LABEL = "codexbot.task"
 CREATED_LABEL = "codexbot.created"
 WORKER_LABEL = "codexbot.worker"
+REPO_LABEL = "codexbot.repo"
+JOB_LABEL = "codexbot.job"
+HOST_LABEL = "codexbot.host"
+PID_LABEL = "codexbot.pid"
+KIND_LABEL = "codexbot.kind"
+REDIS_LABEL = "codexbot.redis"  # which Redis holds the job: a reaper judges only its own
 
-KILL_AFTER_SECONDS = 2  # between TERM and KILL when a command runs out of time
-CLIENT_GRACE_SECONDS = 3  # beyond timeout + KILL_AFTER before we kill from outside
-DRAIN_SECONDS = 5  # how long we still read after killing from outside
-EXIT_CODE_WAIT_SECONDS = 5
+CLIENT_GRACE_SECONDS = 10  # beyond a command's timeout before we stop waiting for the server
+SERVER_READY_SECONDS = 20
 TIMEOUT_EXIT_CODE = 124
-PIDFILE_DIR = "/tmp/.codexbot-exec"  # noqa: S108 - the container's private tmpfs
-READ_CHUNK = 64 * 1024
+SERVER_LOST_EXIT_CODE = 137
+READ_CHUNK = 256 * 1024
 MAX_DIFF_BYTES = 64 * 1024 * 1024
 SIDE_OUTPUT_BYTES = 8_000  # stderr kept when only stdout is the result (diff, files)
 STDOUT, STDERR = 1, 2
 GO_MODE_DIR = 1 << 31  # os.ModeDir in the `mode` of the engine's path stat
+EXEC_SERVER_SOURCE = (Path(__file__).parent / "execserver.py").read_text()
+EXEC_SERVER_ARGV = [
+    "python3",
+    "-I",
+    "-S",
+    "-u",
+    "-c",
+    "import sys,json;exec(compile(json.loads(sys.stdin.buffer.readline()),'execserver','exec'))",
+]
 RESTART_NOTE = (
     "[the sandbox had stopped (its main process was killed) and was restarted; "
     "/workspace is intact, but /tmp, the home directory and background processes were reset]\n"
 )
+SERVER_RESTART_NOTE = (
+    "[the sandbox's command server had been killed and was restarted; "
+    "the working directory is back to /workspace]\n"
+)
+SERVER_LOST_NOTE = "\n[the command killed the sandbox's command server; it will be restarted]"
 
 
 class SandboxError(RuntimeError):
@@ -84,6 +107,8 @@ class ExecResult:
     timed_out: bool
     truncated: bool
     duration_ms: int
+    cwd: str = WORKSPACE  # where the next command starts
+    killed_leftovers: tuple[str, ...] = ()  # processes the command left running, now killed
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -127,29 +152,16 @@ def timeout_note(timeout: float) -> str:
     return f"\n[timed out after {timeout:g} s: the command and its process group were killed]"
 
 
-def wrapped_command(command: str, timeout: float, pidfile: str) -> list[str]:
-    """argv running `command` in bash, in a new session, under coreutils `timeout`.
-
-    `timeout` puts the command in its own process group; whatever is left in that group when the
-    command ends (background jobs) is killed, so no stray process holds the output stream open or
-    outlives its command. The session leader records its pid (= session id) so that a second exec
-    can kill the whole session if the command outlives even `timeout`.
-    """
-    script = (
-        f"mkdir -p {PIDFILE_DIR} && echo $$ > {pidfile}\n"
-        f'timeout --kill-after={KILL_AFTER_SECONDS} --signal=TERM {timeout:.3f} bash -c "$0" &\n'
-        "group=$!\n"
-        "wait $group\n"
-        "status=$?\n"
-        'kill -KILL -- "-$group" 2>/dev/null\n'
-        f"rm -f {pidfile}\n"
-        "exit $status\n"
+def leftovers_note(names: list[str] | tuple[str, ...]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"\n[killed {len(names)} process(es) the command left running: {shown}; "
+        "background processes do not outlive their command here]"
     )
-    return ["setsid", "-w", "bash", "-c", script, command]
 
 
-def kill_session_command(pidfile: str) -> list[str]:
-    return ["sh", "-c", f'test -s {pidfile} && pkill -KILL -s "$(cat {pidfile})"; rm -f {pidfile}']
+def stopped_note(reason: str) -> str:
+    return f"\n[stopped: {reason}]"
 
 
 def too_large(path: str, max_bytes: int) -> str:
@@ -225,18 +237,9 @@ class FrameDecoder:
 # ---------------------------------------------------------------------------- streaming
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    exit_code: int
-    timed_out: bool
-    duration_ms: int
-
-
 def _read_available(sock: Any, deadline: float) -> bytes | None:
     """Up to READ_CHUNK bytes, b"" at end of stream, None if the deadline passes first."""
-    pending = getattr(
-        sock, "pending", None
-    )  # TLS sockets may hold decrypted bytes select can't see
+    pending = getattr(sock, "pending", None)  # TLS sockets hold bytes select cannot see
     if not (pending and pending()):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -263,7 +266,7 @@ def _pump(sock: Any, deadline: float, on_output: Callable[[int, bytes], None]) -
 
 
 def _close_stream(sock: Any) -> None:
-    """Close the upgraded exec connection, also when the command is still writing to it."""
+    """Close the upgraded exec connection, also when the other end is still writing to it."""
     response = getattr(sock, "_response", None)
     inner = getattr(sock, "_sock", None)
     if response is not None:
@@ -273,7 +276,12 @@ def _close_stream(sock: Any) -> None:
         inner.close()
 
 
-def _tar_for_sandbox_user(src_dir: Path, into: Any) -> None:
+def _sendall(sock: Any, data: bytes) -> None:
+    target = getattr(sock, "_sock", sock)  # docker-py wraps the raw socket in a SocketIO
+    target.sendall(data)
+
+
+def tar_for_sandbox_user(src_dir: Path, into: Any) -> None:
     def owned_by_sandbox(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid, info.gid = SANDBOX_UID, SANDBOX_GID
         info.uname = info.gname = "sandbox"
@@ -283,15 +291,168 @@ def _tar_for_sandbox_user(src_dir: Path, into: Any) -> None:
         archive.add(str(src_dir), arcname=".", filter=owned_by_sandbox)
 
 
-def _worker_identity() -> str:
+def worker_identity() -> str:
+    """The RQ worker running this code (its registration lets the reaper see it die), or host:pid."""
+    try:
+        from rq import get_current_job
+
+        job = get_current_job()
+    except Exception:  # noqa: BLE001 - outside a job, or no RQ: fall back to host and pid
+        job = None
+    if job is not None and job.worker_name:
+        return str(job.worker_name)
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def redis_identity(redis: Any) -> str:
+    """host:port/db of a Redis client, so reapers on different databases leave each other be."""
+    kwargs = redis.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', '')}:{kwargs.get('port', '')}"
+    return f"{where}/{kwargs.get('db', 0)}"
+
+
+def _current_job() -> Any:
+    try:
+        from rq import get_current_job
+
+        return get_current_job()
+    except Exception:  # noqa: BLE001 - outside a job
+        return None
+
+
+def resource_labels(
+    task_id: str, extra: dict[str, str] | None = None, *, kind: str = "task"
+) -> dict[str, str]:
+    """Labels for everything a task makes: container, volume, image."""
+    labels = task_labels(task_id, extra, now=datetime.now(UTC), worker=worker_identity())
+    labels[HOST_LABEL] = socket.gethostname()
+    labels[PID_LABEL] = str(os.getpid())
+    labels[KIND_LABEL] = kind
+    job = _current_job()
+    if job is not None:
+        labels[JOB_LABEL] = str(job.id)
+        labels[REDIS_LABEL] = redis_identity(job.connection)
+    return labels
+
+
+# ---------------------------------------------------------------------------- the exec channel
+
+
+class ChannelLost(Exception):
+    """The exec server's stream ended: the server (or the whole container) was killed."""
+
+
+class ChannelStuck(Exception):
+    """The exec server did not answer in time."""
+
+
+@dataclass
+class _Reply:
+    exit_code: int
+    timed_out: bool
+    total: int
+    head: bytes
+    tail: bytes
+    cwd: str
+    duration_ms: int
+    strays: list[str] = field(default_factory=list)
+    stopped: str | None = None
+    lost: bool = False  # the command killed the exec server
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def data(self) -> bytes:
+        return self.head + self.tail
+
+    def text(self) -> str:
+        if not self.truncated:
+            return self.data().decode("utf-8", errors="replace")
+        cut = self.total - len(self.head) - len(self.tail)
+        return (
+            self.head.decode("utf-8", errors="replace")
+            + cut_marker(cut)
+            + self.tail.decode("utf-8", errors="replace")
+        )
+
+
+class ExecChannel:
+    """The attached stream of one exec server: JSON lines out, JSON lines back."""
+
+    def __init__(self, client: docker.DockerClient, container_id: str, env: dict[str, str]):
+        self._client = client
+        self._exec_id = client.api.exec_create(
+            container_id,
+            EXEC_SERVER_ARGV,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            user=SANDBOX_USER,
+            workdir="/",
+            environment=env,
+        )["Id"]
+        self._sock = client.api.exec_start(self._exec_id, socket=True)
+        _sendall(self._sock, json.dumps(EXEC_SERVER_SOURCE).encode() + b"\n")
+        self._decoder = FrameDecoder()
+        self._lines = bytearray()
+        self._stderr = CappedOutput(SIDE_OUTPUT_BYTES)
+        self._next_id = 0
+        ready = self._read_message(time.monotonic() + SERVER_READY_SECONDS)
+        if not ready.get("ready"):
+            raise ChannelLost(f"the exec server did not start: {ready}")
+        self.pid = int(ready["pid"])
+
+    def call(self, request: dict[str, Any], deadline: float) -> dict[str, Any]:
+        self._next_id += 1
+        request = {**request, "id": self._next_id}
+        try:
+            _sendall(self._sock, json.dumps(request).encode() + b"\n")
+        except OSError as error:
+            raise ChannelLost(f"could not send to the exec server: {error}") from error
+        while True:
+            message = self._read_message(deadline)
+            if message.get("id") == self._next_id:
+                return message
+            if "error" in message:
+                raise SandboxError(f"the exec server failed: {message['error']}")
+
+    def _read_message(self, deadline: float) -> dict[str, Any]:
+        while True:
+            newline = self._lines.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._lines[:newline])
+                del self._lines[: newline + 1]
+                return dict(json.loads(line))
+            try:
+                data = _read_available(self._sock, deadline)
+            except OSError as error:
+                raise ChannelLost(str(error)) from error
+            if data is None:
+                raise ChannelStuck("the exec server did not answer in time")
+            if not data:
+                raise ChannelLost(self._stderr.text() or "the exec server's stream ended")
+            for stream, chunk in self._decoder.feed(data):
+                if stream == STDOUT:
+                    self._lines += chunk
+                else:
+                    self._stderr.add(chunk)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            _close_stream(self._sock)
 
 
 # ---------------------------------------------------------------------------- the sandbox
 
 
 class Sandbox:
-    """A hardened container with the task's workspace volume; a context manager."""
+    """A hardened container with the task's workspace volume; a context manager.
+
+    `volumes` mounts more named volumes (the engine-side mirror); `read_only=False` and
+    `home_tmpfs=False` are for the setup phase alone, whose result is committed as an image.
+    """
 
     def __init__(
         self,
@@ -302,6 +463,10 @@ class Sandbox:
         labels: dict[str, str] | None = None,
         limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
         env: dict[str, str] | None = None,
+        volumes: dict[str, dict[str, str]] | None = None,
+        workspace_volume: bool = True,
+        setup_phase: bool = False,
+        home_volume: bool = False,
     ) -> None:
         self._client = client
         self._image = image
@@ -309,10 +474,16 @@ class Sandbox:
         self._labels = labels
         self._limits = limits
         self._env = env or {}
+        self._volumes = volumes or {}
+        self._workspace_volume = workspace_volume
+        self._setup_phase = setup_phase
+        self._home_volume = home_volume
         self._container: Any = None
         self._volume: Any = None
+        self._home: Any = None
+        self._channel: ExecChannel | None = None
+        self._notes: list[str] = []  # said once, at the start of the next command's output
         self._log = log.bind(task_id=task_id)
-        self._restarted = False  # since the last exec: its result says so
 
     # -- lifecycle
 
@@ -334,30 +505,41 @@ class Sandbox:
             )
 
     def start(self) -> None:
-        labels = task_labels(
-            self._task_id, self._labels, now=datetime.now(UTC), worker=_worker_identity()
-        )
+        labels = resource_labels(self._task_id, self._labels)
         try:
             # Leftovers of an earlier attempt at this task (a worker that died) would otherwise
             # clash by name, and an old volume would leak its files into this workspace.
             if remove_task_containers(self._client, self._task_id):
                 self._log.warning("sandbox.stale_removed")
-            volume = self._client.volumes.create(name=volume_name(self._task_id), labels=labels)
-            if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) != self._task_id:
-                raise SandboxError(f"volume {volume.name} already exists for another task")
-            self._volume = volume
+            mounts = dict(self._volumes)
+            if self._workspace_volume:
+                volume = self._client.volumes.create(name=volume_name(self._task_id), labels=labels)
+                if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) != self._task_id:
+                    raise SandboxError(f"volume {volume.name} already exists for another task")
+                self._volume = volume
+                mounts[volume.name] = {"bind": WORKSPACE, "mode": "rw"}
+            if self._home_volume:
+                # A prepared image's home (what setup installed there) is copied up into it.
+                self._home = self._client.volumes.create(
+                    name=volume_name(self._task_id).replace("-workspace", "-home"), labels=labels
+                )
+                mounts[self._home.name] = {"bind": SANDBOX_HOME, "mode": "rw"}
+            options = container_options(
+                self._limits, setup_phase=self._setup_phase, home_tmpfs=not self._home_volume
+            )
             self._container = self._client.containers.create(
                 self._image,
                 command=["sleep", "infinity"],
                 name=container_name(self._task_id),
                 labels=labels,
                 environment={**BASE_ENVIRONMENT, **self._env},
-                volumes={self._volume.name: {"bind": WORKSPACE, "mode": "rw"}},
+                volumes=mounts,
                 working_dir=WORKSPACE,
                 detach=True,
-                **container_options(self._limits),
+                **options,
             )
             self._container.start()
+            self._channel = self._open_channel()
         except docker.errors.ImageNotFound as error:
             self.remove()
             raise SandboxError(
@@ -372,12 +554,23 @@ class Sandbox:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             self.remove()
             raise SandboxError(f"the Docker engine is unreachable: {error}") from error
+        except (ChannelLost, ChannelStuck) as error:
+            self.remove()
+            raise SandboxError(f"the sandbox's command server did not start: {error}") from error
         self._log.info("sandbox.started", container=self.container_id, image=self._image)
 
     def remove(self) -> list[str]:
         """Remove container and volume; returns what went wrong (also logged), [] when all went."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         problems: list[str] = []
-        for kind, resource in (("container", self._container), ("volume", self._volume)):
+        resources = (
+            ("container", self._container),
+            ("volume", self._volume),
+            ("volume", self._home),
+        )
+        for kind, resource in resources:
             if resource is None:
                 continue
             try:
@@ -392,7 +585,7 @@ class Sandbox:
                 self._log.error("sandbox.remove_failed", kind=kind, error=str(error))
         if self._container is not None and not problems:
             self._log.info("sandbox.removed", container=self._container.id)
-        self._container = self._volume = None
+        self._container = self._volume = self._home = None
         return problems
 
     @property
@@ -401,27 +594,33 @@ class Sandbox:
             raise SandboxError("the sandbox is not running; use it as a context manager")
         return str(self._container.id)
 
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._client
+
     # -- workspace
 
     def put_workspace(self, src_dir: Path) -> None:
         """Copy `src_dir` (with its .git) into /workspace, every entry owned by the sandbox user."""
         with tempfile.TemporaryFile() as archive:
-            _tar_for_sandbox_user(src_dir, archive)
+            tar_for_sandbox_user(src_dir, archive)
             archive.seek(0)
-            try:
-                copied = self._client.api.put_archive(self.container_id, WORKSPACE, archive)
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-                raise SandboxError(
-                    f"could not copy the workspace into the sandbox: {error}"
-                ) from error
+            self.put_archive(WORKSPACE, archive)
+
+    def put_archive(self, path: str, archive: Any) -> None:
+        """Unpack a tar stream (file or bytes) at `path` in the container."""
+        try:
+            copied = self._client.api.put_archive(self.container_id, path, archive)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise SandboxError(f"could not copy files into the sandbox: {error}") from error
         if not copied:
-            raise SandboxError("the Docker engine refused to copy the workspace into the sandbox")
+            raise SandboxError("the Docker engine refused to copy files into the sandbox")
 
     def get_file(self, path: str, max_bytes: int) -> bytes:
         """The bytes of one regular file (relative paths are under /workspace); at most `max_bytes`.
 
         The engine copies files out of the volume and the image, but cannot see the tmpfs mounts
-        (/tmp, the home directory); those are read with an exec instead.
+        (/tmp, the home directory); those are read through the exec server instead.
         """
         absolute = workspace_path(path)
         try:
@@ -454,42 +653,40 @@ class Sandbox:
             return extracted.read()
 
     def _get_file_by_exec(self, path: str, max_bytes: int) -> bytes:
-        content = bytearray()
-
-        def collect(stream: int, chunk: bytes) -> None:
-            if stream == STDOUT:
-                content.extend(chunk)
-
         quoted = shlex.quote(path)
-        command = f"test -f {quoted} && head -c {max_bytes + 1} -- {quoted}"
-        self._ensure_running()
-        if self._run(command, timeout=60, workdir="/", on_output=collect).exit_code != 0:
+        reply = self.run_raw(
+            f"test -f {quoted} && head -c {max_bytes + 1} -- {quoted}",
+            timeout=60,
+            workdir="/",
+            max_output=max_bytes + 2,
+        )
+        if reply.exit_code != 0:
             raise SandboxError(f"{path} does not exist in the sandbox or is not a regular file")
-        if len(content) > max_bytes:
+        if reply.total > max_bytes:
             raise SandboxError(too_large(path, max_bytes))
-        return bytes(content)
+        return reply.data()
 
     def diff(self, base_commit: str) -> bytes:
-        """Everything changed since `base_commit` (new files and binaries too) as a git patch."""
-        patch = bytearray()
-        errors = CappedOutput(SIDE_OUTPUT_BYTES)
+        """Everything changed since `base_commit` (new files and binaries too) as a git patch.
 
-        def collect(stream: int, chunk: bytes) -> None:
-            if stream != STDOUT:
-                errors.add(chunk)
-            elif len(patch) + len(chunk) > MAX_DIFF_BYTES:
-                raise SandboxError(f"the change is larger than {MAX_DIFF_BYTES} bytes")
-            else:
-                patch.extend(chunk)
-
-        command = f"git add -A && git diff --binary --cached {shlex.quote(base_commit)}"
-        self._ensure_running()
-        outcome = self._run(command, timeout=120, workdir=WORKSPACE, on_output=collect)
-        if outcome.exit_code != 0:
+        Staged in a private index, so the agent's own index is left as it was.
+        """
+        errors = "/tmp/.codexbot-diff.err"  # noqa: S108 - the container's private tmpfs
+        command = (
+            "export GIT_INDEX_FILE=/tmp/.codexbot-diff.index && rm -f $GIT_INDEX_FILE && "
+            f"git read-tree {shlex.quote(base_commit)} 2>{errors} && git add -A 2>>{errors} && "
+            f"git -c core.quotepath=off diff --no-ext-diff --no-textconv --binary --cached "
+            f"{shlex.quote(base_commit)} 2>>{errors} || {{ s=$?; cat {errors} >&2; exit $s; }}"
+        )
+        reply = self.run_raw(command, timeout=120, workdir=WORKSPACE, max_output=MAX_DIFF_BYTES)
+        if reply.exit_code != 0:
             raise SandboxError(
-                f"git diff failed with exit code {outcome.exit_code}: {errors.text()}"
+                f"git diff failed with exit code {reply.exit_code}: "
+                f"{reply.text()[-SIDE_OUTPUT_BYTES:]}"
             )
-        return bytes(patch)
+        if reply.truncated:
+            raise SandboxError(f"the change is larger than {MAX_DIFF_BYTES} bytes")
+        return reply.data()
 
     # -- commands
 
@@ -498,63 +695,138 @@ class Sandbox:
         command: str,
         *,
         timeout: float = 120,
-        workdir: str = WORKSPACE,
+        workdir: str | None = None,
         max_output: int = 64_000,
+        env: dict[str, str] | None = None,
     ) -> ExecResult:
-        """Run `command` with bash as the sandbox user; never longer than `timeout` seconds."""
-        output = CappedOutput(max_output)
-        self._ensure_running()
-        outcome = self._run(
-            command, timeout=timeout, workdir=workdir, on_output=lambda _, chunk: output.add(chunk)
+        """Run `command` with bash as the sandbox user; never longer than `timeout` seconds.
+
+        It starts in the directory the previous command ended in (at first /workspace), unless
+        `workdir` names another for this one command. `env` adds variables for this command only.
+        """
+        notes = "".join(self._notes)
+        reply = self.run_raw(
+            command, timeout=timeout, workdir=workdir, max_output=max_output, env=env
         )
-        restarted, self._restarted = self._restarted, False
-        text = (
-            (RESTART_NOTE if restarted else "")
-            + output.text()
-            + (timeout_note(timeout) if outcome.timed_out else "")
-        )
+        notes += "".join(self._notes)
+        self._notes.clear()
+        text = notes + reply.text()
+        if reply.timed_out:
+            text += timeout_note(timeout)
+        if reply.stopped:
+            text += stopped_note(reply.stopped)
+        if reply.strays:
+            text += leftovers_note(reply.strays)
+        if reply.lost:
+            text += SERVER_LOST_NOTE
         self._log.info(
             "sandbox.exec",
-            exit_code=outcome.exit_code,
-            timed_out=outcome.timed_out,
-            output_bytes=output.total,
-            duration_ms=outcome.duration_ms,
+            exit_code=reply.exit_code,
+            timed_out=reply.timed_out,
+            output_bytes=reply.total,
+            duration_ms=reply.duration_ms,
         )
         return ExecResult(
             command=command,
-            exit_code=outcome.exit_code,
+            exit_code=reply.exit_code,
             output=text,
-            timed_out=outcome.timed_out,
-            truncated=output.truncated,
-            duration_ms=outcome.duration_ms,
+            timed_out=reply.timed_out,
+            truncated=reply.truncated,
+            duration_ms=reply.duration_ms,
+            cwd=reply.cwd or WORKSPACE,
+            killed_leftovers=tuple(reply.strays),
         )
 
-    def _run(
-        self, command: str, *, timeout: float, workdir: str, on_output: Callable[[int, bytes], None]
-    ) -> _Outcome:
-        pidfile = f"{PIDFILE_DIR}/{uuid.uuid4().hex}"
+    def run_raw(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        workdir: str | None = None,
+        max_output: int = 64_000,
+        env: dict[str, str] | None = None,
+    ) -> _Reply:
+        """One command through the exec server; output as bytes (head and tail)."""
         started = time.monotonic()
-        exec_id, stream = self._start_exec(wrapped_command(command, timeout, pidfile), workdir)
-        killed = False
+        channel = self._ensure_channel()
+        request = {
+            "cmd": command,
+            "timeout": timeout,
+            "cwd": workdir,
+            "max": max_output,
+            "env": env or {},
+        }
         try:
-            finished = _pump(
-                stream, started + timeout + KILL_AFTER_SECONDS + CLIENT_GRACE_SECONDS, on_output
+            message = channel.call(request, time.monotonic() + timeout + CLIENT_GRACE_SECONDS)
+        except ChannelLost as error:
+            self._log.warning("sandbox.server_lost", error=str(error)[-500:])
+            self._drop_channel()
+            return _Reply(
+                exit_code=SERVER_LOST_EXIT_CODE,
+                timed_out=False,
+                total=0,
+                head=b"",
+                tail=b"",
+                cwd=WORKSPACE,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                lost=True,
             )
-            if not finished:
-                killed = True
-                self._kill_session(pidfile)
-                _pump(stream, time.monotonic() + DRAIN_SECONDS, on_output)
-        finally:
-            _close_stream(stream)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        exit_code = self._exit_code(exec_id)
-        timed_out = killed or (
-            exit_code in (TIMEOUT_EXIT_CODE, 128 + 9) and duration_ms >= timeout * 1000
+        except ChannelStuck:
+            # The server itself is wedged (starved of memory or pids): restart the container.
+            self._log.error("sandbox.server_stuck")
+            self._drop_channel()
+            self._restart_container()
+            return _Reply(
+                exit_code=TIMEOUT_EXIT_CODE,
+                timed_out=True,
+                total=0,
+                head=b"",
+                tail=b"",
+                cwd=WORKSPACE,
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+        return _Reply(
+            exit_code=int(message["exit"]),
+            timed_out=bool(message["timed_out"]),
+            total=int(message["total"]),
+            head=base64.b64decode(message["head"]),
+            tail=base64.b64decode(message["tail"]),
+            cwd=str(message.get("cwd") or WORKSPACE),
+            duration_ms=int(message["ms"]),
+            strays=list(message.get("strays") or []),
+            stopped=message.get("stopped"),
         )
-        return _Outcome(exit_code=exit_code, timed_out=timed_out, duration_ms=duration_ms)
 
-    def _ensure_running(self) -> None:
-        """Start the container again if a command killed its main process.
+    def _open_channel(self) -> ExecChannel:
+        env = {"CODEXBOT_WORKSPACE": WORKSPACE}
+        if self._limits.workspace_bytes:
+            env["CODEXBOT_WORKSPACE_MAX"] = str(self._limits.workspace_bytes)
+        return ExecChannel(self._client, self.container_id, env)
+
+    def _drop_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _ensure_channel(self) -> ExecChannel:
+        if self._channel is not None:
+            return self._channel
+        restarted = self._ensure_running()
+        try:
+            self._channel = self._open_channel()
+        except (ChannelLost, ChannelStuck, docker.errors.APIError):
+            # The container died between the check and the exec: once more, from a restart.
+            self._restart_container()
+            restarted = True
+            try:
+                self._channel = self._open_channel()
+            except (ChannelLost, ChannelStuck, docker.errors.DockerException) as error:
+                raise SandboxError(f"the sandbox's command server cannot start: {error}") from error
+        self._notes.append(RESTART_NOTE if restarted else SERVER_RESTART_NOTE)
+        return self._channel
+
+    def _ensure_running(self) -> bool:
+        """Start the container again if a command killed its main process; True if it did.
 
         The workspace is a volume, so it survives; /tmp, the home directory and background
         processes do not.
@@ -562,63 +834,49 @@ class Sandbox:
         try:
             state = self._client.api.inspect_container(self.container_id)["State"]
             if state.get("Running"):
-                return
+                return False
             self._log.warning("sandbox.restarted", exit_code=state.get("ExitCode"))
             self._client.api.start(self.container_id)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise SandboxError(
                 f"the sandbox container is gone or cannot be started: {error}"
             ) from error
-        self._restarted = True
+        return True
 
-    def _start_exec(self, argv: list[str], workdir: str) -> tuple[str, Any]:
-        """Create and start an exec; restarts the container once if it stopped meanwhile."""
-        for attempt in range(2):
-            try:
-                exec_id = self._client.api.exec_create(
-                    self.container_id,
-                    argv,
-                    stdout=True,
-                    stderr=True,
-                    stdin=False,
-                    tty=False,
-                    user=SANDBOX_USER,
-                    workdir=workdir,
-                )["Id"]
-                return exec_id, self._client.api.exec_start(exec_id, socket=True)
-            except docker.errors.APIError as error:
-                if attempt or "is not running" not in str(error.explanation):
-                    raise SandboxError(
-                        f"could not run a command in the sandbox: {error}"
-                    ) from error
-                self._ensure_running()
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-                raise SandboxError(f"could not run a command in the sandbox: {error}") from error
-        raise AssertionError("unreachable")
+    def _restart_container(self) -> None:
+        try:
+            self._client.api.restart(self.container_id, timeout=1)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise SandboxError(f"the sandbox container cannot be restarted: {error}") from error
 
-    def _kill_session(self, pidfile: str) -> None:
-        self._log.warning("sandbox.exec_killed_from_outside")
+    def exec_as_root(self, argv: list[str], *, timeout: float = 300) -> tuple[int, bytes]:
+        """A worker-owned step (never agent input) run as root with a plain `docker exec`.
+
+        Root here has no capabilities: it can write only what root owns (the engine-side mirror),
+        which the sandbox user cannot. Returns exit code and output (capped).
+        """
+        output = CappedOutput(SIDE_OUTPUT_BYTES * 4)
         try:
             exec_id = self._client.api.exec_create(
-                self.container_id, kill_session_command(pidfile), user=SANDBOX_USER
+                self.container_id, argv, stdout=True, stderr=True, user="0:0", workdir="/"
             )["Id"]
-            self._client.api.exec_start(exec_id)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-            self._log.error("sandbox.kill_failed", error=str(error))
-
-    def _exit_code(self, exec_id: str) -> int:
-        """The exec's exit code, polled briefly: the stream may end before Docker records it."""
-        deadline = time.monotonic() + EXIT_CODE_WAIT_SECONDS
-        while True:
+            sock = self._client.api.exec_start(exec_id, socket=True)
             try:
+                finished = _pump(sock, time.monotonic() + timeout, lambda _s, d: output.add(d))
+            finally:
+                _close_stream(sock)
+            if not finished:
+                raise SandboxError(f"{argv[0]} took longer than {timeout:g} s")
+            deadline = time.monotonic() + 5
+            while True:
                 info = self._client.api.exec_inspect(exec_id)
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-                raise SandboxError(f"could not read the command's exit code: {error}") from error
-            if not info.get("Running") and info.get("ExitCode") is not None:
-                return int(info["ExitCode"])
-            if time.monotonic() > deadline:
-                return 128 + 9  # still running after we gave up on it: report it as killed
-            time.sleep(0.01)
+                if not info.get("Running") and info.get("ExitCode") is not None:
+                    return int(info["ExitCode"]), bytes(output.head + output.tail)
+                if time.monotonic() > deadline:
+                    return 137, bytes(output.head + output.tail)
+                time.sleep(0.005)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise SandboxError(f"could not run {argv[0]} in the sandbox: {error}") from error
 
 
 def remove_task_containers(client: docker.DockerClient, task_id: str) -> int:
@@ -629,7 +887,7 @@ def remove_task_containers(client: docker.DockerClient, task_id: str) -> int:
         with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
             container.remove(force=True, v=True)
     for volume in client.volumes.list(filters=selector):
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             volume.remove(force=True)
     if containers:
         log.info("sandbox.reaped", task_id=task_id, containers=len(containers))

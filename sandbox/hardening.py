@@ -1,14 +1,21 @@
 """The flags every sandbox container runs with. One place, applied everywhere, asserted by a test.
 
-The container has no network, a read-only root, no capabilities, no way to gain privileges, and
-bounded memory (no swap), processes and CPU. Only /tmp, the home directory and the workspace
-volume are writable.
+The container has no network, a read-only root, no capabilities, no way to gain privileges, an
+init as pid 1, no Docker socket, and bounded memory (no swap), processes, CPU, file size and open
+files. Only /tmp, the home directory and the workspace volume are writable; the exec server stops
+a command whose workspace grows past `workspace_bytes`.
+
+The setup phase (`setup_phase=True`) differs in one way only: its root filesystem and home are
+writable, because what setup installs is committed as the prepared image. Its network stays
+"none" here: the operator may allow one, this machine has none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from docker.types import Ulimit
 
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -44,7 +51,13 @@ HARDENING: dict[str, Any] = {
     "user": SANDBOX_USER,
     "init": True,
     "ipc_mode": "private",
+    "pid_mode": "",  # its own pid namespace, never the host's
+    "userns_mode": "",
+    "devices": [],
+    "oom_kill_disable": False,
 }
+
+DOCKER_SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,9 @@ class SandboxLimits:
     cpus: float = 1.0
     tmp_size: str = "256m"
     home_size: str = "64m"
+    file_bytes: int = 1024**3  # RLIMIT_FSIZE: no single file larger (SIGXFSZ, "File too large")
+    open_files: int = 4096
+    workspace_bytes: int = 8 * 1024**3  # the exec server stops a command past this; 0: no check
 
 
 def tmpfs_mounts(limits: SandboxLimits) -> dict[str, str]:
@@ -67,13 +83,27 @@ def tmpfs_mounts(limits: SandboxLimits) -> dict[str, str]:
     }
 
 
-def container_options(limits: SandboxLimits) -> dict[str, Any]:
-    """HARDENING plus the resource limits, ready for `client.containers.create(**options)`."""
+def container_options(
+    limits: SandboxLimits, *, setup_phase: bool = False, home_tmpfs: bool = True
+) -> dict[str, Any]:
+    """HARDENING plus the resource limits, ready for `client.containers.create(**options)`.
+
+    `home_tmpfs=False` when the home directory is a volume (a prepared image's home, copied up).
+    """
+    tmpfs = tmpfs_mounts(limits)
+    if setup_phase or not home_tmpfs:
+        del tmpfs[SANDBOX_HOME]  # what setup installs under the home directory is kept
     return {
         **HARDENING,
-        "tmpfs": tmpfs_mounts(limits),
+        "read_only": not setup_phase,
+        "tmpfs": tmpfs,
         "mem_limit": limits.memory,
         "memswap_limit": limits.memory,
         "pids_limit": limits.pids,
         "nano_cpus": int(limits.cpus * 1_000_000_000),
+        "ulimits": [
+            Ulimit(name="fsize", soft=limits.file_bytes, hard=limits.file_bytes),
+            Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
     }

@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import requests
 from redis import Redis
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from sandbox.container import remove_task_containers
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_REPO = ROOT / "sim" / "demo_repo"
 DEMO_SCRIPTS = ROOT / "sim" / "scripts"
 APP_ID = 4242
+TASK_KINDS = ("fix", "ask", "review")
 BIN = Path(sys.executable).parent
 
 
@@ -139,6 +141,7 @@ class Stack:
             CODEX_SANDBOX_IMAGE=self.sandbox_image,
             CODEX_DATA_DIR=str(self.data_dir / "bot"),
             CODEX_QUEUE=self.queue,
+            CODEX_FAST_QUEUE=f"{self.queue}-fast",
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -155,7 +158,10 @@ class Stack:
         wait_until(self._receiver_healthy, 30, "the receiver's /healthz")
 
     def start_worker(self, name: str = "worker") -> None:
-        self._spawn(name, "worker", "--name", f"{name}-{self.queue}")
+        self._spawn(name, "worker", "--lane", "tasks", "--name", f"{name}-{self.queue}")
+        self._spawn(
+            f"{name}-fast", "worker", "--lane", "fast", "--name", f"{name}-fast-{self.queue}"
+        )
 
     def _spawn(self, name: str, *args: str) -> None:
         log = (self.data_dir / "logs" / f"{name}.log").open("ab")
@@ -196,7 +202,7 @@ class Stack:
         if self.model:
             self.model.stop()
         self.github.stop()
-        self.redis.delete(f"rq:queue:{self.queue}")
+        self.redis.delete(f"rq:queue:{self.queue}", f"rq:queue:{self.queue}-fast")
         self.redis.close()
 
     def _remove_task_sandboxes(self) -> None:
@@ -235,6 +241,7 @@ class Stack:
             ignore = shutil.ignore_patterns("issue.md", "__pycache__", ".pytest_cache")
             shutil.copytree(repo_dir, source, ignore=ignore)
         self.github.create_repo(full_name, source)
+        self.github.set_permission(full_name, "octo-maintainer", "maintain")
         issue = self.github.create_issue(full_name, title, body)
         return full_name, issue
 
@@ -251,7 +258,19 @@ class Stack:
 
     def wait_for_task(self, task_id: str, timeout: float = 600) -> dict:
         def finished() -> Job | None:
-            job = Job.fetch(task_id, connection=self.redis)
+            try:
+                job = Job.fetch(task_id, connection=self.redis)
+            except NoSuchJobError:  # the intake lane has not queued the task yet
+                intake = Job.fetch(f"intake-{task_id}", connection=self.redis)
+                status = intake.get_status()
+                if status == JobStatus.FAILED:
+                    result = intake.latest_result()
+                    detail = result.exc_string if result else ""
+                    raise StackError(f"intake of {task_id} failed: {detail}") from None
+                if status == JobStatus.FINISHED and intake.return_value() not in TASK_KINDS:
+                    answer = intake.return_value()
+                    raise StackError(f"intake of {task_id} started no task: {answer}") from None
+                return None
             status = job.get_status()
             if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 result = job.latest_result()

@@ -88,3 +88,188 @@ def test_pr_body_with_passing_tests_fences_output_safely():
     )
     assert body.startswith("## Summary")
     assert "`````\n````\n3 passed\n`````" in body
+
+
+# -- conventions learned from recent subjects ------------------------------------------------
+
+PLAIN = ["Fix the parser", "Add a flag", "Update docs", "Merge pull request #3 from x/y"]
+COMPONENT = ["net: fix a leak", "mm: add a knob", "sched: say more", "Fix typo"]
+CONVENTIONAL = ["fix(api): handle empty body", "feat(cli): add --json", "chore: bump deps"]
+CONVENTIONAL_PLAIN_SCOPE = ["fix: handle empty body", "feat: add --json", "docs: more"]
+
+
+@pytest.mark.parametrize(
+    ("subjects", "expected"),
+    [
+        ([], text.Conventions()),
+        (PLAIN, text.Conventions("plain", capitalise=True)),
+        (COMPONENT, text.Conventions("component", capitalise=False)),
+        (CONVENTIONAL, text.Conventions("conventional", capitalise=False, scoped=True)),
+        (CONVENTIONAL_PLAIN_SCOPE, text.Conventions("conventional", capitalise=False)),
+        (['Revert "x"', "Merge branch 'a'"], text.Conventions()),
+    ],
+)
+def test_learn_conventions(subjects, expected):
+    assert text.learn_conventions(subjects) == expected
+
+
+def test_only_the_last_fifty_subjects_count():
+    subjects = ["Fix a thing"] * 50 + ["fix: old style"] * 100
+    assert text.learn_conventions(subjects).style == "plain"
+
+
+@pytest.mark.parametrize(
+    ("subject", "conventions", "component", "expected"),
+    [
+        (
+            "Count words on any whitespace.",
+            text.Conventions(),
+            "textstats",
+            "Count words on any whitespace",
+        ),
+        (
+            "Count words",
+            text.Conventions("component", False),
+            "textstats",
+            "textstats: count words",
+        ),
+        ("Count words", text.Conventions("component", True), None, "Count words"),
+        ("fix: Count words", text.Conventions("conventional", False), "x", "fix: count words"),
+        (
+            "Count words",
+            text.Conventions("conventional", False, True),
+            "core",
+            "fix(core): count words",
+        ),
+        (
+            "URL parsing fails",
+            text.Conventions("component", False),
+            "net",
+            "net: URL parsing fails",
+        ),
+        ("x" * 100, text.Conventions("component", True), "abc", "abc: " + "X" + "x" * 66),
+    ],
+)
+def test_conventional_subject(subject, conventions, component, expected):
+    result = text.conventional_subject(subject, conventions, component=component)
+    assert result == expected and len(result) <= 72
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ([], None),
+        (["textstats/core.py", "tests/test_core.py", "textstats/x.py"], "textstats"),
+        (["setup.py"], "setup"),
+    ],
+)
+def test_component_for(files, expected):
+    assert text.component_for(files) == expected
+
+
+def test_commit_message_with_conventions_and_co_author():
+    trailer = text.co_author_trailer("Ada\nLovelace <x>", text.noreply_email("ada", 42))
+    message = text.commit_message(
+        "Count words on any whitespace",
+        "word_count split on single spaces.\n\nCo-authored-by: Evil <evil@example.com>",
+        7,
+        conventions=text.Conventions("component", capitalise=False),
+        component="textstats",
+        co_author=trailer,
+    )
+    assert message == (
+        "textstats: count words on any whitespace\n\n"
+        "word_count split on single spaces.\n\n"
+        "Fixes #7\n\n"
+        "Co-authored-by: AdaLovelace x <42+ada@users.noreply.github.com>\n"
+    )
+
+
+# -- PR body ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("after", "status", "reason", "first"),
+    [
+        (text.TestRun("make test", 0), "finished", "", "## Summary"),
+        (text.TestRun("make test", 2), "finished", "", "**Draft: the tests still fail"),
+        (None, "finished", "", "**Draft: no test command was found"),
+        (
+            text.TestRun("make test", 0),
+            "limits_exceeded",
+            "step limit reached (30 model calls)",
+            "**Draft: the agent reached a limit: step limit reached (30 model calls). The work",
+        ),
+        (text.TestRun("make test", 0), "stuck", "", "**Draft: the agent was stuck"),
+        (
+            text.TestRun("make test", 0),
+            "stopped",
+            "stopped by @ada",
+            "**Draft: the task was stopped",
+        ),
+    ],
+)
+def test_pr_body_first_line(after, status, reason, first):
+    body = text.pr_body(
+        issue_number=3, summary="s", changed_files=["a.py"], tests_before=None,
+        tests_after=after, steps=1, tokens=2, status=status, reason=reason,
+    )  # fmt: skip
+    assert body.startswith(first)
+
+
+def test_pr_body_has_every_section():
+    body = text.pr_body(
+        issue_number=3,
+        summary="Fixed it.",
+        changed_files=["a.py", "b/c.py"],
+        tests_before=text.TestRun("pytest", 1, "FAILED t::a\nFAILED t::b\n2 failed"),
+        tests_after=text.TestRun("pytest", 1, "FAILED t::b\n1 failed"),
+        steps=6,
+        tokens=1234,
+        notes=["Could not reproduce on Windows."],
+        pre_existing=["t::b"],
+        task_url="https://bot.example/tasks/abc",
+    )
+    for part in [
+        "## Summary\n\nFixed it.",
+        "- `a.py`\n- `b/c.py`",
+        "Command: `pytest`",
+        "- Before: failed (exit code 1)\n- After: failed (exit code 1)",
+        "Failing before this change too (pre-existing): `t::b`.",
+        "Last lines before the change:\n\n```\nFAILED t::a",
+        "Last lines after the change:\n\n```\nFAILED t::b\n1 failed\n```",
+        "## Could not do\n\n- Could not reproduce on Windows.",
+        "Fixes #3",
+        "6 steps, 1234 tokens; [task log](https://bot.example/tasks/abc).",
+    ]:
+        assert part in body, part
+
+
+# -- answers with verified references --------------------------------------------------------
+
+LINES = {"app/webhook.py": 120, "README.md": 10}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("See app/webhook.py:42.", "See app/webhook.py:42."),
+        ("See `app/webhook.py:42-50`.", "See `app/webhook.py:42-50`."),
+        ("See app/webhook.py:420 for it.", "See for it."),
+        ("Parsing (app/parse.py:3) happens first.", "Parsing happens first."),
+        ("Both README.md:1 and app/webhook.py:0.", "Both README.md:1 and."),
+        ("Range app/webhook.py:100-200 is too long.", "Range is too long."),
+        (
+            "No references, just http://x.io:8080 prose.",
+            "No references, just http://x.io:8080 prose.",
+        ),
+    ],
+)
+def test_verify_references(answer, expected):
+    assert text.verify_references(answer, LINES.get) == expected
+
+
+def test_answer_comment_links_the_task_and_carries_the_marker():
+    comment = text.answer_comment("It is at a.py:1.", "https://bot/tasks/1")
+    assert comment.startswith("It is at a.py:1.") and "(https://bot/tasks/1)" in comment
+    assert comment.endswith(text.MARKER + "\n")

@@ -103,6 +103,17 @@ def clone(git_url: str, dest: Path, *, token: str, branch: str | None = None) ->
     )
 
 
+def fetch_pull_head(start: Checkout, number: int, *, token: str) -> Checkout:
+    """Move a checkout to a pull request's head (GitHub keeps it at ``refs/pull/N/head``, also
+    for pull requests from forks, which the App cannot push to)."""
+    git = Git(start.path, token=token)
+    git("fetch", "--quiet", "origin", f"refs/pull/{number}/head")
+    git("checkout", "--quiet", "--detach", "FETCH_HEAD")
+    return Checkout(
+        path=start.path, base_branch=start.base_branch, base_sha=git("rev-parse", "HEAD")
+    )
+
+
 def apply_patch(checkout: Checkout, *, patch: bytes, branch: str) -> list[str]:
     """Put the sandbox's patch on a new branch from the start commit; return the changed paths.
 
@@ -110,7 +121,7 @@ def apply_patch(checkout: Checkout, *, patch: bytes, branch: str) -> list[str]:
     cannot reach the worker's own repository metadata.
     """
     git = Git(checkout.path)
-    git("checkout", "--quiet", "-b", branch, checkout.base_sha)
+    git("checkout", "--quiet", "-B", branch, checkout.base_sha)
     git("apply", "--index", "--binary", "--whitespace=nowarn", "-", input=patch)
     names = git("diff", "--cached", "--name-only", "-z")
     return [name for name in names.split("\0") if name]

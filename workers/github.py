@@ -7,8 +7,9 @@ through its auth objects and git receives them through the environment (see chec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from github import Auth, Github, GithubException, GithubIntegration
 
@@ -41,6 +42,42 @@ class PullRequest:
     draft: bool
 
 
+@dataclass(frozen=True)
+class Pull:
+    """A pull request as a follow-up task needs it."""
+
+    number: int
+    title: str
+    body: str
+    author: str
+    head_ref: str
+    head_sha: str
+    head_repo: str
+    base_ref: str
+    url: str
+    state: str
+
+
+@dataclass(frozen=True)
+class ReviewComment:
+    id: int
+    path: str
+    line: int | None
+    diff_hunk: str
+    body: str
+    author: str
+    review_id: int | None
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    url: str
+
+
+REACTIONS = {"eyes", "rocket", "confused", "+1", "-1", "laugh", "heart", "hooray"}
+
+
 def git_base_url(api_url: str) -> str:
     """Where git smart HTTP lives for an API base URL.
 
@@ -61,20 +98,41 @@ def _explain(error: GithubException, action: str) -> GitHubError:
 
 
 class GitHubApp:
-    """The App itself: signs JWTs with its private key and mints installation tokens."""
+    """The App itself: signs JWTs with its private key and mints installation tokens.
+
+    Tokens are cached in this process's memory until five minutes before they expire.
+    """
+
+    TOKEN_MARGIN = timedelta(minutes=5)
 
     def __init__(self, *, app_id: int, private_key: str, api_url: str) -> None:
         self._integration = GithubIntegration(
             auth=Auth.AppAuth(app_id, private_key), base_url=api_url, **_CLIENT_OPTIONS
         )
         self.api_url = api_url
+        self._tokens: dict[int, tuple[str, datetime]] = {}
+        self._login: str | None = None
 
     def installation_token(self, installation_id: int) -> str:
+        cached = self._tokens.get(installation_id)
+        if cached and cached[1] - self.TOKEN_MARGIN > datetime.now(UTC):
+            return cached[0]
         try:
             grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
         except GithubException as error:
             raise _explain(error, f"minting a token for installation {installation_id}") from None
+        expires = grant.expires_at or datetime.now(UTC) + timedelta(minutes=30)
+        self._tokens[installation_id] = (grant.token, expires.astimezone(UTC))
         return grant.token
+
+    def login(self) -> str:
+        """The App's bot account, as it appears on comments and pull requests."""
+        if self._login is None:
+            try:
+                self._login = f"{self._integration.get_app().slug}[bot]"
+            except GithubException as error:
+                raise _explain(error, "reading the App") from None
+        return self._login
 
     def repository(self, full_name: str, token: str) -> Repository:
         return Repository(full_name, token=token, api_url=self.api_url)
@@ -88,10 +146,13 @@ class Repository:
         self.token = token
         self.git_url = f"{git_base_url(api_url)}/{full_name}.git"
         self._github = Github(auth=Auth.Token(token), base_url=api_url, **_CLIENT_OPTIONS)
-        self._repo = None
+        self._requester = self._github.requester
+        self._path = f"/repos/{full_name}"
+        self._repo: Any = None
 
     @property
-    def _api(self):  # noqa: ANN202 - PyGithub's Repository, fetched on first use
+    def _api(self) -> Any:
+        """PyGithub's Repository, fetched on first use."""
         if self._repo is None:
             try:
                 self._repo = self._github.get_repo(self.full_name)
@@ -99,33 +160,163 @@ class Repository:
                 raise _explain(error, f"reading {self.full_name}") from None
         return self._repo
 
+    def _call(self, method: str, path: str, action: str, body: dict | None = None) -> Any:
+        """One REST call relative to the repository; errors become a GitHubError naming it."""
+        try:
+            _, data = self._requester.requestJsonAndCheck(method, self._path + path, input=body)
+        except GithubException as error:
+            raise _explain(error, action) from None
+        return data
+
     @property
     def default_branch(self) -> str:
-        return self._api.default_branch
+        return str(self._api.default_branch)
 
     def issue(self, number: int) -> Issue:
-        try:
-            issue = self._api.get_issue(number)
-        except GithubException as error:
-            raise _explain(error, f"reading issue #{number}") from None
+        data = self._call("GET", f"/issues/{number}", f"reading issue #{number}")
         return Issue(
-            number=number, title=issue.title, body=issue.body or "", author=issue.user.login
+            number=number,
+            title=data.get("title") or "",
+            body=data.get("body") or "",
+            author=(data.get("user") or {}).get("login", ""),
         )
 
-    def comment(self, number: int, body: str) -> str:
+    def comment(self, number: int, body: str) -> Comment:
+        data = self._call(
+            "POST", f"/issues/{number}/comments", f"commenting on #{number}", {"body": body}
+        )
+        return Comment(id=int(data["id"]), url=str(data["html_url"]))
+
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        self._call(
+            "PATCH",
+            f"/issues/comments/{comment_id}",
+            f"editing comment {comment_id}",
+            {"body": body},
+        )
+
+    def react(
+        self,
+        content: str,
+        *,
+        number: int,
+        comment_id: int | None = None,
+        comment_type: str | None = None,
+    ) -> None:
+        """Add a reaction to an issue or PR, or to one of its comments."""
+        assert content in REACTIONS, content
+        if comment_id is not None and comment_type == "issue":
+            path = f"/issues/comments/{comment_id}/reactions"
+        elif comment_id is not None and comment_type == "review_comment":
+            path = f"/pulls/comments/{comment_id}/reactions"
+        else:  # GitHub has no reactions on review bodies: react on the PR itself
+            path = f"/issues/{number}/reactions"
+        self._call("POST", path, f"reacting on #{number}", {"content": content})
+
+    def permission(self, user: str) -> str:
+        """The user's role on this repository: admin, maintain, write, triage, read or none."""
         try:
-            return self._api.get_issue(number).create_comment(body).html_url
+            _, data = self._requester.requestJsonAndCheck(
+                "GET", f"{self._path}/collaborators/{quote(user, safe='')}/permission"
+            )
         except GithubException as error:
-            raise _explain(error, f"commenting on #{number}") from None
+            if error.status == 404:
+                return "none"
+            raise _explain(error, f"reading the permission of {user}") from None
+        return str(data.get("role_name") or data.get("permission") or "none")
+
+    def pull(self, number: int) -> Pull:
+        data = self._call("GET", f"/pulls/{number}", f"reading pull request #{number}")
+        head, base = data.get("head") or {}, data.get("base") or {}
+        return Pull(
+            number=number,
+            title=data.get("title") or "",
+            body=data.get("body") or "",
+            author=(data.get("user") or {}).get("login", ""),
+            head_ref=head.get("ref", ""),
+            head_sha=head.get("sha", ""),
+            head_repo=(head.get("repo") or {}).get("full_name", ""),
+            base_ref=base.get("ref", ""),
+            url=data.get("html_url", ""),
+            state=data.get("state", ""),
+        )
+
+    def review_comments(self, number: int, review_id: int | None = None) -> list[ReviewComment]:
+        """Inline review comments on a PR (those of one review, when given), oldest first."""
+        try:
+            comments = list(self._api.get_pull(number).get_review_comments())
+        except GithubException as error:
+            raise _explain(error, f"reading review comments on #{number}") from None
+        found = [
+            ReviewComment(
+                id=comment.id,
+                path=comment.path,
+                line=comment.line or comment.original_line,
+                diff_hunk=comment.diff_hunk or "",
+                body=comment.body or "",
+                author=comment.user.login,
+                review_id=comment.pull_request_review_id,
+            )
+            for comment in comments
+        ]
+        if review_id is not None:
+            found = [comment for comment in found if comment.review_id == review_id]
+        return found
+
+    def review_body(self, number: int, review_id: int) -> str:
+        data = self._call("GET", f"/pulls/{number}/reviews/{review_id}", "reading a review")
+        return str(data.get("body") or "")
+
+    def reply_to_review_comment(self, number: int, comment_id: int, body: str) -> None:
+        path = f"/pulls/{number}/comments/{comment_id}/replies"
+        self._call("POST", path, f"replying to review comment {comment_id}", {"body": body})
+
+    def branch_head(self, branch: str) -> str | None:
+        try:
+            _, data = self._requester.requestJsonAndCheck(
+                "GET", f"{self._path}/git/ref/heads/{quote(branch)}"
+            )
+        except GithubException as error:
+            if error.status == 404:
+                return None
+            raise _explain(error, f"reading branch {branch}") from None
+        return str(data["object"]["sha"])
+
+    def open_pull_for(self, branch: str) -> PullRequest | None:
+        owner = self.full_name.split("/")[0]
+        try:
+            pulls = list(self._api.get_pulls(state="open", head=f"{owner}:{branch}"))
+        except GithubException as error:
+            raise _explain(error, f"listing pull requests from {branch}") from None
+        if not pulls:
+            return None
+        return PullRequest(number=pulls[0].number, url=pulls[0].html_url, draft=pulls[0].draft)
+
+    def update_pull(self, number: int, *, title: str, body: str) -> None:
+        self._call(
+            "PATCH",
+            f"/pulls/{number}",
+            f"updating pull request #{number}",
+            {"title": title, "body": body},
+        )
 
     def open_pull_request(
         self, *, head: str, base: str, title: str, body: str, draft: bool
     ) -> PullRequest:
+        """Open a PR from ``head``; if one is already open for it (GitHub's 422), update that."""
+        request = {"title": title, "head": head, "base": base, "body": body, "draft": draft}
         try:
-            pull = self._api.create_pull(base=base, head=head, title=title, body=body, draft=draft)
+            _, data = self._requester.requestJsonAndCheck(
+                "POST", f"{self._path}/pulls", input=request
+            )
         except GithubException as error:
+            if error.status == 422 and "already exists" in str(error.data):
+                existing = self.open_pull_for(head)
+                if existing is not None:
+                    self.update_pull(existing.number, title=title, body=body)
+                    return existing
             raise _explain(error, f"opening a pull request from {head}") from None
-        return PullRequest(number=pull.number, url=pull.html_url, draft=draft)
+        return PullRequest(number=int(data["number"]), url=str(data["html_url"]), draft=draft)
 
     def close(self) -> None:
         self._github.close()

@@ -1,8 +1,9 @@
-"""Finding a repository's test command from the files it holds."""
+"""The repository's test command, and what its output says failed."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 PYTEST = "python3 -m pytest -q"
@@ -43,3 +44,87 @@ def detect_test_command(root: Path) -> str | None:
     if _makefile_has_test(root):
         return "make test"
     return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Where the command comes from: .github/codex.yml `test`, else AGENTS.md, else detection.
+
+TESTING_HEADING = re.compile(r"(?im)^#{1,6}\s+.*\b(test|testing|tests)\b.*$")
+FENCE = re.compile(
+    r"(?ms)^(`{3,}|~{3,})[ \t]*(?:sh|bash|shell|console|zsh)?[ \t]*\n(.*?)^\1[ \t]*$"
+)
+
+
+def command_from_agents_md(text: str) -> str | None:
+    """The first command in a fenced block under a heading that mentions testing."""
+    for heading in TESTING_HEADING.finditer(text):
+        section = text[heading.end() :]
+        block = FENCE.search(section)
+        if block is None or re.search(r"(?m)^#{1,6}\s", section[: block.start()]):
+            continue  # no fence, or the first one is under a later heading
+        for line in block.group(2).splitlines():
+            line = line.strip().removeprefix("$ ").strip()
+            if line and not line.startswith("#"):
+                return line
+    return None
+
+
+@dataclass(frozen=True)
+class TestCommand:
+    __test__ = False  # not a pytest class
+
+    command: str
+    source: str  # ".github/codex.yml", "AGENTS.md" or "detected"
+
+
+def find_test_command(root: Path, configured: str | None = None) -> TestCommand | None:
+    """``configured`` (from codex.yml) wins; then the root AGENTS.md; then detection."""
+    if configured and configured.strip():
+        return TestCommand(configured.strip(), ".github/codex.yml")
+    agents = root / "AGENTS.md"
+    if agents.is_file() and not agents.is_symlink():
+        command = command_from_agents_md(agents.read_text(errors="replace")[:100_000])
+        if command:
+            return TestCommand(command, "AGENTS.md")
+    detected = detect_test_command(root)
+    return TestCommand(detected, "detected") if detected else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading test output: which tests failed, and which of those failed before the change too.
+
+FAILED_PATTERNS = (
+    re.compile(r"(?m)^(?:FAILED|ERROR) (\S+?)(?: - .*)?$"),  # pytest -rA/-ra summary
+    re.compile(r"(?m)^--- FAIL: (\S+)"),  # go test
+    re.compile(r"(?m)^test (\S+) \.\.\. FAILED$"),  # cargo test
+    re.compile(r"(?m)^\s+(?:\d+\) |✕ |× )(.+?)\s*(?:\(\d+ ?m?s\))?$"),  # mocha / jest
+    re.compile(r"(?m)^(?:FAIL|ERROR): (\w+ \([\w.]+\))"),  # unittest
+)
+
+
+def failed_tests(output: str) -> list[str]:
+    """The names of the failing tests a test run printed, in order, without repeats."""
+    names: list[str] = []
+    for pattern in FAILED_PATTERNS:
+        for match in pattern.finditer(output):
+            name = match.group(1).strip()
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class Comparison:
+    pre_existing: list[str]  # failed before and after the change
+    fixed: list[str]  # failed before, pass after
+    new: list[str]  # pass before, fail after
+
+
+def compare_runs(before_output: str | None, after_output: str | None) -> Comparison:
+    before = failed_tests(before_output or "")
+    after = failed_tests(after_output or "")
+    return Comparison(
+        pre_existing=[name for name in after if name in before],
+        fixed=[name for name in before if name not in after],
+        new=[name for name in after if name not in before],
+    )

@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 import textwrap
 import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 SUBJECT_LIMIT = 72
 BODY_WIDTH = 72
@@ -24,6 +27,29 @@ class TestRun:
     @property
     def passed(self) -> bool:
         return self.exit_code == 0
+
+
+CLOSING_REFERENCE = re.compile(
+    r"(?i)\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(\s*:?\s+)"
+    r"((?:[\w.-]+/[\w.-]+)?#(\d+)|https?://\S+?/(?:issues|pull)/(\d+))"
+)
+MENTION = re.compile(r"(?<![\w`/@])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)\b")
+
+
+def defuse(text: str, own_issue: int | None = None) -> str:
+    """Model-written text, unable to close other issues or to ping people.
+
+    A closing keyword before a reference to anything but ``own_issue`` (in this repository) gets
+    the reference in a code span, which GitHub does not act on; ``@name`` becomes `` `@name` ``.
+    """
+
+    def keep_own(match: re.Match[str]) -> str:
+        reference = match.group(3)
+        if own_issue is not None and reference == f"#{own_issue}":
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}`{reference}`"
+
+    return MENTION.sub(r"`@\1`", CLOSING_REFERENCE.sub(keep_own, text))
 
 
 def slugify(text: str, limit: int = 40) -> str:
@@ -43,18 +69,19 @@ def branch_name(issue_number: int, title: str) -> str:
     return f"codex/issue-{issue_number}-{slugify(title)}"
 
 
-def commit_subject(subject: str) -> str:
-    """One line, no trailing period, capitalised, at most 72 characters (cut at a word)."""
-    line = " ".join(subject.split())
+def commit_subject(subject: str, limit: int = SUBJECT_LIMIT) -> str:
+    """One line, no trailing period, capitalised, at most ``limit`` characters (cut at a word)."""
+    line = " ".join(defuse(subject).replace("`", "").split())
+    line = CLOSING_REFERENCE.sub("", line)
     line = line.rstrip(".!;:, ").strip()
     if not line:
         return "Update code"
     line = line[0].upper() + line[1:]
-    if len(line) <= SUBJECT_LIMIT:
+    if len(line) <= limit:
         return line
-    cut = line[: SUBJECT_LIMIT + 1].rsplit(" ", 1)[0]
-    if len(cut) > SUBJECT_LIMIT or len(cut) < SUBJECT_LIMIT // 2:
-        cut = line[:SUBJECT_LIMIT]
+    cut = line[: limit + 1].rsplit(" ", 1)[0]
+    if len(cut) > limit or len(cut) < limit // 2:
+        cut = line[:limit]
     return cut.rstrip(".!;:, ")
 
 
@@ -84,14 +111,124 @@ def wrap_paragraphs(text: str, width: int = BODY_WIDTH) -> str:
     return "\n\n".join(part for part in out if part)
 
 
-def commit_message(subject: str, body: str, issue_number: int) -> str:
-    """Subject, blank line, wrapped body saying what and why, and the closing ``Fixes #N``."""
+CONVENTIONAL = re.compile(
+    r"^(feat|fix|docs|style|refactor|perf|test|tests|build|ci|chore|revert)(\([^)]{1,40}\))?!?: "
+)
+COMPONENT = re.compile(r"^([A-Za-z0-9_.\-/]{1,40}): \S")
+REVERT_OR_MERGE = re.compile(r"^(Merge |Revert |fixup! |squash! )")
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How a repository writes commit subjects, learned from its recent history."""
+
+    style: Literal["plain", "component", "conventional"] = "plain"
+    capitalise: bool = True
+    scoped: bool = False  # conventional commits with a `(scope)`
+
+
+def learn_conventions(subjects: Iterable[str], limit: int = 50) -> Conventions:
+    """The majority style of the last ``limit`` subjects (merges and reverts ignored)."""
+    usable = [
+        s.strip() for s in list(subjects)[:limit] if s.strip() and not REVERT_OR_MERGE.match(s)
+    ]
+    if not usable:
+        return Conventions()
+    conventional = [m for s in usable if (m := CONVENTIONAL.match(s))]
+    component = [s for s in usable if not CONVENTIONAL.match(s) and COMPONENT.match(s)]
+    half = len(usable) / 2
+    if len(conventional) > half:
+        style: Literal["plain", "component", "conventional"] = "conventional"
+    elif len(component) > half:
+        style = "component"
+    else:
+        style = "plain"
+    rests = [_without_prefix(s) for s in usable]
+    letters = [r[0] for r in rests if r and r[0].isalpha()]
+    upper = sum(1 for c in letters if c.isupper())
+    return Conventions(
+        style=style,
+        capitalise=upper * 2 >= len(letters) if letters else True,
+        scoped=sum(1 for m in conventional if m.group(2)) * 2 > len(conventional),
+    )
+
+
+def _without_prefix(subject: str) -> str:
+    match = CONVENTIONAL.match(subject)
+    if match:
+        return subject[match.end() :]
+    match = COMPONENT.match(subject)
+    return subject[match.end() - 1 :] if match else subject
+
+
+def component_for(changed_files: Sequence[str]) -> str | None:
+    """The part of the tree a change is in: the most common top directory, or a root file's stem."""
+    if not changed_files:
+        return None
+    heads = []
+    for path in changed_files:
+        parts = path.split("/")
+        heads.append(parts[0] if len(parts) > 1 else parts[0].rsplit(".", 1)[0])
+    head, _ = Counter(heads).most_common(1)[0]
+    return head or None
+
+
+def conventional_subject(
+    subject: str, conventions: Conventions, *, component: str | None = None, kind: str = "fix"
+) -> str:
+    """The model's subject in the repository's style, within the subject limit."""
+    rest = " ".join(_without_prefix(" ".join(subject.split())).split()).rstrip(".!;:, ")
+    prefix = ""
+    if conventions.style == "conventional":
+        scope = f"({component})" if conventions.scoped and component else ""
+        prefix = f"{kind}{scope}: "
+    elif conventions.style == "component" and component:
+        prefix = f"{component}: "
+    rest = commit_subject(rest, SUBJECT_LIMIT - len(prefix))
+    if not conventions.capitalise and not rest[:2].isupper():
+        rest = rest[0].lower() + rest[1:]
+    return prefix + rest
+
+
+def co_author_trailer(name: str, email: str) -> str:
+    """A ``Co-authored-by`` trailer; newlines and angle brackets cannot break out of it."""
+    clean_name = re.sub(r"[\r\n<>]", "", name).strip() or "unknown"
+    clean_email = re.sub(r"[\s<>]", "", email)
+    return f"Co-authored-by: {clean_name} <{clean_email}>"
+
+
+def noreply_email(login: str, user_id: int) -> str:
+    return f"{user_id}+{login}@users.noreply.github.com"
+
+
+def commit_message(
+    subject: str,
+    body: str,
+    issue_number: int | None,
+    *,
+    conventions: Conventions | None = None,
+    component: str | None = None,
+    co_author: str | None = None,
+) -> str:
+    """Subject, blank line, wrapped body saying what and why, ``Fixes #N``, optional trailer.
+
+    ``co_author`` is a finished trailer from ``co_author_trailer``.
+    """
     body = re.sub(rf"(?im)^\s*(fixes|closes|resolves)\s+#{issue_number}\s*$", "", body)
-    parts = [commit_subject(subject)]
+    body = re.sub(r"(?im)^\s*co-authored-by:.*$", "", body)
+    body = defuse(body, issue_number)
+    if conventions is None:
+        line = commit_subject(subject)
+    else:
+        line = conventional_subject(subject, conventions, component=component)
+    parts = [line]
     wrapped = wrap_paragraphs(body)
     if wrapped:
         parts.append(wrapped)
-    parts.append(f"Fixes #{issue_number}")
+    if issue_number is not None:
+        parts.append(f"Fixes #{issue_number}")
+    if co_author:
+        parts.append(co_author)
     return "\n\n".join(parts) + "\n"
 
 
@@ -107,6 +244,29 @@ def _test_line(label: str, run: TestRun | None) -> str:
     return f"- {label}: {verdict} (exit code {run.exit_code})"
 
 
+STOP_REASONS = {
+    "limits_exceeded": "the agent reached a limit",
+    "stuck": "the agent was stuck repeating itself",
+    "stopped": "the task was stopped",
+    "error": "the agent stopped with an error",
+}
+
+
+def draft_line(
+    tests_after: TestRun | None, status: str = "finished", reason: str = ""
+) -> str | None:
+    """The PR's first line when it is a draft, or None when it is ready for review."""
+    if status != "finished":
+        why = STOP_REASONS.get(status, f"the agent ended with status {status}")
+        detail = f": {reason.strip()}" if reason.strip() else ""
+        return f"**Draft: {why}{detail}. The work so far is on this branch.**"
+    if tests_after is None:
+        return "**Draft: no test command was found, so nothing proves this change.**"
+    if not tests_after.passed:
+        return "**Draft: the tests still fail after this change.**"
+    return None
+
+
 def pr_body(
     *,
     issue_number: int,
@@ -117,12 +277,17 @@ def pr_body(
     steps: int,
     tokens: int,
     notes: list[str] | tuple[str, ...] = (),
+    status: str = "finished",
+    reason: str = "",
+    pre_existing: Sequence[str] = (),
+    task_url: str | None = None,
 ) -> str:
     lines: list[str] = []
-    if tests_after is None:
-        lines += ["**Draft: no test command was found, so nothing proves this change.**", ""]
-    elif not tests_after.passed:
-        lines += ["**Draft: the tests still fail after this change.**", ""]
+    first = draft_line(tests_after, status, reason)
+    if first:
+        lines += [first, ""]
+    summary = defuse(summary, issue_number)
+    notes = [defuse(note, issue_number) for note in notes]
     lines += ["## Summary", "", summary.strip() or "(the agent gave no summary)", ""]
     lines += ["## Changes", ""]
     lines += [f"- `{path}`" for path in changed_files] or ["- (none)"]
@@ -131,18 +296,48 @@ def pr_body(
         command = (tests_after or tests_before).command  # type: ignore[union-attr]
         lines += [f"Command: `{command}`", ""]
     lines += [_test_line("Before", tests_before), _test_line("After", tests_after)]
-    if tests_after is not None and tests_after.tail:
-        lines += ["", "Last lines after the change:", "", _fenced(tests_after.tail)]
+    if pre_existing:
+        shown = ", ".join(f"`{name}`" for name in list(pre_existing)[:20])
+        more = f" and {len(pre_existing) - 20} more" if len(pre_existing) > 20 else ""
+        lines += ["", f"Failing before this change too (pre-existing): {shown}{more}."]
+    for label, run in (("before", tests_before), ("after", tests_after)):
+        if run is not None and run.tail:
+            lines += ["", f"Last lines {label} the change:", "", _fenced(run.tail)]
     if notes:
         lines += ["", "## Could not do", ""] + [f"- {note}" for note in notes]
-    lines += [
-        "",
-        f"Fixes #{issue_number}",
-        "",
-        f"<sub>codex-bot: {steps} steps, {tokens} tokens.</sub>",
-        MARKER,
-    ]
+    footer = f"<sub>codex-bot: {steps} steps, {tokens} tokens"
+    footer += f"; [task log]({task_url})" if task_url else ""
+    lines += ["", f"Fixes #{issue_number}", "", footer + ".</sub>", MARKER]
     return "\n".join(lines) + "\n"
+
+
+REFERENCE = re.compile(
+    r"`?(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.[A-Za-z0-9]{1,10}):(\d+)(?:-(\d+))?`?"
+)
+
+
+def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str:
+    """Removes each ``path:line`` (or ``path:a-b``) reference whose file or line does not exist.
+
+    ``lines_in(path)`` returns the number of lines in the file, or None when there is no such file.
+    """
+
+    def check(match: re.Match[str]) -> str:
+        path, first = match.group(1), int(match.group(2))
+        last = int(match.group(3) or first)
+        total = lines_in(path)
+        if total is None or not 1 <= first <= last <= total:
+            return ""
+        return match.group(0)
+
+    checked = REFERENCE.sub(check, answer)
+    checked = re.sub(r"\(\s*\)|\[\s*\]", "", checked)  # brackets left empty by a removal
+    return re.sub(r"[ \t]{2,}", " ", re.sub(r"[ \t]+([,.;:)])", r"\1", checked)).strip()
+
+
+def answer_comment(answer: str, task_url: str | None = None) -> str:
+    link = f"\n\n<sub>[How I found this]({task_url})</sub>" if task_url else ""
+    return f"{answer.strip()}{link}\n\n{MARKER}\n"
 
 
 def pr_opened_comment(pr_url: str, tests_after: TestRun | None) -> str:

@@ -6,16 +6,18 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sim.github.simulator import GitHubSim, webhook_headers
-from sim.github.state import Delivery, Push, RecordedRequest, SentWebhook, SimError
+from sim.github.simulator import GitHubSim, SubmittedReview, webhook_headers
+from sim.github.state import Delivery, Push, Reaction, RecordedRequest, SentWebhook, SimError
 
 __all__ = [
     "Delivery",
     "GitHubSim",
     "Push",
+    "Reaction",
     "RecordedRequest",
     "SentWebhook",
     "SimError",
+    "SubmittedReview",
     "generate_app_key",
     "webhook_headers",
 ]

@@ -71,14 +71,28 @@ def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 def init_bare(path: Path, default_branch: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     run_git("init", "--quiet", "--bare", f"--initial-branch={default_branch}", str(path))
-    for key, value in (
-        ("receive.denyNonFastForwards", "true"),
-        ("receive.denyDeletes", "true"),
-        ("http.receivepack", "true"),
-        ("http.uploadpack", "true"),
-        ("uploadpack.allowReachableSHA1InWant", "true"),
-    ):
-        run_git("config", key, value, cwd=path)
+    configure_bare(path)
+
+
+def configure_bare(path: Path) -> None:
+    """Serve over smart HTTP like GitHub: no force pushes, no deletes, no pushes to PR refs.
+
+    Appended to the config file in one write: a ``git config`` process per key costs more
+    than the rest of creating a repository."""
+    settings = (
+        "[receive]\n"
+        "\tdenyNonFastForwards = true\n"
+        "\tdenyDeletes = true\n"
+        # refs/pull/N/head is GitHub's, read-only to every pusher.
+        "\thideRefs = refs/pull\n"
+        "[http]\n"
+        "\treceivepack = true\n"
+        "\tuploadpack = true\n"
+        "[uploadpack]\n"
+        "\tallowReachableSHA1InWant = true\n"
+    )
+    with (path / "config").open("a", encoding="utf-8") as config:
+        config.write(settings)
 
 
 def import_directory(bare: Path, source: Path, branch: str) -> None:
@@ -96,6 +110,78 @@ def import_directory(bare: Path, source: Path, branch: str) -> None:
         run_git("add", "--all", ".", cwd=source, env=env)
         run_git("commit", "--quiet", "--no-verify", "-m", "Initial commit", cwd=source, env=env)
         run_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=source, env=env)
+
+
+def clone_bare(source: Path, target: Path) -> None:
+    """A fork: a new bare repository holding every branch and tag of ``source``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_git("clone", "--quiet", "--bare", "--no-local", str(source), str(target))
+    run_git("remote", "remove", "origin", cwd=target)
+
+
+def fetch_ref(bare: Path, source: Path, source_ref: str, target_ref: str) -> None:
+    """Copy ``source_ref`` of the repository at ``source`` into ``target_ref`` of ``bare``."""
+    run_git("fetch", "--quiet", "--no-tags", str(source), f"+{source_ref}:{target_ref}", cwd=bare)
+
+
+def update_ref(bare: Path, ref: str, new_sha: str, old_sha: str | None = None) -> None:
+    """Move ``ref`` to ``new_sha``; with ``old_sha``, only if it still points there."""
+    run_git("update-ref", ref, new_sha, *([old_sha] if old_sha else []), cwd=bare)
+
+
+def delete_ref(bare: Path, ref: str) -> None:
+    run_git("update-ref", "-d", ref, cwd=bare)
+
+
+def commit_files(
+    bare: Path,
+    parent: str,
+    files: dict[str, str | None],
+    message: str,
+    *,
+    author_name: str,
+    author_email: str,
+) -> str:
+    """A new commit on top of ``parent`` with ``files`` written (``None`` deletes); its sha.
+
+    Written straight into the bare repository through a scratch index: no work tree.
+    """
+    with tempfile.TemporaryDirectory(prefix="sim-commit-") as scratch:
+        # update-index wants a work tree; an empty scratch one is never read with --cacheinfo.
+        (Path(scratch) / "tree").mkdir()
+        env = {
+            "GIT_DIR": str(bare),
+            "GIT_WORK_TREE": str(Path(scratch) / "tree"),
+            "GIT_INDEX_FILE": str(Path(scratch) / "index"),
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+        }
+        run_git("read-tree", parent, cwd=bare, env=env)
+        for path, text in files.items():
+            if text is None:
+                run_git("update-index", "--force-remove", "--", path, cwd=bare, env=env)
+                continue
+            blob = Path(scratch) / "blob"
+            blob.write_text(text, encoding="utf-8")
+            sha = run_git("hash-object", "-w", "--", str(blob), cwd=bare, env=env).strip()
+            run_git(
+                "update-index", "--add", "--cacheinfo", f"100644,{sha},{path}", cwd=bare, env=env
+            )
+        tree = run_git("write-tree", cwd=bare, env=env).strip()
+        return run_git("commit-tree", tree, "-p", parent, "-m", message, cwd=bare, env=env).strip()
+
+
+def file_diff(bare: Path, base: str, head: str, path: str) -> str:
+    """The pull-request diff of one file: from the merge base of ``base`` and ``head``."""
+    return run_git(
+        "diff", "--no-color", "--no-ext-diff", "-U3", f"{base}...{head}", "--", path, cwd=bare
+    )
+
+
+def changed_files(bare: Path, base: str, head: str) -> list[str]:
+    return run_git("diff", "--name-only", f"{base}...{head}", cwd=bare).split()
 
 
 def ref_sha(bare: Path, ref: str) -> str | None:

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sim.github.state import Comment, Installation, Issue, Label, Reaction, Repo, User
+from sim.github.state import (
+    Comment,
+    Installation,
+    Issue,
+    Label,
+    Reaction,
+    Repo,
+    Review,
+    ReviewComment,
+    User,
+)
 
 DOCS_URL = "https://docs.github.com/enterprise-server@3.14/rest"
 APP_PERMISSIONS = {
@@ -131,7 +141,7 @@ def repo_json(
         "owner": user_json(urls, owner),
         "html_url": html,
         "description": None,
-        "fork": False,
+        "fork": repo.fork_of is not None,
         "url": api,
         "archive_url": f"{api}/{{archive_format}}{{/ref}}",
         "assignees_url": f"{api}/assignees{{/user}}",
@@ -306,7 +316,7 @@ def webhook_installation_json(installation_id: int) -> dict[str, Any]:
 def author_association(repo: Repo, login: str) -> str:
     if login == repo.owner:
         return "OWNER"
-    if repo.permissions.get(login, "none") in ("admin", "maintain", "write"):
+    if repo.permissions.get(login, "none") != "none":
         return "COLLABORATOR"
     return "NONE"
 
@@ -408,6 +418,7 @@ def reaction_json(urls: Urls, reaction: Reaction, user: User) -> dict[str, Any]:
 
 
 def pull_branch_json(urls: Urls, repo: Repo, owner: User, ref: str, sha: str) -> dict[str, Any]:
+    """``head`` or ``base`` of a pull request: ``repo`` is where ``ref`` lives (maybe a fork)."""
     return {
         "label": f"{repo.owner}:{ref}",
         "ref": ref,
@@ -422,8 +433,10 @@ def pull_json(
     repo: Repo,
     issue: Issue,
     *,
+    head_repo: Repo,
     users: dict[str, User],
     comments: int,
+    review_comments: int,
     commits: int,
     simple: bool = False,
 ) -> dict[str, Any]:
@@ -465,7 +478,9 @@ def pull_json(
         "assignees": [],
         "requested_reviewers": [user_json(urls, users[r]) for r in pull.requested_reviewers],
         "requested_teams": [],
-        "head": pull_branch_json(urls, repo, owner, pull.head_ref, pull.head_sha),
+        "head": pull_branch_json(
+            urls, head_repo, users[head_repo.owner], pull.head_ref, pull.head_sha
+        ),
         "base": pull_branch_json(urls, repo, owner, pull.base_ref, pull.base_sha),
         "_links": {
             "self": {"href": api},
@@ -493,8 +508,8 @@ def pull_json(
             "mergeable_state": "clean",
             "merged_by": None,
             "comments": comments,
-            "review_comments": 0,
-            "maintainer_can_modify": False,
+            "review_comments": review_comments,
+            "maintainer_can_modify": pull.maintainer_can_modify,
             "commits": commits,
             "additions": 0,
             "deletions": 0,
@@ -648,69 +663,60 @@ def webhook_issue_comment(
 
 
 def review_json(
-    urls: Urls,
-    repo: Repo,
-    pull_number: int,
-    *,
-    review_id: int,
-    user: User,
-    body: str | None,
-    state: str,
-    commit_id: str,
-    submitted_at: datetime,
+    urls: Urls, repo: Repo, review: Review, *, user: User, rest: bool = False
 ) -> dict[str, Any]:
-    html = f"{urls.repo_html(repo.full_name)}/pull/{pull_number}"
-    pull_api = f"{urls.repo_api(repo.full_name)}/pulls/{pull_number}"
-    return {
-        "id": review_id,
-        "node_id": node_id("PullRequestReview", review_id),
+    """A review as webhooks carry it (``state`` lower case) or, with ``rest``, as the REST API
+    answers (``state`` upper case, ``body`` never null)."""
+    html = f"{urls.repo_html(repo.full_name)}/pull/{review.pull_number}"
+    pull_api = f"{urls.repo_api(repo.full_name)}/pulls/{review.pull_number}"
+    body: dict[str, Any] = {
+        "id": review.id,
+        "node_id": node_id("PullRequestReview", review.id),
         "user": user_json(urls, user),
-        "body": body,
-        "commit_id": commit_id,
-        "submitted_at": iso(submitted_at),
-        "state": state,
-        "html_url": f"{html}#pullrequestreview-{review_id}",
+        "body": (review.body or "") if rest else review.body,
+        "commit_id": review.commit_id,
+        "submitted_at": iso(review.submitted_at),
+        "state": review.state.upper() if rest else review.state,
+        "html_url": f"{html}#pullrequestreview-{review.id}",
         "pull_request_url": pull_api,
         "author_association": author_association(repo, user.login),
         "_links": {
-            "html": {"href": f"{html}#pullrequestreview-{review_id}"},
+            "html": {"href": f"{html}#pullrequestreview-{review.id}"},
             "pull_request": {"href": pull_api},
         },
     }
+    if not rest:
+        body["updated_at"] = iso(review.submitted_at)
+    return body
 
 
 def review_comment_json(
     urls: Urls,
     repo: Repo,
-    pull_number: int,
+    comment: ReviewComment,
     *,
-    comment_id: int,
-    review_id: int,
     user: User,
-    body: str,
-    path: str,
-    line: int,
-    commit_id: str,
-    created_at: datetime,
+    reactions: list[Reaction],
 ) -> dict[str, Any]:
-    api = f"{urls.repo_api(repo.full_name)}/pulls/comments/{comment_id}"
-    html = f"{urls.repo_html(repo.full_name)}/pull/{pull_number}#discussion_r{comment_id}"
-    pull_api = f"{urls.repo_api(repo.full_name)}/pulls/{pull_number}"
-    return {
+    api = f"{urls.repo_api(repo.full_name)}/pulls/comments/{comment.id}"
+    pull_html = f"{urls.repo_html(repo.full_name)}/pull/{comment.pull_number}"
+    html = f"{pull_html}#discussion_r{comment.id}"
+    pull_api = f"{urls.repo_api(repo.full_name)}/pulls/{comment.pull_number}"
+    body: dict[str, Any] = {
         "url": api,
-        "pull_request_review_id": review_id,
-        "id": comment_id,
-        "node_id": node_id("PullRequestReviewComment", comment_id),
-        "diff_hunk": f"@@ -{line},1 +{line},1 @@",
-        "path": path,
-        "position": 1,
-        "original_position": 1,
-        "commit_id": commit_id,
-        "original_commit_id": commit_id,
+        "pull_request_review_id": comment.review_id,
+        "id": comment.id,
+        "node_id": node_id("PullRequestReviewComment", comment.id),
+        "diff_hunk": comment.diff_hunk,
+        "path": comment.path,
+        "position": comment.position,
+        "original_position": comment.position,
+        "commit_id": comment.commit_id,
+        "original_commit_id": comment.commit_id,
         "user": user_json(urls, user),
-        "body": body,
-        "created_at": iso(created_at),
-        "updated_at": iso(created_at),
+        "body": comment.body,
+        "created_at": iso(comment.created_at),
+        "updated_at": iso(comment.updated_at),
         "html_url": html,
         "pull_request_url": pull_api,
         "author_association": author_association(repo, user.login),
@@ -719,15 +725,18 @@ def review_comment_json(
             "html": {"href": html},
             "pull_request": {"href": pull_api},
         },
-        "reactions": reactions_rollup(f"{api}/reactions", []),
+        "reactions": reactions_rollup(f"{api}/reactions", reactions),
         "start_line": None,
         "original_start_line": None,
         "start_side": None,
-        "line": line,
-        "original_line": line,
-        "side": "RIGHT",
+        "line": comment.line,
+        "original_line": comment.line,
+        "side": comment.side,
         "subject_type": "line",
     }
+    if comment.in_reply_to_id is not None:
+        body["in_reply_to_id"] = comment.in_reply_to_id
+    return body
 
 
 def webhook_pull_request_review(
@@ -788,3 +797,46 @@ def webhook_ping(
     if sender is not None:
         payload["sender"] = sender
     return payload
+
+
+def installation_repository_json(repo: Repo) -> dict[str, Any]:
+    """A repository as installation webhooks list it."""
+    return {
+        "id": repo.id,
+        "node_id": node_id("Repository", repo.id),
+        "name": repo.name,
+        "full_name": repo.full_name,
+        "private": repo.private,
+    }
+
+
+def webhook_installation_created(
+    *,
+    installation: dict[str, Any],
+    repositories: list[dict[str, Any]],
+    sender: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "action": "created",
+        "installation": installation,
+        "repositories": repositories,
+        "requester": None,
+        "sender": sender,
+    }
+
+
+def webhook_installation_repositories_added(
+    *,
+    installation: dict[str, Any],
+    added: list[dict[str, Any]],
+    sender: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "action": "added",
+        "installation": installation,
+        "repository_selection": installation["repository_selection"],
+        "repositories_added": added,
+        "repositories_removed": [],
+        "requester": None,
+        "sender": sender,
+    }

@@ -35,6 +35,8 @@ from sim.github.state import (
     Reaction,
     RecordedRequest,
     Repo,
+    Review,
+    ReviewComment,
     SimError,
     utcnow,
 )
@@ -199,11 +201,19 @@ def authenticate_api_request() -> None:
 
 
 def repo_for_request(owner: str, name: str) -> Repo:
-    """The repository, if the caller's installation covers it; 404 otherwise (like GitHub)."""
+    """The repository, if the caller's installation covers it; 404 otherwise (like GitHub).
+
+    A public repository outside the installation (someone's fork) can be read, not written:
+    GitHub answers 403 "Resource not accessible by integration" to a write."""
     repo = sim().state.repo(f"{owner}/{name}")
     installation = getattr(g, "installation_id", None)
-    if repo is None or (installation is not None and repo.installation_id != installation):
+    if repo is None:
         raise not_found()
+    if installation is not None and repo.installation_id != installation:
+        if repo.private:
+            raise not_found()
+        if request.method not in ("GET", "HEAD"):
+            raise ApiError(403, "Resource not accessible by integration")
     return repo
 
 
@@ -219,6 +229,24 @@ def pull_for_request(repo: Repo, number: int) -> Issue:
     if issue.pull is None:
         raise not_found()
     return issue
+
+
+def review_comment_for_request(repo: Repo, comment_id: int) -> ReviewComment:
+    comment = sim().state.review_comments.get(comment_id)
+    if comment is None or comment.repo.lower() != repo.full_name.lower():
+        raise not_found()
+    return comment
+
+
+def review_for_request(repo: Repo, number: int, review_id: int) -> Review:
+    review = sim().state.reviews.get(review_id)
+    if (
+        review is None
+        or review.repo.lower() != repo.full_name.lower()
+        or review.pull_number != number
+    ):
+        raise not_found()
+    return review
 
 
 def request_object() -> dict[str, Any]:
@@ -327,9 +355,18 @@ def api_blueprint() -> Blueprint:
             comment = s.new_comment(repo, number, body, s.bot_login, via_app=True)
             issue.updated_at = comment.created_at
             rendered = s.render_comment(repo, comment)
+            echo = payloads.webhook_issue_comment(
+                "created",
+                issue=s.render_issue(repo, issue),
+                comment=rendered,
+                repository=s.render_repo(repo),
+                sender=s.render_user(s.bot_login),
+                installation_id=repo.installation_id,
+            )
         log.info(
             "github_sim.comment_created", repo=repo.full_name, number=number, comment_id=comment.id
         )
+        s.echo("issue_comment", echo)
         response = json_response(rendered, 201)
         response.headers["Location"] = rendered["url"]
         return response
@@ -357,9 +394,21 @@ def api_blueprint() -> Blueprint:
             comment = s.state.comments.get(comment_id)
             if comment is None or comment.repo.lower() != repo.full_name.lower():
                 raise not_found()
-            comment.body = body
+            previous, comment.body = comment.body, body
             comment.updated_at = utcnow()
-            return json_response(s.render_comment(repo, comment))
+            rendered = s.render_comment(repo, comment)
+            echo = payloads.webhook_issue_comment(
+                "edited",
+                issue=s.render_issue(repo, issue_for_request(repo, comment.issue_number)),
+                comment=rendered,
+                repository=s.render_repo(repo),
+                sender=s.render_user(s.bot_login),
+                installation_id=repo.installation_id,
+                previous_body=previous,
+            )
+        if previous != body:
+            s.echo("issue_comment", echo)
+        return json_response(rendered)
 
     @bp.get("/repos/<owner>/<name>/issues/<int:number>/labels")
     def list_issue_labels(owner: str, name: str, number: int) -> Response:
@@ -416,6 +465,51 @@ def api_blueprint() -> Blueprint:
                 payloads.reaction_json(s.urls, reaction, s.state.users[s.bot_login]), 201
             )
 
+    def list_reactions(repo: Repo, subject: tuple[str, int]) -> Response:
+        s = sim()
+        content = request.args.get("content")
+        if content is not None and content not in REACTIONS:
+            raise validation_failed({"resource": "Reaction", "field": "content", "code": "invalid"})
+        items = [
+            payloads.reaction_json(s.urls, r, s.state.users[r.user])
+            for r in s.reactions_on(subject, repo)
+            if content is None or r.content == content
+        ]
+        return paginated(items)
+
+    def issue_comment_for_request(repo: Repo, comment_id: int) -> None:
+        comment = sim().state.comments.get(comment_id)
+        if comment is None or comment.repo.lower() != repo.full_name.lower():
+            raise not_found()
+
+    @bp.get("/repos/<owner>/<name>/issues/<int:number>/reactions")
+    def list_issue_reactions(owner: str, name: str, number: int) -> Response:
+        with sim().state.lock:
+            repo = repo_for_request(owner, name)
+            issue_for_request(repo, number)
+            return list_reactions(repo, ("issue", number))
+
+    @bp.get("/repos/<owner>/<name>/issues/comments/<int:comment_id>/reactions")
+    def list_issue_comment_reactions(owner: str, name: str, comment_id: int) -> Response:
+        with sim().state.lock:
+            repo = repo_for_request(owner, name)
+            issue_comment_for_request(repo, comment_id)
+            return list_reactions(repo, ("comment", comment_id))
+
+    @bp.get("/repos/<owner>/<name>/pulls/comments/<int:comment_id>/reactions")
+    def list_review_comment_reactions(owner: str, name: str, comment_id: int) -> Response:
+        with sim().state.lock:
+            repo = repo_for_request(owner, name)
+            review_comment_for_request(repo, comment_id)
+            return list_reactions(repo, ("review_comment", comment_id))
+
+    @bp.post("/repos/<owner>/<name>/pulls/comments/<int:comment_id>/reactions")
+    def create_review_comment_reaction(owner: str, name: str, comment_id: int) -> Response:
+        with sim().state.lock:
+            repo = repo_for_request(owner, name)
+            review_comment_for_request(repo, comment_id)
+            return react(repo, ("review_comment", comment_id))
+
     @bp.post("/repos/<owner>/<name>/issues/<int:number>/reactions")
     def create_issue_reaction(owner: str, name: str, number: int) -> Response:
         with sim().state.lock:
@@ -428,9 +522,7 @@ def api_blueprint() -> Blueprint:
         s = sim()
         with s.state.lock:
             repo = repo_for_request(owner, name)
-            comment = s.state.comments.get(comment_id)
-            if comment is None or comment.repo.lower() != repo.full_name.lower():
-                raise not_found()
+            issue_comment_for_request(repo, comment_id)
             return react(repo, ("comment", comment_id))
 
     @bp.get("/repos/<owner>/<name>/pulls")
@@ -438,6 +530,8 @@ def api_blueprint() -> Blueprint:
         s = sim()
         wanted_state = request.args.get("state", "open")
         head = request.args.get("head")
+        if head is not None and ":" not in head:
+            head = None  # GitHub ignores a head filter without its "owner:" part
         base = request.args.get("base")
         with s.state.lock:
             repo = repo_for_request(owner, name)
@@ -448,7 +542,7 @@ def api_blueprint() -> Blueprint:
                 )
                 if issue.pull is not None
                 and wanted_state in ("all", issue.state)
-                and (head is None or f"{repo.owner}:{issue.pull.head_ref}" == head)
+                and (head is None or same_label(pull_label(s, issue), head))
                 and (base is None or issue.pull.base_ref == base)
             ]
         return paginated(items)
@@ -459,7 +553,7 @@ def api_blueprint() -> Blueprint:
         body = request_object()
         with s.state.lock:
             repo = repo_for_request(owner, name)
-            issue = open_pull_request(repo, body)
+            issue = open_pull_request(s, repo, body, user=s.bot_login)
             rendered = s.render_pull(repo, issue)
         log.info("github_sim.pull_created", repo=repo.full_name, number=issue.number)
         response = json_response(rendered, 201)
@@ -480,7 +574,7 @@ def api_blueprint() -> Blueprint:
         with s.state.lock:
             repo = repo_for_request(owner, name)
             issue = pull_for_request(repo, number)
-            apply_pull_update(repo, issue, body)
+            apply_pull_update(s, repo, issue, body)
             return json_response(s.render_pull(repo, issue))
 
     @bp.get("/repos/<owner>/<name>/pulls/<int:number>/commits")
@@ -518,6 +612,83 @@ def api_blueprint() -> Blueprint:
                 if reviewer not in issue.pull.requested_reviewers:
                     issue.pull.requested_reviewers.append(reviewer)
             return json_response(s.render_pull(repo, issue, simple=True), 201)
+
+    @bp.get("/repos/<owner>/<name>/pulls/<int:number>/comments")
+    def list_review_comments(owner: str, name: str, number: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            pull_for_request(repo, number)
+            items = [s.render_review_comment(repo, c) for c in s.review_comments_on(repo, number)]
+        return paginated(items)
+
+    @bp.get("/repos/<owner>/<name>/pulls/comments/<int:comment_id>")
+    def get_review_comment(owner: str, name: str, comment_id: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            return json_response(
+                s.render_review_comment(repo, review_comment_for_request(repo, comment_id))
+            )
+
+    @bp.post("/repos/<owner>/<name>/pulls/<int:number>/comments/<int:comment_id>/replies")
+    def reply_to_review_comment(owner: str, name: str, number: int, comment_id: int) -> Response:
+        s = sim()
+        body = request_object().get("body")
+        if not isinstance(body, str) or not body:
+            raise validation_failed(
+                {"resource": "PullRequestReviewComment", "field": "body", "code": "missing_field"}
+            )
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            issue = pull_for_request(repo, number)
+            target = review_comment_for_request(repo, comment_id)
+            if target.pull_number != number:
+                raise not_found()
+            # A reply through the API is a review of its own, as GitHub records it.
+            review = s.new_review(repo, issue, s.bot_login, None, "commented", via_app=True)
+            reply = s.new_reply(repo, issue, review, comment_id, user=s.bot_login, body=body)
+            rendered = s.render_review_comment(repo, reply)
+            echoes = s.review_events(repo, issue, review, [reply])
+        log.info("github_sim.review_reply", repo=repo.full_name, number=number, reply_id=reply.id)
+        for event, payload in echoes:
+            s.echo(event, payload)
+        response = json_response(rendered, 201)
+        response.headers["Location"] = rendered["url"]
+        return response
+
+    @bp.get("/repos/<owner>/<name>/pulls/<int:number>/reviews")
+    def list_reviews(owner: str, name: str, number: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            pull_for_request(repo, number)
+            items = [s.render_review(repo, r) for r in s.reviews_on(repo, number)]
+        return paginated(items)
+
+    @bp.get("/repos/<owner>/<name>/pulls/<int:number>/reviews/<int:review_id>")
+    def get_review(owner: str, name: str, number: int, review_id: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            pull_for_request(repo, number)
+            return json_response(s.render_review(repo, review_for_request(repo, number, review_id)))
+
+    @bp.get("/repos/<owner>/<name>/pulls/<int:number>/reviews/<int:review_id>/comments")
+    def list_review_comments_of_review(
+        owner: str, name: str, number: int, review_id: int
+    ) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            pull_for_request(repo, number)
+            review_for_request(repo, number, review_id)
+            items = [
+                s.render_review_comment(repo, c)
+                for c in s.review_comments_on(repo, number)
+                if c.review_id == review_id
+            ]
+        return paginated(items)
 
     @bp.get("/repos/<owner>/<name>/branches/<path:branch>")
     def get_branch(owner: str, name: str, branch: str) -> Response:
@@ -567,70 +738,138 @@ def api_blueprint() -> Blueprint:
             user = s.state.users.get(username)
             if user is None:
                 raise ApiError(404, f"{username} is not a user")
-            role = repo.permissions.get(username, "none")
+            # Anyone may read a public repository: GitHub reports "read" for a non-collaborator
+            # there, and "none" on a private one.
+            role = repo.permissions.get(username, "none" if repo.private else "read")
             return json_response(payloads.collaborator_permission_json(s.urls, user, role))
 
     return bp
 
 
-def open_pull_request(repo: Repo, body: dict[str, Any]) -> Issue:
-    """Validate a create-PR request like GitHub does, then record the PR (caller holds the lock)."""
-    s = sim()
+def same_label(label: str, wanted: str) -> bool:
+    """``owner:branch`` labels: owners compare without case (as logins do), branches exactly."""
+    owner, _, ref = label.partition(":")
+    wanted_owner, _, wanted_ref = wanted.partition(":")
+    return owner.lower() == wanted_owner.lower() and ref == wanted_ref
+
+
+def pull_label(s: GitHubSim, issue: Issue) -> str:
+    assert issue.pull is not None
+    return f"{s.head_repo(issue).owner}:{issue.pull.head_ref}"
+
+
+def open_pull_request(s: GitHubSim, repo: Repo, body: dict[str, Any], *, user: str) -> Issue:
+    """Validate a create-PR request like GitHub does, then record the PR (caller holds the lock).
+
+    ``head`` is ``branch`` (in ``repo``) or ``owner:branch``, where ``owner`` is ``repo``'s
+    owner or the owner of a fork of ``repo``."""
     for field in ("title", "head", "base"):
         if not isinstance(body.get(field), str) or not body[field]:
             raise validation_failed(
                 {"resource": "PullRequest", "field": field, "code": "missing_field"}
             )
     head_owner, _, head_ref = body["head"].rpartition(":")
-    if head_owner and head_owner.lower() != repo.owner.lower():
+    head_repo = find_head_repo(s, repo, head_owner or repo.owner)
+    if head_repo is None:
         raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
     base_ref = body["base"]
-    head_sha = git_http.ref_sha(repo.bare_path, f"refs/heads/{head_ref}")
+    head_sha = git_http.ref_sha(head_repo.bare_path, f"refs/heads/{head_ref}")
     base_sha = git_http.ref_sha(repo.bare_path, f"refs/heads/{base_ref}")
     if head_sha is None:
         raise validation_failed({"resource": "PullRequest", "field": "head", "code": "invalid"})
     if base_sha is None:
         raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
-    for existing in s.state.issues[repo.full_name.lower()].values():
-        if (
-            existing.pull
-            and existing.state == "open"
-            and existing.pull.head_ref == head_ref
-            and existing.pull.base_ref == base_ref
-        ):
-            raise validation_failed(
-                {
-                    "resource": "PullRequest",
-                    "code": "custom",
-                    "message": f"A pull request already exists for {repo.owner}:{head_ref}.",
-                }
-            )
-    if git_http.count_commits(repo.bare_path, f"{base_sha}..{head_sha}") == 0:
+    if open_pull_for(s, repo, head_repo, head_ref, base_ref) is not None:
         raise validation_failed(
             {
                 "resource": "PullRequest",
                 "code": "custom",
-                "message": f"No commits between {base_ref} and {head_ref}",
+                "message": f"A pull request already exists for {head_repo.owner}:{head_ref}.",
             }
         )
-    issue = s.new_issue(repo, title=body["title"], body=body.get("body"), user=s.bot_login)
+    if head_repo is not repo:
+        # Bring the fork's commits into the base repository, where GitHub keeps them too.
+        git_http.fetch_ref(
+            repo.bare_path, head_repo.bare_path, f"refs/heads/{head_ref}", "refs/sim/incoming"
+        )
+    ahead = git_http.count_commits(repo.bare_path, f"{base_sha}..{head_sha}")
+    if head_repo is not repo:
+        git_http.delete_ref(repo.bare_path, "refs/sim/incoming")
+    if ahead == 0:
+        raise validation_failed(
+            {
+                "resource": "PullRequest",
+                "code": "custom",
+                "message": f"No commits between {base_ref} and {head_repo.owner}:{head_ref}"
+                if head_repo is not repo
+                else f"No commits between {base_ref} and {head_ref}",
+            }
+        )
+    issue = s.new_issue(repo, title=body["title"], body=body.get("body"), user=user)
     issue.pull_id = s.state.next_id()
     issue.pull = Pull(
         head_ref=head_ref,
         base_ref=base_ref,
         head_sha=head_sha,
         base_sha=base_sha,
+        head_repo=head_repo.full_name,
         draft=bool(body.get("draft", False)),
+        maintainer_can_modify=bool(body.get("maintainer_can_modify", False))
+        and head_repo is not repo,
     )
+    s.sync_pull_ref(repo, issue)
     return issue
 
 
-def apply_pull_update(repo: Repo, issue: Issue, body: dict[str, Any]) -> None:
+def find_head_repo(s: GitHubSim, repo: Repo, owner: str) -> Repo | None:
+    """``repo`` itself for its own owner, else ``owner``'s fork of it (if there is one)."""
+    if owner.lower() == repo.owner.lower():
+        return repo
+    fork = s.state.repo(f"{owner}/{repo.name}")
+    if fork is not None and (fork.fork_of or "").lower() == repo.full_name.lower():
+        return fork
+    forks = [
+        r
+        for r in s.state.repos.values()
+        if r.owner.lower() == owner.lower() and (r.fork_of or "").lower() == repo.full_name.lower()
+    ]
+    return forks[0] if forks else None
+
+
+def open_pull_for(
+    s: GitHubSim, repo: Repo, head_repo: Repo, head_ref: str, base_ref: str
+) -> Issue | None:
+    for existing in s.state.issues[repo.full_name.lower()].values():
+        if (
+            existing.pull
+            and existing.state == "open"
+            and existing.pull.head_repo.lower() == head_repo.full_name.lower()
+            and existing.pull.head_ref == head_ref
+            and existing.pull.base_ref == base_ref
+        ):
+            return existing
+    return None
+
+
+def apply_pull_update(s: GitHubSim, repo: Repo, issue: Issue, body: dict[str, Any]) -> None:
+    """PATCH a pull request: title, body, state, base, maintainer_can_modify. Like GitHub, other
+    fields (``draft`` among them: only GraphQL changes it) are ignored."""
     assert issue.pull is not None
+    for field, kinds in (
+        ("title", (str,)),
+        ("body", (str, type(None))),
+        ("state", (str,)),
+        ("base", (str,)),
+        ("maintainer_can_modify", (bool,)),
+    ):
+        if field in body and not isinstance(body[field], kinds):
+            raise validation_failed({"resource": "PullRequest", "field": field, "code": "invalid"})
     if "title" in body:
-        issue.title = str(body["title"])
+        issue.title = body["title"]
     if "body" in body:
         issue.body = body["body"]
+    if "maintainer_can_modify" in body and issue.pull.head_repo != repo.full_name:
+        issue.pull.maintainer_can_modify = body["maintainer_can_modify"]
     if "base" in body:
         if git_http.ref_sha(repo.bare_path, f"refs/heads/{body['base']}") is None:
             raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
@@ -640,6 +879,17 @@ def apply_pull_update(repo: Repo, issue: Issue, body: dict[str, Any]) -> None:
             raise validation_failed(
                 {"resource": "PullRequest", "field": "state", "code": "invalid"}
             )
+        if body["state"] == "open" and issue.state == "closed":
+            head_repo = s.head_repo(issue)
+            if open_pull_for(s, repo, head_repo, issue.pull.head_ref, issue.pull.base_ref):
+                raise validation_failed(
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": "A pull request already exists for "
+                        f"{head_repo.owner}:{issue.pull.head_ref}.",
+                    }
+                )
         issue.state = body["state"]
         issue.closed_at = utcnow() if issue.state == "closed" else None
     issue.updated_at = utcnow()
@@ -818,6 +1068,18 @@ def admin_blueprint() -> Blueprint:
     def admin_deliver() -> Response:
         body = request_object()
         return delivery_json(sim().deliver(body["event"], body["payload"], body.get("delivery_id")))
+
+    @bp.get("/reactions")
+    def admin_reactions() -> Response:
+        """Every reaction with its precise clocks (``monotonic_ms``, ``unix_ms``), for timing
+        from another process on the same machine (``time.monotonic`` is system-wide)."""
+        with sim().state.lock:
+            return json_response(
+                [
+                    {**dataclasses.asdict(r), "created_at": payloads.iso(r.created_at)}
+                    for r in sim().state.reactions
+                ]
+            )
 
     @bp.get("/state")
     def admin_state() -> Response:

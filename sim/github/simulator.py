@@ -12,7 +12,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -22,9 +23,9 @@ import requests
 import structlog
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from sim.github import git_http, payloads
+from sim.github import diff, git_http, payloads
 from sim.github.payloads import App, Urls
-from sim.github.server import create_app
+from sim.github.server import ApiError, create_app, open_pull_request
 from sim.github.state import (
     PERMISSIONS,
     Comment,
@@ -35,6 +36,8 @@ from sim.github.state import (
     Reaction,
     RecordedRequest,
     Repo,
+    Review,
+    ReviewComment,
     SentWebhook,
     SimError,
     State,
@@ -45,6 +48,27 @@ log = structlog.get_logger("sim.github")
 
 HOOK_ID = 424242
 USER_AGENT = "GitHub-Hookshot/sim"
+# A fork owned by someone the app is not installed for: no installation covers it.
+NO_INSTALLATION = 0
+# submit_review's state, in the webhook's spelling, from either spelling GitHub uses.
+REVIEW_STATES = {
+    "approved": "approved",
+    "approve": "approved",
+    "changes_requested": "changes_requested",
+    "request_changes": "changes_requested",
+    "commented": "commented",
+    "comment": "commented",
+}
+
+
+@dataclass
+class SubmittedReview:
+    """What ``submit_review`` did: the review and its inline comments (REST shapes), and the
+    deliveries in the order sent (the review's first, then one per inline comment)."""
+
+    review: dict[str, Any]
+    comments: list[dict[str, Any]]
+    deliveries: list[Delivery]
 
 
 class QuietRequestHandler(WSGIRequestHandler):
@@ -81,6 +105,10 @@ class GitHubSim:
         self.state = State()
         self.state.ensure_user(self.app.owner, type="Organization")
         self.state.ensure_user(self.bot_login, type="Bot")
+        # GitHub delivers the app's own actions (its comments, replies) to the app too; off by
+        # default so a test opts in to that traffic.
+        self.echo_app_events = False
+        self._background: list[threading.Thread] = []
         self._port = port
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -100,7 +128,8 @@ class GitHubSim:
         self._urls = Urls(html=f"http://127.0.0.1:{self._server.server_port}")
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            # Stopping waits for one poll: keep it short, tests start and stop a sim each.
+            kwargs={"poll_interval": 0.01},
             name="github-sim",
             daemon=True,
         )
@@ -108,6 +137,7 @@ class GitHubSim:
         log.info("github_sim.started", url=self.url)
 
     def stop(self) -> None:
+        self.wait_for_echoes()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -153,7 +183,8 @@ class GitHubSim:
 
     # ---- seeding ------------------------------------------------------------------------------
 
-    def add_user(self, login: str, type: str = "User") -> dict[str, Any]:
+    def add_user(self, login: str, type: str | None = None) -> dict[str, Any]:
+        """A user; ``type`` defaults to "Bot" for a ``[bot]`` login and "User" otherwise."""
         user = self.state.ensure_user(login, type=type)
         return payloads.user_json(self.urls, user)
 
@@ -204,6 +235,147 @@ class GitHubSim:
             self.state.issues[full_name.lower()] = {}
         log.info("github_sim.repo_created", repo=full_name, installation_id=installation_id)
         return self.render_repo(repo)
+
+    def create_fork(self, full_name: str, owner: str) -> dict[str, Any]:
+        """Fork ``full_name`` into ``owner``'s account, as ``owner`` does on GitHub.
+
+        The fork keeps every branch; the app's installation does not cover it, so the bot can
+        read it only when it is public and can never push to it.
+        """
+        with self.state.lock:
+            parent = self.require_repo(full_name)
+            fork_name = f"{owner}/{parent.name}"
+            bare = self.repos_root / owner / f"{parent.name}.git"
+            if self.state.repo(fork_name) is not None or bare.exists():
+                raise SimError(f"repository {fork_name} already exists")
+            self.state.ensure_user(owner)
+            git_http.clone_bare(parent.bare_path, bare)
+            git_http.configure_bare(bare)
+            fork = Repo(
+                id=self.state.next_id(),
+                owner=owner,
+                name=parent.name,
+                installation_id=NO_INSTALLATION,
+                default_branch=parent.default_branch,
+                private=parent.private,
+                bare_path=bare,
+                created_at=utcnow(),
+                fork_of=parent.full_name,
+            )
+            fork.permissions[owner] = "admin"
+            self.state.repos[fork_name.lower()] = fork
+            self.state.issues[fork_name.lower()] = {}
+            log.info("github_sim.forked", repo=full_name, fork=fork_name)
+            return self.render_repo(fork)
+
+    def push_as(
+        self,
+        full_name: str,
+        branch: str,
+        files: Mapping[str, str | None],
+        message: str,
+        author: str = "octo-maintainer",
+    ) -> str:
+        """Commit ``files`` (path -> text; ``None`` deletes) on ``branch`` as ``author`` would
+        from their clone, a fast-forward push; a missing branch starts at the default branch.
+        Returns the new head sha. The push is recorded in ``pushes`` like any other."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            self.state.ensure_user(author)
+            ref = f"refs/heads/{branch}"
+            old = git_http.ref_sha(repo.bare_path, ref)
+            parent = old or git_http.ref_sha(repo.bare_path, f"refs/heads/{repo.default_branch}")
+            if parent is None:
+                raise SimError(f"{full_name} has no branch {branch} nor a default branch")
+            new = git_http.commit_files(
+                repo.bare_path,
+                parent,
+                dict(files),
+                message,
+                author_name=author,
+                author_email=f"{author}@users.noreply.github.local",
+            )
+            git_http.update_ref(repo.bare_path, ref, new, old or git_http.ZERO_SHA)
+            self.state.pushes.append(
+                Push(repo=repo.full_name, ref=ref, old_sha=old or git_http.ZERO_SHA, new_sha=new)
+            )
+        log.info("github_sim.pushed_as", repo=full_name, ref=ref, author=author, new=new)
+        return new
+
+    def open_pull(
+        self,
+        full_name: str,
+        head: str,
+        title: str,
+        body: str | None = None,
+        *,
+        base: str | None = None,
+        user: str = "octo-maintainer",
+        draft: bool = False,
+    ) -> dict[str, Any]:
+        """Open a pull request as ``user``; ``head`` is ``branch`` or ``owner:branch`` (a branch
+        of ``owner``'s fork). Refused as GitHub refuses it (duplicate, no commits, ...)."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            request: dict[str, Any] = {
+                "title": title,
+                "head": head,
+                "base": base or repo.default_branch,
+                "body": body,
+                "draft": draft,
+            }
+            try:
+                issue = open_pull_request(self, repo, request, user=user)
+            except ApiError as error:
+                raise SimError(f"{error}: {error.body.get('errors')}") from None
+            return self.render_pull(repo, issue)
+
+    def install_app(
+        self, account: str, installation_id: int, sender: str | None = None
+    ) -> Delivery:
+        """Install the app on ``account`` (covering its repos that no installation covers yet)
+        and deliver ``installation.created``."""
+        with self.state.lock:
+            owner = self.state.users.get(account) or self.state.ensure_user(
+                account, type="Organization"
+            )
+            if installation_id not in self.state.installations:
+                self.state.installations[installation_id] = Installation(
+                    id=installation_id, account=owner.login, created_at=utcnow()
+                )
+            covered = []
+            for repo in self.state.repos.values():
+                if repo.owner == account and repo.installation_id in (
+                    NO_INSTALLATION,
+                    installation_id,
+                ):
+                    repo.installation_id = installation_id
+                    covered.append(payloads.installation_repository_json(repo))
+            payload = payloads.webhook_installation_created(
+                installation=self.render_installation(installation_id),
+                repositories=covered,
+                sender=self.render_user(sender or account),
+            )
+        return self.deliver("installation", payload)
+
+    def add_installation_repositories(
+        self, installation_id: int, full_names: Sequence[str], sender: str = "octo-maintainer"
+    ) -> Delivery:
+        """Grant an installation more repositories; deliver ``installation_repositories.added``."""
+        with self.state.lock:
+            if installation_id not in self.state.installations:
+                raise SimError(f"no installation {installation_id}")
+            added = []
+            for name in full_names:
+                repo = self.require_repo(name)
+                repo.installation_id = installation_id
+                added.append(payloads.installation_repository_json(repo))
+            payload = payloads.webhook_installation_repositories_added(
+                installation=self.render_installation(installation_id),
+                added=added,
+                sender=self.render_user(sender),
+            )
+        return self.deliver("installation_repositories", payload)
 
     def create_issue(
         self,
@@ -278,12 +450,17 @@ class GitHubSim:
         return self.deliver("issues", payload)
 
     def open_issue(
-        self, full_name: str, title: str, body: str | None, user: str = "octo-maintainer"
+        self,
+        full_name: str,
+        title: str,
+        body: str | None,
+        user: str = "octo-maintainer",
+        labels: Sequence[str] = (),
     ) -> tuple[dict[str, Any], Delivery]:
-        """Open an issue and deliver ``issues.opened``."""
+        """Open an issue (already carrying ``labels``) and deliver ``issues.opened``."""
         with self.state.lock:
             repo = self.require_repo(full_name)
-            issue_json = self.create_issue(full_name, title, body, user=user)
+            issue_json = self.create_issue(full_name, title, body, user=user, labels=labels)
             payload = payloads.webhook_issues(
                 "opened",
                 issue=issue_json,
@@ -296,11 +473,15 @@ class GitHubSim:
     def comment(
         self, full_name: str, number: int, body: str, user: str = "octo-maintainer"
     ) -> tuple[dict[str, Any], Delivery]:
-        """Comment on an issue or PR as ``user`` and deliver ``issue_comment.created``."""
+        """Comment on an issue or PR as ``user`` and deliver ``issue_comment.created``.
+
+        A ``[bot]`` login comments as a Bot; the app's own login (``bot_login``) comments
+        through the app, so ``performed_via_github_app`` is set, as on GitHub."""
         with self.state.lock:
             repo = self.require_repo(full_name)
             issue = self.require_issue(full_name, number)
-            comment = self.new_comment(repo, number, body, user, via_app=False)
+            comment = self.new_comment(repo, number, body, user, via_app=user == self.bot_login)
+            issue.updated_at = comment.created_at
             comment_json = self.render_comment(repo, comment)
             payload = payloads.webhook_issue_comment(
                 "created",
@@ -342,30 +523,44 @@ class GitHubSim:
         body: str | None,
         user: str = "octo-maintainer",
         state: str = "commented",
-    ) -> Delivery:
-        """Submit a PR review (``commented``/``approved``/``changes_requested``) and deliver it."""
+        comments: Sequence[Mapping[str, Any]] = (),
+    ) -> SubmittedReview:
+        """Submit a review as ``user``: ``state`` is ``commented``, ``approved`` or
+        ``changes_requested``; each of ``comments`` is ``{"path", "line", "body"}`` (and
+        optionally ``"side"``: ``RIGHT``, the default, or ``LEFT``) on a line of the PR's diff.
+
+        Delivers ``pull_request_review.submitted`` and then one
+        ``pull_request_review_comment.created`` per inline comment, as GitHub does.
+        """
+        review_state = REVIEW_STATES.get(state.lower())
+        if review_state is None:
+            raise SimError(f"review state must be one of {sorted(set(REVIEW_STATES.values()))}")
         with self.state.lock:
             repo, issue = self.require_pull(full_name, number)
-            reviewer = self.state.ensure_user(user)
-            review = payloads.review_json(
-                self.urls,
-                repo,
-                number,
-                review_id=self.state.next_id(),
-                user=reviewer,
-                body=body,
-                state=state,
-                commit_id=self.pull_head_sha(repo, issue),
-                submitted_at=utcnow(),
+            if review_state != "commented" and user == issue.user:
+                raise SimError(f"{user} cannot {state} their own pull request")
+            review = self.new_review(repo, issue, user, body, review_state)
+            threads = [
+                self.new_review_comment(
+                    repo,
+                    issue,
+                    review,
+                    user=user,
+                    body=str(spec["body"]),
+                    path=str(spec["path"]),
+                    line=int(spec["line"]),
+                    side=str(spec.get("side", "RIGHT")),
+                )
+                for spec in comments
+            ]
+            outgoing = self.review_events(repo, issue, review, threads)
+            result = SubmittedReview(
+                review=self.render_review(repo, review),
+                comments=[self.render_review_comment(repo, c) for c in threads],
+                deliveries=[],
             )
-            payload = payloads.webhook_pull_request_review(
-                review=review,
-                pull_request=self.render_pull(repo, issue, simple=True),
-                repository=self.render_repo(repo),
-                sender=self.render_user(user),
-                installation_id=repo.installation_id,
-            )
-        return self.deliver("pull_request_review", payload)
+        result.deliveries = [self.deliver(event, payload) for event, payload in outgoing]
+        return result
 
     def add_review_comment(
         self,
@@ -375,32 +570,177 @@ class GitHubSim:
         path: str,
         line: int = 1,
         user: str = "octo-maintainer",
-    ) -> Delivery:
-        """Comment on a line of a PR's diff and deliver ``pull_request_review_comment.created``."""
+        side: str = "RIGHT",
+    ) -> tuple[dict[str, Any], Delivery]:
+        """A single comment on a line of a PR's diff ("Add single comment" in the web UI).
+
+        GitHub wraps it in a review of its own, so this delivers ``pull_request_review
+        .submitted`` (state ``commented``, no body) and then
+        ``pull_request_review_comment.created``; it returns the comment (REST shape) and the
+        comment's delivery."""
         with self.state.lock:
             repo, issue = self.require_pull(full_name, number)
-            author = self.state.ensure_user(user)
-            comment = payloads.review_comment_json(
-                self.urls,
-                repo,
-                number,
-                comment_id=self.state.next_id(),
-                review_id=self.state.next_id(),
-                user=author,
-                body=body,
-                path=path,
-                line=line,
-                commit_id=self.pull_head_sha(repo, issue),
-                created_at=utcnow(),
+            review = self.new_review(repo, issue, user, None, "commented")
+            comment = self.new_review_comment(
+                repo, issue, review, user=user, body=body, path=path, line=line, side=side
             )
-            payload = payloads.webhook_pull_request_review_comment(
-                comment=comment,
-                pull_request=self.render_pull(repo, issue, simple=True),
-                repository=self.render_repo(repo),
-                sender=self.render_user(user),
-                installation_id=repo.installation_id,
+            outgoing = self.review_events(repo, issue, review, [comment])
+            rendered = self.render_review_comment(repo, comment)
+        return rendered, [self.deliver(event, payload) for event, payload in outgoing][-1]
+
+    def reply_to_review_comment(
+        self, full_name: str, number: int, comment_id: int, body: str, user: str = "octo-maintainer"
+    ) -> tuple[dict[str, Any], Delivery]:
+        """Reply in the review thread of ``comment_id`` as ``user`` (a single-comment review, as
+        ``add_review_comment``); returns the reply and its delivery."""
+        with self.state.lock:
+            repo, issue = self.require_pull(full_name, number)
+            review = self.new_review(repo, issue, user, None, "commented")
+            reply = self.new_reply(repo, issue, review, comment_id, user=user, body=body)
+            outgoing = self.review_events(repo, issue, review, [reply])
+            rendered = self.render_review_comment(repo, reply)
+        return rendered, [self.deliver(event, payload) for event, payload in outgoing][-1]
+
+    def new_review(
+        self,
+        repo: Repo,
+        issue: Issue,
+        user: str,
+        body: str | None,
+        state: str,
+        via_app: bool = False,
+    ) -> Review:
+        self.state.ensure_user(user)
+        review = Review(
+            id=self.state.next_id(),
+            repo=repo.full_name,
+            pull_number=issue.number,
+            user=user,
+            body=body,
+            state=state,
+            commit_id=self.pull_head_sha(repo, issue),
+            submitted_at=utcnow(),
+            via_app=via_app,
+        )
+        self.state.reviews[review.id] = review
+        issue.updated_at = review.submitted_at
+        return review
+
+    def new_review_comment(
+        self,
+        repo: Repo,
+        issue: Issue,
+        review: Review,
+        *,
+        user: str,
+        body: str,
+        path: str,
+        line: int,
+        side: str = "RIGHT",
+    ) -> ReviewComment:
+        """A thread's first comment, placed in the PR's diff; ``SimError`` if the line is not
+        part of the diff (GitHub answers 422 for that)."""
+        assert issue.pull is not None
+        if side not in ("LEFT", "RIGHT"):
+            raise SimError("side must be LEFT or RIGHT")
+        head = self.pull_head_sha(repo, issue)
+        file_diff = git_http.file_diff(repo.bare_path, issue.pull.base_sha, head, path)
+        place = diff.locate_line(file_diff, line, side)
+        if place is None:
+            raise SimError(
+                f"line {line} ({side}) of {path} is not part of the diff of #{issue.number}"
             )
-        return self.deliver("pull_request_review_comment", payload)
+        now = utcnow()
+        comment = ReviewComment(
+            id=self.state.next_id(),
+            repo=repo.full_name,
+            pull_number=issue.number,
+            review_id=review.id,
+            user=user,
+            body=body,
+            path=path,
+            line=line,
+            side=side,
+            position=place.position,
+            diff_hunk=place.diff_hunk,
+            commit_id=head,
+            created_at=now,
+            updated_at=now,
+            via_app=review.via_app,
+        )
+        self.state.review_comments[comment.id] = comment
+        return comment
+
+    def new_reply(
+        self, repo: Repo, issue: Issue, review: Review, comment_id: int, *, user: str, body: str
+    ) -> ReviewComment:
+        """A reply in the thread of ``comment_id``; ``in_reply_to_id`` names the thread's root."""
+        target = self.state.review_comments.get(comment_id)
+        if (
+            target is None
+            or target.repo.lower() != repo.full_name.lower()
+            or target.pull_number != issue.number
+        ):
+            raise SimError(f"no review comment {comment_id} on {repo.full_name}#{issue.number}")
+        root = self.state.review_comments.get(target.in_reply_to_id or target.id, target)
+        now = utcnow()
+        reply = ReviewComment(
+            id=self.state.next_id(),
+            repo=repo.full_name,
+            pull_number=issue.number,
+            review_id=review.id,
+            user=user,
+            body=body,
+            path=root.path,
+            line=root.line,
+            side=root.side,
+            position=root.position,
+            diff_hunk=root.diff_hunk,
+            commit_id=root.commit_id,
+            created_at=now,
+            updated_at=now,
+            in_reply_to_id=root.id,
+            via_app=review.via_app,
+        )
+        self.state.review_comments[reply.id] = reply
+        return reply
+
+    def review_events(
+        self, repo: Repo, issue: Issue, review: Review, comments: Sequence[ReviewComment]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The webhooks a submitted review makes, in GitHub's order: the review, then one per
+        comment in it."""
+        pull_json = self.render_pull(repo, issue, simple=True)
+        events = [("pull_request_review", self.review_payload(repo, review, pull_json))]
+        events += [
+            ("pull_request_review_comment", self.review_comment_payload(repo, c, pull_json))
+            for c in comments
+        ]
+        return events
+
+    def review_payload(
+        self, repo: Repo, review: Review, pull_json: dict[str, Any]
+    ) -> dict[str, Any]:
+        return payloads.webhook_pull_request_review(
+            review=payloads.review_json(
+                self.urls, repo, review, user=self.state.users[review.user]
+            ),
+            pull_request=pull_json,
+            repository=self.render_repo(repo),
+            sender=self.render_user(review.user),
+            installation_id=repo.installation_id,
+        )
+
+    def review_comment_payload(
+        self, repo: Repo, comment: ReviewComment, pull_json: dict[str, Any]
+    ) -> dict[str, Any]:
+        return payloads.webhook_pull_request_review_comment(
+            comment=self.render_review_comment(repo, comment),
+            pull_request=pull_json,
+            repository=self.render_repo(repo),
+            sender=self.render_user(comment.user),
+            installation_id=repo.installation_id,
+        )
 
     def ping(self) -> Delivery:
         payload = payloads.webhook_ping(
@@ -424,6 +764,7 @@ class GitHubSim:
         delivery_id = delivery_id or str(uuid.uuid4())
         headers = webhook_headers(event, delivery_id, body, self.webhook_secret, self.app.id)
         started = time.monotonic()
+        started_ms = started * 1000
         try:
             response = requests.post(
                 self.webhook_url, data=body, headers=headers, timeout=self.WEBHOOK_TIMEOUT_SECONDS
@@ -437,6 +778,7 @@ class GitHubSim:
             status_code=status,
             response_body=text,
             duration_ms=(time.monotonic() - started) * 1000,
+            started_monotonic_ms=started_ms,
         )
         with self.state.lock:
             self.state.webhooks.append(
@@ -450,6 +792,26 @@ class GitHubSim:
             status=status,
         )
         return delivery
+
+    def echo(self, event: str, payload: dict[str, Any]) -> None:
+        """Deliver an event the app itself caused, after the API call that caused it answers
+        (GitHub's order), when ``echo_app_events`` is on."""
+        if not self.echo_app_events or not self.webhook_url:
+            return
+        thread = threading.Thread(
+            target=self.deliver, args=(event, payload), name="github-sim-echo", daemon=True
+        )
+        with self.state.lock:
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait_for_echoes(self, timeout: float = 30.0) -> None:
+        """Wait until every echoed delivery has been sent."""
+        deadline = time.monotonic() + timeout
+        with self.state.lock:
+            pending = list(self._background)
+        for thread in pending:
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
 
     # ---- what a user would see ----------------------------------------------------------------
 
@@ -473,17 +835,87 @@ class GitHubSim:
             ]
 
     def reactions(
-        self, full_name: str, *, number: int | None = None, comment_id: int | None = None
+        self,
+        full_name: str,
+        *,
+        number: int | None = None,
+        comment_id: int | None = None,
+        review_comment_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Reactions in a repo, optionally only those on one issue/PR or one comment."""
+        """Reactions in a repo (REST shape), optionally only those on one issue/PR, one issue
+        comment or one review comment."""
         with self.state.lock:
             return [
                 payloads.reaction_json(self.urls, r, self.state.users[r.user])
-                for r in self.state.reactions
-                if r.repo.lower() == full_name.lower()
-                and (number is None or r.subject == ("issue", number))
-                and (comment_id is None or r.subject == ("comment", comment_id))
+                for r in self.reaction_records(
+                    full_name,
+                    number=number,
+                    comment_id=comment_id,
+                    review_comment_id=review_comment_id,
+                )
             ]
+
+    def reaction_records(
+        self,
+        full_name: str,
+        *,
+        number: int | None = None,
+        comment_id: int | None = None,
+        review_comment_id: int | None = None,
+    ) -> list[Reaction]:
+        """The reaction records themselves, with ``monotonic_ms`` and ``unix_ms`` clocks."""
+        wanted = [
+            subject
+            for subject in (
+                ("issue", number),
+                ("comment", comment_id),
+                ("review_comment", review_comment_id),
+            )
+            if subject[1] is not None
+        ]
+        with self.state.lock:
+            return [
+                r
+                for r in self.state.reactions
+                if r.repo.lower() == full_name.lower() and (not wanted or r.subject in wanted)
+            ]
+
+    def reaction_latency_ms(self, delivery: Delivery, content: str = "eyes") -> float | None:
+        """Milliseconds from the start of ``delivery``'s POST to the first ``content`` reaction
+        on what it was about (the comment, review comment, issue or PR); None if none yet."""
+        with self.state.lock:
+            sent = next(
+                (w for w in self.state.webhooks if w.delivery.delivery_id == delivery.delivery_id),
+                None,
+            )
+            if sent is None or "repository" not in sent.payload:
+                return None
+            subject = reaction_subject(sent.delivery.event, sent.payload)
+            full_name = sent.payload["repository"]["full_name"]
+            times = [
+                r.monotonic_ms
+                for r in self.state.reactions
+                if r.subject == subject
+                and r.content == content
+                and r.repo.lower() == full_name.lower()
+            ]
+        if not times:
+            return None
+        return min(times) - delivery.started_monotonic_ms
+
+    def review_comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
+        """A PR's inline review comments and replies (REST shape), oldest first."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            return [
+                self.render_review_comment(repo, c) for c in self.review_comments_on(repo, number)
+            ]
+
+    def reviews(self, full_name: str, number: int) -> list[dict[str, Any]]:
+        """A PR's reviews (REST shape: ``state`` upper case), oldest first."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            return [self.render_review(repo, r) for r in self.reviews_on(repo, number)]
 
     def branch_sha(self, full_name: str, branch: str) -> str | None:
         return git_http.ref_sha(self.bare_repo_path(full_name), f"refs/heads/{branch}")
@@ -534,6 +966,20 @@ class GitHubSim:
             if c.repo.lower() == repo.full_name.lower() and c.issue_number == number
         ]
 
+    def review_comments_on(self, repo: Repo, number: int) -> list[ReviewComment]:
+        return [
+            c
+            for c in self.state.review_comments.values()
+            if c.repo.lower() == repo.full_name.lower() and c.pull_number == number
+        ]
+
+    def reviews_on(self, repo: Repo, number: int) -> list[Review]:
+        return [
+            r
+            for r in self.state.reviews.values()
+            if r.repo.lower() == repo.full_name.lower() and r.pull_number == number
+        ]
+
     def reactions_on(self, subject: tuple[str, int], repo: Repo) -> list[Reaction]:
         return [
             r
@@ -577,14 +1023,54 @@ class GitHubSim:
             is_pull=issue is not None and issue.pull is not None,
         )
 
-    def pull_head_sha(self, repo: Repo, issue: Issue) -> str:
-        """An open PR follows its head branch, as on GitHub; a closed one keeps its last sha."""
+    def render_installation(self, installation_id: int) -> dict[str, Any]:
+        installation = self.state.installations[installation_id]
+        return payloads.installation_json(
+            self.urls, self.app, installation, self.state.users[installation.account]
+        )
+
+    def render_review(self, repo: Repo, review: Review) -> dict[str, Any]:
+        return payloads.review_json(
+            self.urls, repo, review, user=self.state.users[review.user], rest=True
+        )
+
+    def render_review_comment(self, repo: Repo, comment: ReviewComment) -> dict[str, Any]:
+        return payloads.review_comment_json(
+            self.urls,
+            repo,
+            comment,
+            user=self.state.users[comment.user],
+            reactions=self.reactions_on(("review_comment", comment.id), repo),
+        )
+
+    def head_repo(self, issue: Issue) -> Repo:
         assert issue.pull is not None
+        return self.require_repo(issue.pull.head_repo)
+
+    def pull_head_sha(self, repo: Repo, issue: Issue) -> str:
+        """An open PR follows its head branch (in the head repo, maybe a fork), as on GitHub; a
+        closed one keeps its last sha. The base repo keeps ``refs/pull/N/head`` on it, with the
+        commits, so the PR can be fetched from the base repository even from a fork."""
+        assert issue.pull is not None
+        pull = issue.pull
         if issue.state == "open":
-            current = git_http.ref_sha(repo.bare_path, f"refs/heads/{issue.pull.head_ref}")
-            if current:
-                issue.pull.head_sha = current
-        return issue.pull.head_sha
+            head_repo = self.head_repo(issue)
+            current = git_http.ref_sha(head_repo.bare_path, f"refs/heads/{pull.head_ref}")
+            if current and current != pull.head_sha:
+                pull.head_sha = current
+                self.sync_pull_ref(repo, issue)
+        return pull.head_sha
+
+    def sync_pull_ref(self, repo: Repo, issue: Issue) -> None:
+        assert issue.pull is not None
+        pull_ref = f"refs/pull/{issue.number}/head"
+        head_repo = self.head_repo(issue)
+        if head_repo is repo:
+            git_http.update_ref(repo.bare_path, pull_ref, issue.pull.head_sha)
+        else:
+            git_http.fetch_ref(
+                repo.bare_path, head_repo.bare_path, f"refs/heads/{issue.pull.head_ref}", pull_ref
+            )
 
     def render_pull(self, repo: Repo, issue: Issue, *, simple: bool = False) -> dict[str, Any]:
         assert issue.pull is not None
@@ -596,11 +1082,26 @@ class GitHubSim:
             self.urls,
             repo,
             issue,
+            head_repo=self.head_repo(issue),
             users=self.state.users,
             comments=len(self.comments_on(repo, issue.number)),
+            review_comments=len(self.review_comments_on(repo, issue.number)),
             commits=commits,
             simple=simple,
         )
+
+
+def reaction_subject(event: str, payload: dict[str, Any]) -> tuple[str, int] | None:
+    """What a webhook is about, as a reaction subject (where the bot's 👀 goes)."""
+    if event == "issue_comment":
+        return ("comment", int(payload["comment"]["id"]))
+    if event == "pull_request_review_comment":
+        return ("review_comment", int(payload["comment"]["id"]))
+    if event == "issues":
+        return ("issue", int(payload["issue"]["number"]))
+    if event == "pull_request_review":
+        return ("issue", int(payload["pull_request"]["number"]))
+    return None
 
 
 def webhook_headers(

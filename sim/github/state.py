@@ -10,6 +10,7 @@ import itertools
 import secrets
 import string
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,7 @@ class Repo:
     created_at: datetime
     labels: dict[str, Label] = field(default_factory=dict)
     permissions: dict[str, str] = field(default_factory=dict)
+    fork_of: str | None = None  # the parent's full name, for a fork
 
     @property
     def full_name(self) -> str:
@@ -74,8 +76,10 @@ class Pull:
     base_ref: str
     head_sha: str
     base_sha: str
+    head_repo: str  # full name of the repository holding head_ref (a fork, or the base repo)
     draft: bool = False
     merged: bool = False
+    maintainer_can_modify: bool = False
     requested_reviewers: list[str] = field(default_factory=list)
 
 
@@ -110,13 +114,51 @@ class Comment:
 
 
 @dataclass
+class Review:
+    id: int
+    repo: str
+    pull_number: int
+    user: str
+    body: str | None
+    state: str  # "approved", "changes_requested" or "commented" (webhook spelling)
+    commit_id: str
+    submitted_at: datetime
+    via_app: bool = False
+
+
+@dataclass
+class ReviewComment:
+    """An inline comment on a pull request's diff (a thread root, or a reply in a thread)."""
+
+    id: int
+    repo: str
+    pull_number: int
+    review_id: int
+    user: str
+    body: str
+    path: str
+    line: int
+    side: str  # "RIGHT" (the head's lines) or "LEFT" (the base's)
+    position: int  # line offset in the file's diff, counted from its first hunk header
+    diff_hunk: str
+    commit_id: str
+    created_at: datetime
+    updated_at: datetime
+    in_reply_to_id: int | None = None
+    via_app: bool = False
+
+
+@dataclass
 class Reaction:
     id: int
     user: str
     content: str
     created_at: datetime
-    subject: tuple[str, int]  # ("issue", number) or ("comment", id)
+    subject: tuple[str, int]  # ("issue", number), ("comment", id) or ("review_comment", id)
     repo: str
+    # Precise clocks for latency measurements: time.monotonic() and time.time(), both in ms.
+    monotonic_ms: float = field(default_factory=lambda: time.monotonic() * 1000)
+    unix_ms: float = field(default_factory=lambda: time.time() * 1000)
 
 
 @dataclass
@@ -152,6 +194,8 @@ class Delivery:
     status_code: int
     response_body: str
     duration_ms: float
+    # When the POST started, on time.monotonic() in ms (compare with Reaction.monotonic_ms).
+    started_monotonic_ms: float = 0.0
 
 
 @dataclass
@@ -174,6 +218,8 @@ class State:
         self.repos: dict[str, Repo] = {}
         self.issues: dict[str, dict[int, Issue]] = {}
         self.comments: dict[int, Comment] = {}
+        self.reviews: dict[int, Review] = {}
+        self.review_comments: dict[int, ReviewComment] = {}
         self.reactions: list[Reaction] = []
         self.tokens: dict[str, Token] = {}
         self.pushes: list[Push] = []
@@ -184,10 +230,12 @@ class State:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def ensure_user(self, login: str, type: str = "User") -> User:
+    def ensure_user(self, login: str, type: str | None = None) -> User:
+        """The user ``login``, created if new; a ``[bot]`` login is a Bot, as on GitHub."""
         with self.lock:
             if login not in self.users:
-                self.users[login] = User(id=self.next_id(), login=login, type=type)
+                kind = type or ("Bot" if login.lower().endswith("[bot]") else "User")
+                self.users[login] = User(id=self.next_id(), login=login, type=kind)
             return self.users[login]
 
     def repo(self, full_name: str) -> Repo | None:

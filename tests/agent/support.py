@@ -34,6 +34,32 @@ CRASH = "the environment crashes"
 SLOW = "a slow model meets the wall clock"
 BIG_OUTPUT = "a command prints too much"
 RUNS_OUT = "the script runs out"
+FILE_TOOLS = "the file tools edit the demo"
+STUCK = "the agent repeats itself"
+STEERED = "a maintainer steers the agent"
+STOPPED = "a maintainer stops the agent"
+ASKED = "where is word_count defined"
+CONTEXT = "the context window fills up"
+NESTED = "nested instructions apply"
+SERVER_ERROR = "the model server fails once"
+
+BAD_HUNK = """--- a/textstats/core.py
++++ b/textstats/core.py
+@@ -8,1 +8,1 @@
+-    return len(text.split("  "))
++    return len(text.split())
+"""
+GOOD_EDIT = """textstats/core.py
+<<<<<<< SEARCH
+    return len(text.split(" "))
+=======
+    return len(text.split())
+>>>>>>> REPLACE
+"""
+ANSWER = (
+    "`word_count` is defined at textstats/core.py:4 and returns at `textstats/core.py:8`; "
+    "the tests are in tests/test_core.py:1 (not textstats/core.py:999, nor nowhere/gone.py:3)."
+)
 
 
 def shell(command: str, **extra: object) -> dict[str, object]:
@@ -87,6 +113,57 @@ TEST_SCRIPTS = [
         steps=[shell("python3 -c \"print('a' * 30000 + 'THE-END')\""), finish()],
     ),
     Script(name="runs-out", match=RUNS_OUT, steps=[shell("echo only step")]),
+    Script(
+        name="file-tools",
+        match=FILE_TOOLS,
+        steps=[
+            {
+                "tool": "read_file",
+                "arguments": {"path": "textstats/core.py", "start_line": 4, "end_line": 8},
+            },
+            {"tool": "search", "arguments": {"pattern": "def (word_count|average)"}},
+            {"tool": "read_file", "arguments": {"path": "../../etc/passwd"}},
+            {"tool": "apply_patch", "arguments": {"patch": BAD_HUNK}},
+            {"tool": "apply_patch", "arguments": {"patch": GOOD_EDIT}},
+            shell("python3 -m pytest -q"),
+            finish("Count words on any whitespace"),
+        ],
+    ),
+    Script(name="stuck", match=STUCK, steps=[shell("echo same")] * 5 + [finish()]),
+    Script(
+        name="steered",
+        match=STEERED,
+        steps=[shell("echo one"), shell("echo two"), finish()],
+    ),
+    Script(name="stopped", match=STOPPED, steps=[shell(f"echo {i}") for i in range(8)]),
+    Script(
+        name="asked",
+        match=ASKED,
+        steps=[
+            {"tool": "search", "arguments": {"pattern": "def word_count"}},
+            {"tool": "apply_patch", "arguments": {"patch": GOOD_EDIT}},
+            {"tool": "answer", "arguments": {"text": ANSWER}},
+        ],
+    ),
+    Script(
+        name="context",
+        match=CONTEXT,
+        steps=[shell(f"python3 -c \"print('{i}' * 3000)\"") for i in range(6)] + [finish()],
+    ),
+    Script(
+        name="nested",
+        match=NESTED,
+        steps=[
+            {"tool": "read_file", "arguments": {"path": "pkg/mod.py"}},
+            {"tool": "read_file", "arguments": {"path": "pkg/mod.py"}},
+            finish(),
+        ],
+    ),
+    Script(
+        name="server-error",
+        match=SERVER_ERROR,
+        steps=[{"error": 500}, shell("echo fine"), {"error": 503}, finish()],
+    ),
 ]
 
 

@@ -215,6 +215,8 @@ def test_trajectory_records_every_step_and_no_secret(
     # The model itself did see the issue text; only the stored record is scrubbed.
     assert secret in first_user_text(last_request(model_server, SECRETS)["messages"])
     records = [json.loads(line) for line in text.splitlines()]
+    assert [r["type"] for r in records[:2]] == ["start", "instructions"]
+    records = records[2:]
     kinds = [(r["type"], r["step"]) for r in records]
     assert kinds == [
         ("request", 1), ("response", 1), ("tool", 1),
@@ -240,7 +242,15 @@ def test_a_crash_mid_loop_still_leaves_a_trajectory(
         run_agent(task_titled(CRASH), ExplodingShell(workdir), model, FAST, trajectory)
 
     records = trajectory.read()
-    assert [r["type"] for r in records] == ["request", "response", "error", "result"]
+    assert [r["type"] for r in records] == [
+        "start",
+        "instructions",
+        "request",
+        "response",
+        "error",
+        "result",
+    ]
+    records = records[2:]
     assert records[2]["error"] == "RuntimeError" and "vanished" in records[2]["message"]
     assert records[3]["status"] == "error"
 
@@ -283,4 +293,4 @@ def test_a_wrong_api_key_fails_at_once_with_a_clear_error(
 
     assert time.monotonic() - started < 5, "a 401 must not be retried"
     assert result.status == "error" and "API key" in result.reason
-    assert [r["type"] for r in trajectory.read()] == ["request", "error", "result"]
+    assert [r["type"] for r in trajectory.read()][2:] == ["request", "error", "result"]

@@ -15,7 +15,14 @@ from workers.agent.text import (
     strip_hidden_text,
     task_prompt,
 )
-from workers.agent.tools import TOOLS, FinishAction, FormatError, ShellAction, parse_action
+from workers.agent.tools import (
+    ASK_TOOLS,
+    TOOLS,
+    FinishAction,
+    FormatError,
+    ShellAction,
+    parse_action,
+)
 
 
 @pytest.mark.parametrize(
@@ -128,8 +135,13 @@ def test_initial_messages_are_system_then_task() -> None:
 
 
 def test_tool_schemas_are_openai_function_tools() -> None:
-    assert [tool["function"]["name"] for tool in TOOLS] == ["shell", "finish"]
-    for tool in TOOLS:
+    assert [tool["function"]["name"] for tool in TOOLS] == [
+        "shell", "read_file", "search", "apply_patch", "finish"
+    ]  # fmt: skip
+    assert [tool["function"]["name"] for tool in ASK_TOOLS] == [
+        "shell", "read_file", "search", "answer"
+    ]  # fmt: skip
+    for tool in TOOLS + ASK_TOOLS:
         assert tool["type"] == "function"
         assert tool["function"]["parameters"]["type"] == "object"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,23 @@ def task_containers(docker_client, task_id: str) -> list:
 
 def task_volumes(docker_client, task_id: str) -> list:
     return docker_client.volumes.list(filters={"label": f"codexbot.task={task_id}"})
+
+
+def grep_in_container(docker_client, container_id: str, patterns: list[str]) -> tuple[bytes, int]:
+    """Search the container's whole filesystem for any of ``patterns``, given on stdin so that
+    no secret appears on a command line inside it. grep exits 1 when nothing matched."""
+    api = docker_client.api
+    command = ["grep", "-rlF", "--exclude-dir=proc", "--exclude-dir=sys", "-f", "/dev/stdin", "/"]
+    exec_id = api.exec_create(container_id, command, user="0", stdin=True)["Id"]
+    sock = api.exec_start(exec_id, socket=True)
+    raw = sock._sock
+    raw.sendall("\n".join(patterns).encode() + b"\n")
+    raw.shutdown(socket.SHUT_WR)
+    output = b""
+    while chunk := raw.recv(65536):
+        output += chunk
+    sock.close()
+    return output, api.exec_inspect(exec_id)["ExitCode"]
 
 
 def seed_issue(stack: Stack, name: str, title: str, body: str, tmp_path: Path) -> tuple[str, int]:
@@ -147,6 +165,13 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
     )
     _, task_id = stack.label(full_name, number)
 
+    from workers import tasks
+
+    wait_until(  # the agent phase: its container is the one the agent works in
+        lambda: (record := tasks.load(stack.redis, task_id)) and record.state == "running",
+        120,
+        "the agent to start",
+    )
     container = wait_until(
         lambda: next(iter(task_containers(docker_client, task_id)), None),
         120,
@@ -159,16 +184,17 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
     key_lines = [line for line in secrets["private_key"].splitlines() if "-----" not in line]
     secrets["private_key_line"] = key_lines[1]
 
+    # The agent is in its second command now (waiting for /tmp/audited), so nothing of ours
+    # is killed as a leftover of its first.
+    wait_until(
+        lambda: len(stack.model.chat_requests_for("Audit the sandbox for secrets")) >= 2,
+        60,
+        "the agent's second step",
+    )
     inside = {"env": "\n".join(container.attrs["Config"]["Env"])}
-    for name, value in secrets.items():
-        if "\n" in value:
-            continue  # grep takes one line a pattern; the key is searched for by its lines
-
-        found = container.exec_run(
-            ["grep", "-rIlF", "--exclude-dir=proc", "--exclude-dir=sys", "-e", value, "/"], user="0"
-        )
-        # grep exits 1 when nothing matched; 2 only for unreadable files, which is fine here.
-        assert found.exit_code != 0, f"{name} found in the sandbox: {found.output[:200]!r}"
+    patterns = [value for value in secrets.values() if "\n" not in value]  # the key by its lines
+    matches, exit_code = grep_in_container(docker_client, container.id, patterns)
+    assert exit_code == 1, f"grep found secrets or failed ({exit_code}): {matches[:500]!r}"
     environ = container.exec_run(["sh", "-c", "cat /proc/*/environ | tr '\\0' '\\n'"], user="0")
     inside["proc_environ"] = environ.output.decode(errors="replace")
     container.exec_run(["touch", "/tmp/audited"])
@@ -188,7 +214,8 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
     assert "waited" in seen["trajectory"]
     for where, text in seen.items():
         for name, value in secrets.items():
-            assert value not in text, f"{name} leaked into {where}"
+            at = text.find(value)
+            assert at < 0, f"{name} leaked into {where}: ...{text[max(0, at - 300) : at + 50]}"
 
 
 def test_everything_the_bot_and_simulator_exchanged_matches_githubs_openapi(stack, fixed):

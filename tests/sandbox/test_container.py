@@ -95,9 +95,9 @@ def test_timeout_kills_the_command_quickly(shared_box: Sandbox) -> None:
 def test_timeout_kills_a_command_that_ignores_term(shared_box: Sandbox) -> None:
     started = time.monotonic()
     result = shared_box.exec("trap '' TERM; sleep 1000 & wait", timeout=1)
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 5
     assert result.timed_out
-    assert result.exit_code == 137
+    assert result.exit_code == 124
     assert "sleep 1000" not in shared_box.exec("ps -eo args").output
 
 
@@ -105,7 +105,8 @@ def test_background_jobs_end_with_their_command(shared_box: Sandbox) -> None:
     started = time.monotonic()
     result = shared_box.exec("sleep 777 & echo started")
     assert time.monotonic() - started < 1.5  # the job does not hold the output stream open
-    assert result.output == "started\n"
+    assert result.output.startswith("started\n\n[killed 1 process(es) the command left running")
+    assert result.killed_leftovers == ("sleep 777",)
     assert "sleep 777" not in shared_box.exec("ps -eo args").output
 
 

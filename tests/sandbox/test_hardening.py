@@ -41,6 +41,45 @@ def test_inspect_shows_every_hardening_flag(
     mounts = info["Mounts"]
     assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/workspace")]
     assert not any("docker.sock" in str(m) for m in mounts)
+    assert all(not bind.startswith("/") for bind in host["Binds"])  # named volumes, no host path
+    assert not host["Devices"]
+    assert host["PidMode"] == "" and host["UsernsMode"] == ""
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    assert ulimits == {
+        "fsize": (limits.file_bytes, limits.file_bytes),
+        "nofile": (limits.open_files, limits.open_files),
+        "core": (0, 0),
+    }
+    assert host["OomKillDisable"] in (False, None)
+
+
+def test_init_is_pid_1_and_limits_hold_inside(shared_box: Sandbox) -> None:
+    result = shared_box.exec(
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; ulimit -f; ulimit -n; "
+        "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes "
+        "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null || "
+        "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max"
+    )
+    lines = result.output.split("\n")
+    assert lines[0].startswith("/sbin/docker-init -- sleep infinity")
+    limits = SandboxLimits()
+    assert lines[1] == str(limits.file_bytes // 1024)  # bash reports 1024-byte blocks
+    assert lines[2] == str(limits.open_files)
+    assert lines[3] == str(limits.pids)
+    assert lines[4] == str(1024**3)
+    assert lines[5] in (str(1024**3), "0")  # v1: memory+swap equals memory; v2: no swap
+
+
+def test_setup_phase_options_differ_only_in_the_writable_root() -> None:
+    from sandbox.hardening import container_options
+
+    agent = container_options(SandboxLimits())
+    setup = container_options(SandboxLimits(), setup_phase=True)
+    assert agent["read_only"] is True and setup["read_only"] is False
+    assert set(setup["tmpfs"]) == {"/tmp"}
+    for key in ("network_mode", "cap_drop", "security_opt", "user", "init", "pids_limit"):
+        assert setup[key] == agent[key]
+    assert setup["network_mode"] == "none"
 
 
 def test_no_network_inside(shared_box: Sandbox) -> None:

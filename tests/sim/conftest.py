@@ -62,7 +62,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     )
     receiver.url = f"http://127.0.0.1:{server.server_port}/webhook"
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
     )
     thread.start()
     yield receiver

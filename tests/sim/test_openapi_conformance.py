@@ -50,6 +50,8 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     issue.create_reaction("eyes")
     issue.create_reaction("eyes")
     comment.create_reaction("rocket")
+    list(issue.get_reactions())
+    list(comment.get_reactions())
     # PyGithub's add_to_labels posts a bare JSON array, which GitHub accepts but its current
     # description no longer documents; send the documented object form here.
     assert (
@@ -78,6 +80,22 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     repo.get_git_ref("heads/codex/issue-1")
     list(repo.get_commits(sha=head))
     repo.get_collaborator_permission("octo-maintainer")
+
+    submitted = sim.submit_review(
+        OWNER_REPO,
+        pull.number,
+        "Two things",
+        state="changes_requested",
+        comments=[{"path": "change0.txt", "line": 1, "body": "Rename this"}],
+    )
+    thread = pull.get_review_comment(submitted.comments[0]["id"])
+    list(pull.get_review_comments())
+    reply = pull.create_review_comment_reply(thread.id, "Renamed in the next commit.")
+    reply.create_reaction("eyes")
+    list(thread.get_reactions())
+    list(pull.get_reviews())
+    pull.get_review(submitted.review["id"])
+    list(pull.get_single_review_comments(submitted.review["id"]))
     gh.close()
 
     # Error answers, with the bodies GitHub documents for them.
@@ -96,6 +114,14 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
         ("POST", f"/repos/{OWNER_REPO}/issues/1/comments", {"body": ""}),
         ("POST", f"/repos/{OWNER_REPO}/issues/1/reactions", {"content": "party"}),
         ("GET", f"/repos/{OWNER_REPO}/collaborators/ghost/permission", None),
+        ("GET", f"/repos/{OWNER_REPO}/pulls/comments/1", None),
+        ("GET", f"/repos/{OWNER_REPO}/pulls/2/reviews/1", None),
+        ("GET", f"/repos/{OWNER_REPO}/pulls/2/reviews/1/comments", None),
+        ("POST", f"/repos/{OWNER_REPO}/pulls/2/comments/1/replies", {"body": "x"}),
+        ("GET", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", None),
+        ("GET", f"/repos/{OWNER_REPO}/issues/404/reactions", None),
+        ("GET", f"/repos/{OWNER_REPO}/issues/comments/1/reactions", None),
+        ("POST", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", {"content": "eyes"}),
     ):
         assert api(sim, method, path, token, body).status_code >= 400
     assert api(sim, "GET", f"/repos/{OWNER_REPO}", "ghs_" + "0" * 36).status_code == 401
@@ -130,6 +156,10 @@ def test_every_response_and_request_matches_githubs_description(
         "issue_comment_edited",
         "pull_request_review_submitted",
         "pull_request_review_comment_created",
+        "pull_request_review_comment_reply",
+        "bot_comment",
+        "installation_created",
+        "installation_repositories_added",
     ],
 )
 def test_webhook_payloads_match_githubs_description(
@@ -159,7 +189,18 @@ def test_webhook_payloads_match_githubs_description(
             OWNER_REPO, 2, "Please rename", state="changes_requested"
         ),
         "pull_request_review_comment_created": lambda: github.add_review_comment(
-            OWNER_REPO, 2, "nit", path="pkg/__init__.py", line=2
+            OWNER_REPO, 2, "nit", path="change0.txt", line=1
+        ),
+        "pull_request_review_comment_reply": lambda: github.reply_to_review_comment(
+            OWNER_REPO,
+            2,
+            github.add_review_comment(OWNER_REPO, 2, "nit", path="change0.txt", line=1)[0]["id"],
+            "/codex fix this",
+        ),
+        "bot_comment": lambda: github.comment(OWNER_REPO, 2, "done", user=github.bot_login),
+        "installation_created": lambda: github.install_app("octo-org", 7),
+        "installation_repositories_added": lambda: github.add_installation_repositories(
+            7, [OWNER_REPO]
         ),
     }[send]()
     sent = github.webhooks[-1]

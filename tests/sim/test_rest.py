@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ from sim.github import GitHubSim
 from tests.sim.conftest import APP_ID, OWNER_REPO, api, clone_url, commit_file, git
 
 # PyGithub 2.x spaces requests 0.25 s apart (1 s for writes) to be polite to github.com.
-NO_THROTTLE = {"seconds_between_requests": 0, "seconds_between_writes": 0}
+NO_THROTTLE: dict[str, Any] = {"seconds_between_requests": 0, "seconds_between_writes": 0}
 
 
 @pytest.fixture
@@ -194,16 +195,13 @@ def test_pagination_follows_link_headers(
         ("read", "read"),
     ],
 )
-def test_collaborator_permission(github: GitHubSim, gh: Github, role: str, legacy: str) -> None:
+def test_collaborator_permission(
+    github: GitHubSim, gh: Github, token: str, role: str, legacy: str
+) -> None:
     github.set_permission(OWNER_REPO, "alice", role)
     repo = gh.get_repo(OWNER_REPO)
     assert repo.get_collaborator_permission("alice") == legacy
-    body = api(
-        github,
-        "GET",
-        f"/repos/{OWNER_REPO}/collaborators/alice/permission",
-        gh.requester.auth.token,
-    ).json()
+    body = api(github, "GET", f"/repos/{OWNER_REPO}/collaborators/alice/permission", token).json()
     assert body["role_name"] == role
 
 

@@ -1,23 +1,42 @@
 """The agent loop: ask the model, run its tool calls in the environment, feed results back, stop.
 
 After mini-swe-agent. Control flow is by exceptions: FormatError is fed back to the model;
-Submitted, LimitsExceeded and TooManyFormatErrors end the run. Anything else (the sandbox dying, a
-bug) propagates to the job, after an error record is written: the trajectory's final record is
-written in ``finally``, so every run leaves one.
+Submitted, LimitsExceeded, Stuck, Stopped and TooManyFormatErrors end the run. Anything else (the
+sandbox dying, a bug) propagates to the job, after an error record is written: the trajectory's
+final record is written in ``finally``, so every run leaves one.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 import structlog
 
+from workers.agent import actions
 from workers.agent.model import Model, ModelError, ModelReply, OpenAIModel, ToolCall
-from workers.agent.text import AgentTask, initial_messages, observation
-from workers.agent.tools import TOOLS, FinishAction, FormatError, parse_action
+from workers.agent.text import (
+    AgentTask,
+    Comment,
+    initial_messages,
+    render_instructions,
+    steering_message,
+)
+from workers.agent.tools import (
+    ASK_TOOLS,
+    TOOLS,
+    AnswerAction,
+    FinishAction,
+    FormatError,
+    parse_action,
+)
 from workers.agent.trajectory import Trajectory
+from workers.agent.workspace import Environment, ExecLike, Workspace
+from workers.instructions import applicable
 
 # The agent's whole public surface, importable from here or from the package.
 __all__ = [
@@ -31,6 +50,8 @@ __all__ = [
     "Model",
     "ModelError",
     "OpenAIModel",
+    "Stopped",
+    "Stuck",
     "Submitted",
     "TooManyFormatErrors",
     "run_agent",
@@ -42,52 +63,73 @@ NUDGE = (
     "Your reply had no tool call. Use a tool: `shell` to run a command, "
     "`finish` when the fix is done and the tests pass."
 )
-MIN_COMMAND_TIMEOUT = 1.0
+ELIDED = "[older tool output removed to fit the context window: {size} characters]"
+CONTEXT_SHARE = 0.8  # compact the history when it passes this share of the context window
+KEEP_RECENT = 3  # the most recent tool results are never elided
 
-
-class ExecLike(Protocol):
-    @property
-    def exit_code(self) -> int: ...
-    @property
-    def output(self) -> str: ...
-    @property
-    def timed_out(self) -> bool: ...
-    @property
-    def truncated(self) -> bool: ...
-
-
-class Environment(Protocol):
-    def exec(self, command: str, *, timeout: float) -> ExecLike: ...
+Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
 
 
 @dataclass(frozen=True)
 class AgentLimits:
+    """Every limit of a run, with its default; ``.github/codex.yml`` `limits:` overrides them."""
+
     steps: int = 30  # model calls
     wall_seconds: float = 900
     tokens: int = 400_000  # prompt + completion, summed over all calls
     output_bytes: int = 10_000  # of each tool result shown to the model
     command_timeout: float = 120
     format_errors: int = 3  # malformed tool calls in a row before giving up
+    repeats: int = 3  # the same call with the same result this often: stuck
+    context_tokens: int = 128_000  # the model's context window
+    search_matches: int = 100
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> AgentLimits:
+        """Defaults overridden by a `limits:` mapping; ValueError names a bad key or value."""
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, value in (config or {}).items():
+            if key not in known:
+                raise ValueError(f"unknown limit {key!r}; known: {', '.join(sorted(known))}")
+            default = getattr(cls(), key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"limit {key!r} must be a positive number, not {value!r}")
+            values[key] = type(default)(value)
+        return cls(**values)
 
 
 @dataclass
 class AgentResult:
-    status: Literal["finished", "limits_exceeded", "error"]
+    status: Status
     title: str = ""
     summary: str = ""
+    not_done: str = ""
+    answer: str = ""
     steps: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reason: str = ""
+    seconds: float = 0.0  # wall time of the run
+    model_seconds: float = 0.0  # of which waiting for the model
+    instruction_files: list[str] = field(default_factory=list)
 
 
 class Submitted(Exception):
-    def __init__(self, action: FinishAction) -> None:
-        super().__init__(action.title)
+    def __init__(self, action: FinishAction | AnswerAction) -> None:
+        super().__init__(type(action).__name__)
         self.action = action
 
 
 class LimitsExceeded(Exception):
+    pass
+
+
+class Stuck(Exception):
+    pass
+
+
+class Stopped(Exception):
     pass
 
 
@@ -97,24 +139,35 @@ class TooManyFormatErrors(Exception):
 
 @dataclass
 class _Run:
+    task: AgentTask
     env: Environment
     model: Model
     limits: AgentLimits
     trajectory: Trajectory
     messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    workspace: Workspace
+    steering: Callable[[], list[Comment]] | None = None
+    should_stop: Callable[[], str | None] | None = None
     started: float = field(default_factory=time.monotonic)
     steps: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    model_seconds: float = 0.0
     format_errors: int = 0  # in a row
+    seen_calls: Counter[str] = field(default_factory=Counter)
+    instruction_files: list[str] = field(default_factory=list)
 
-    def result(self, status: Any, **fields: str) -> AgentResult:
+    def result(self, status: Status, **values: str) -> AgentResult:
         return AgentResult(
             status=status,
             steps=self.steps,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
-            **fields,
+            seconds=round(time.monotonic() - self.started, 3),
+            model_seconds=round(self.model_seconds, 3),
+            instruction_files=list(self.instruction_files),
+            **values,
         )
 
     def seconds_left(self) -> float:
@@ -122,18 +175,44 @@ class _Run:
 
 
 def run_agent(
-    task: AgentTask, env: Environment, model: Model, limits: AgentLimits, trajectory: Trajectory
+    task: AgentTask,
+    env: Environment,
+    model: Model,
+    limits: AgentLimits,
+    trajectory: Trajectory,
+    *,
+    steering: Callable[[], list[Comment]] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> AgentResult:
-    run = _Run(env, model, limits, trajectory, messages=initial_messages(task))
+    """Runs the task to an end. ``steering`` returns comments that arrived since its last call;
+    ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step."""
+    tools = ASK_TOOLS if task.mode == "ask" else TOOLS
+    run = _Run(
+        task,
+        env,
+        model,
+        limits,
+        trajectory,
+        initial_messages(task),
+        tools,
+        Workspace(env),
+        steering,
+        should_stop,
+    )
     result = run.result("error", reason="the agent loop crashed")
     try:
+        start(run)
         while True:
             check_limits(run)
             act(run, query(run))
     except Submitted as done:
-        result = run.result("finished", title=done.action.title, summary=done.action.summary)
+        result = submitted(run, done.action)
     except LimitsExceeded as error:
         result = run.result("limits_exceeded", reason=str(error))
+    except Stuck as error:
+        result = run.result("stuck", reason=str(error))
+    except Stopped as error:
+        result = run.result("stopped", reason=str(error))
     except (ModelError, TooManyFormatErrors) as error:
         result = run.result("error", reason=str(error))
         trajectory.record("error", run.steps, error=type(error).__name__, message=str(error))
@@ -141,6 +220,7 @@ def run_agent(
         trajectory.record("error", run.steps, error=type(error).__name__, message=str(error))
         raise
     finally:
+        result.seconds = round(time.monotonic() - run.started, 3)
         trajectory.record("result", run.steps, **asdict(result))
         log.info(
             "agent.done",
@@ -151,8 +231,28 @@ def run_agent(
     return result
 
 
+def start(run: _Run) -> None:
+    root_files = applicable(run.task.instructions, [""])
+    run.instruction_files = [f.path for f in root_files]
+    run.trajectory.record(
+        "start",
+        0,
+        repo=run.task.repo,
+        number=run.task.issue_number,
+        mode=run.task.mode,
+        title=run.task.issue_title,
+        test_command=run.task.test_command,
+        limits=asdict(run.limits),
+        tools=[tool["function"]["name"] for tool in run.tools],
+    )
+    run.trajectory.record("instructions", 0, files=run.instruction_files, reason="repository root")
+
+
 def check_limits(run: _Run) -> None:
     limits = run.limits
+    reason = run.should_stop() if run.should_stop else None
+    if reason:
+        raise Stopped(reason)
     if run.steps >= limits.steps:
         raise LimitsExceeded(f"step limit reached ({limits.steps} model calls)")
     if run.prompt_tokens + run.completion_tokens >= limits.tokens:
@@ -163,9 +263,13 @@ def check_limits(run: _Run) -> None:
 
 def query(run: _Run) -> ModelReply:
     run.steps += 1
-    run.trajectory.record("request", run.steps, messages=run.messages, tools=TOOLS)
+    steer(run)
+    compact(run)
+    run.trajectory.record("request", run.steps, messages=run.messages, tools=run.tools)
     started = time.monotonic()
-    reply = run.model.complete(run.messages, TOOLS)
+    reply = run.model.complete(run.messages, run.tools)
+    duration = time.monotonic() - started
+    run.model_seconds += duration
     run.prompt_tokens += reply.usage.prompt_tokens
     run.completion_tokens += reply.usage.completion_tokens
     run.trajectory.record(
@@ -174,9 +278,43 @@ def query(run: _Run) -> ModelReply:
         message=reply.message,
         prompt_tokens=reply.usage.prompt_tokens,
         completion_tokens=reply.usage.completion_tokens,
-        duration=round(time.monotonic() - started, 3),
+        duration=round(duration, 3),
     )
     return reply
+
+
+def steer(run: _Run) -> None:
+    """Comments posted while the agent works join the conversation, fenced like the issue."""
+    comments = run.steering() if run.steering else []
+    if comments:
+        run.messages.append({"role": "user", "content": steering_message(comments)})
+        run.trajectory.record("steering", run.steps, comments=[asdict(c) for c in comments])
+
+
+def compact(run: _Run) -> None:
+    """Near the context window, the oldest tool results become a one-line note."""
+    budget = run.limits.context_tokens * CONTEXT_SHARE
+    if estimate_tokens(run.messages) <= budget:
+        return
+    tool_messages = [m for m in run.messages if m.get("role") == "tool"][:-KEEP_RECENT]
+    elided = 0
+    for message in tool_messages:
+        if message["content"].startswith("[older tool output removed"):
+            continue
+        message["content"] = ELIDED.format(size=len(message["content"]))
+        elided += 1
+        if estimate_tokens(run.messages) <= budget:
+            break
+    run.trajectory.record(
+        "context",
+        run.steps,
+        elided_tool_results=elided,
+        estimated_tokens=estimate_tokens(run.messages),
+    )
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    return len(json.dumps(messages, ensure_ascii=False)) // 4
 
 
 def act(run: _Run, reply: ModelReply) -> None:
@@ -202,6 +340,7 @@ def act(run: _Run, reply: ModelReply) -> None:
             )
             note_format_error(run, str(error))
         run.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        note_repeat(run, call, content)
 
 
 def note_format_error(run: _Run, problem: str) -> None:
@@ -213,40 +352,64 @@ def note_format_error(run: _Run, problem: str) -> None:
         )
 
 
+def note_repeat(run: _Run, call: ToolCall, content: str) -> None:
+    key = json.dumps([call.name, call.arguments, content])
+    run.seen_calls[key] += 1
+    if run.seen_calls[key] >= run.limits.repeats:
+        raise Stuck(
+            f"the agent made the same `{call.name}` call with the same result "
+            f"{run.seen_calls[key]} times"
+        )
+
+
 def execute(run: _Run, call: ToolCall) -> str:
-    action = parse_action(call.name, call.arguments)
-    if isinstance(action, FinishAction):
+    action = parse_action(call.name, call.arguments, run.tools)
+    if isinstance(action, FinishAction | AnswerAction):
         run.trajectory.record("tool", run.steps, call_id=call.id, name=call.name, **asdict(action))
         raise Submitted(action)
-    timeout = min(action.timeout or run.limits.command_timeout, run.limits.command_timeout)
-    timeout = max(MIN_COMMAND_TIMEOUT, min(timeout, run.seconds_left()))
     started = time.monotonic()
-    done = run.env.exec(action.command, timeout=timeout)
+    outcome = actions.perform(action, run.workspace, run.limits, run.seconds_left())
     duration = round(time.monotonic() - started, 3)
-    shown = observation(
-        done.exit_code,
-        done.output,
-        timed_out=done.timed_out,
-        truncated=done.truncated,
-        limit=run.limits.output_bytes,
-    )
     run.trajectory.record(
         "tool",
         run.steps,
         call_id=call.id,
         name=call.name,
-        command=action.command,
-        timeout=timeout,
-        exit_code=done.exit_code,
-        timed_out=done.timed_out,
-        output=shown,
+        **outcome.details,
+        output=outcome.shown,
         duration=duration,
     )
     log.info(
         "agent.tool",
         step=run.steps,
-        command=run.trajectory.redact(action.command)[:200],
-        exit_code=done.exit_code,
+        tool=call.name,
         duration=duration,
+        detail=run.trajectory.redact(outcome.summary)[:200],
     )
-    return shown
+    return outcome.shown + more_instructions(run, outcome.paths)
+
+
+def more_instructions(run: _Run, paths: list[str]) -> str:
+    """AGENTS.md files of directories the agent reaches for the first time, after the result."""
+    new = [
+        f for f in applicable(run.task.instructions, paths) if f.path not in run.instruction_files
+    ]
+    if not new:
+        return ""
+    run.instruction_files += [f.path for f in new]
+    run.trajectory.record(
+        "instructions",
+        run.steps,
+        files=[f.path for f in new],
+        reason=f"the agent works in {', '.join(sorted(set(paths)))}",
+    )
+    return "\n\n" + render_instructions(new)
+
+
+def submitted(run: _Run, action: FinishAction | AnswerAction) -> AgentResult:
+    if isinstance(action, AnswerAction):
+        answer = actions.verified_answer(action.text, run.workspace)
+        return run.result("answered", answer=answer, summary=answer)
+    return run.result(
+        "finished", title=action.title, summary=action.summary, not_done=action.not_done
+    )

@@ -1,4 +1,4 @@
-"""The agent's tools: their JSON schemas, and parsing the model's calls into checked actions."""
+"""The agent's tools: their JSON schemas (constants), and parsing the model's calls into actions."""
 
 from __future__ import annotations
 
@@ -7,53 +7,100 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SHELL_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "shell",
-        "description": (
-            "Run one bash command in the repository root inside the offline sandbox. Returns the "
-            "exit code and the combined stdout and stderr (long output is cut in the middle)."
-        ),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "command": {"type": "string", "description": "The bash command to run."},
-                "timeout": {
-                    "type": "number",
-                    "description": "Seconds before the command is killed (capped by the bot).",
-                },
+
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
             },
-            "required": ["command"],
-            "additionalProperties": False,
+        },
+    }
+
+
+SHELL_TOOL: dict[str, Any] = _tool(
+    "shell",
+    "Run one bash command in the repository root inside the offline sandbox. Returns the exit "
+    "code and the combined stdout and stderr (long output is cut in the middle).",
+    {
+        "command": {"type": "string", "description": "The bash command to run."},
+        "timeout": {
+            "type": "number",
+            "description": "Seconds before the command is killed (capped by the bot).",
         },
     },
-}
-
-FINISH_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "finish",
-        "description": "End the task once the fix is complete and the tests pass.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "title": {
-                    "type": "string",
-                    "description": "Commit subject in the imperative mood, under 72 characters.",
-                },
-                "summary": {
-                    "type": "string",
-                    "description": "Two or three sentences: what changed and why.",
-                },
-            },
-            "required": ["title", "summary"],
-            "additionalProperties": False,
+    ["command"],
+)
+READ_FILE_TOOL: dict[str, Any] = _tool(
+    "read_file",
+    "Read a file of the repository, with line numbers. Give a line range for long files.",
+    {
+        "path": {"type": "string", "description": "Path relative to the repository root."},
+        "start_line": {"type": "integer", "description": "First line (1-based); default 1."},
+        "end_line": {"type": "integer", "description": "Last line (inclusive); default: end."},
+    },
+    ["path"],
+)
+SEARCH_TOOL: dict[str, Any] = _tool(
+    "search",
+    "Search the repository's files for an extended regular expression (grep -E). Returns "
+    "`path:line:text` for each match, capped.",
+    {
+        "pattern": {"type": "string", "description": "Extended regular expression."},
+        "path": {"type": "string", "description": "File or directory to search; default: all."},
+    },
+    ["pattern"],
+)
+APPLY_PATCH_TOOL: dict[str, Any] = _tool(
+    "apply_patch",
+    "Change files with a unified diff (`--- a/path`, `+++ b/path`, `@@` hunks; /dev/null to "
+    "create or delete) or with search/replace blocks (a line naming the file, then "
+    "`<<<<<<< SEARCH`, the exact old lines, `=======`, the new lines, `>>>>>>> REPLACE`). "
+    "Nothing is written unless every hunk applies; a hunk that does not apply is named.",
+    {"patch": {"type": "string", "description": "The patch text."}},
+    ["patch"],
+)
+FINISH_TOOL: dict[str, Any] = _tool(
+    "finish",
+    "End the task once the fix is complete and the tests pass.",
+    {
+        "title": {
+            "type": "string",
+            "description": "Commit subject in the imperative mood, under 72 characters.",
+        },
+        "summary": {
+            "type": "string",
+            "description": "Two or three sentences: what changed and why.",
+        },
+        "not_done": {
+            "type": "string",
+            "description": "Anything you could not do or check; empty when nothing.",
         },
     },
-}
+    ["title", "summary"],
+)
+ANSWER_TOOL: dict[str, Any] = _tool(
+    "answer",
+    "Post your answer to the question and end the task. Ground it in the code: cite "
+    "`path:line` for every claim about the code.",
+    {"text": {"type": "string", "description": "The answer, in Markdown."}},
+    ["text"],
+)
 
-TOOLS: list[dict[str, Any]] = [SHELL_TOOL, FINISH_TOOL]
+TOOLS: list[dict[str, Any]] = [
+    SHELL_TOOL,
+    READ_FILE_TOOL,
+    SEARCH_TOOL,
+    APPLY_PATCH_TOOL,
+    FINISH_TOOL,
+]
+ASK_TOOLS: list[dict[str, Any]] = [SHELL_TOOL, READ_FILE_TOOL, SEARCH_TOOL, ANSWER_TOOL]
 
 
 class FormatError(Exception):
@@ -67,9 +114,38 @@ class ShellAction:
 
 
 @dataclass(frozen=True)
+class ReadFileAction:
+    path: str
+    start_line: int = 1
+    end_line: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchAction:
+    pattern: str
+    path: str = "."
+
+
+@dataclass(frozen=True)
+class ApplyPatchAction:
+    patch: str
+
+
+@dataclass(frozen=True)
 class FinishAction:
     title: str
     summary: str
+    not_done: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerAction:
+    text: str
+
+
+Action = (
+    ShellAction | ReadFileAction | SearchAction | ApplyPatchAction | FinishAction | AnswerAction
+)
 
 
 def _arguments(name: str, raw: str) -> dict[str, Any]:
@@ -92,6 +168,15 @@ def _required_text(name: str, arguments: dict[str, Any], key: str) -> str:
     return value
 
 
+def _optional_line(name: str, arguments: dict[str, Any], key: str) -> int | None:
+    value = arguments.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FormatError(f"`{key}` of a `{name}` call must be a positive line number.")
+    return value
+
+
 def parse_shell(arguments: dict[str, Any]) -> ShellAction:
     command = _required_text("shell", arguments, "command")
     timeout = arguments.get("timeout")
@@ -102,22 +187,58 @@ def parse_shell(arguments: dict[str, Any]) -> ShellAction:
     return ShellAction(command=command, timeout=float(timeout) if timeout is not None else None)
 
 
+def parse_read_file(arguments: dict[str, Any]) -> ReadFileAction:
+    path = _required_text("read_file", arguments, "path")
+    start = _optional_line("read_file", arguments, "start_line") or 1
+    end = _optional_line("read_file", arguments, "end_line")
+    if end is not None and end < start:
+        raise FormatError("`end_line` must not be before `start_line`.")
+    return ReadFileAction(path=path, start_line=start, end_line=end)
+
+
+def parse_search(arguments: dict[str, Any]) -> SearchAction:
+    pattern = _required_text("search", arguments, "pattern")
+    path = arguments.get("path") or "."
+    if not isinstance(path, str):
+        raise FormatError("`path` of a `search` call must be a string.")
+    return SearchAction(pattern=pattern, path=path)
+
+
+def parse_apply_patch(arguments: dict[str, Any]) -> ApplyPatchAction:
+    return ApplyPatchAction(patch=_required_text("apply_patch", arguments, "patch"))
+
+
 def parse_finish(arguments: dict[str, Any]) -> FinishAction:
     title = _required_text("finish", arguments, "title").strip().splitlines()[0].strip()
     summary = _required_text("finish", arguments, "summary").strip()
-    return FinishAction(title=title, summary=summary)
+    not_done = arguments.get("not_done") or ""
+    return FinishAction(
+        title=title, summary=summary, not_done=not_done.strip() if isinstance(not_done, str) else ""
+    )
 
 
-PARSERS: dict[str, Callable[[dict[str, Any]], ShellAction | FinishAction]] = {
+def parse_answer(arguments: dict[str, Any]) -> AnswerAction:
+    return AnswerAction(text=_required_text("answer", arguments, "text").strip())
+
+
+PARSERS: dict[str, Callable[[dict[str, Any]], Action]] = {
     "shell": parse_shell,
+    "read_file": parse_read_file,
+    "search": parse_search,
+    "apply_patch": parse_apply_patch,
     "finish": parse_finish,
+    "answer": parse_answer,
 }
 
 
-def parse_action(name: str, raw_arguments: str) -> ShellAction | FinishAction:
+def tool_names(tools: list[dict[str, Any]]) -> list[str]:
+    return [tool["function"]["name"] for tool in tools]
+
+
+def parse_action(name: str, raw_arguments: str, tools: list[dict[str, Any]] = TOOLS) -> Action:
     """Turns one tool call into an action, or raises FormatError saying what to fix."""
-    parser = PARSERS.get(name)
-    if parser is None:
-        known = ", ".join(f"`{tool}`" for tool in PARSERS)
+    offered = tool_names(tools)
+    if name not in offered:
+        known = ", ".join(f"`{tool}`" for tool in offered)
         raise FormatError(f"There is no tool named `{name}`. The tools are {known}.")
-    return parser(_arguments(name, raw_arguments))
+    return PARSERS[name](_arguments(name, raw_arguments))

@@ -8,7 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RECORD_TYPES = frozenset({"request", "response", "tool", "result", "error"})
+RECORD_TYPES = frozenset(
+    {
+        "start",  # what the task is: repo, number, mode, limits, tools
+        "instructions",  # the repository instruction files used, and why
+        "request",  # each model request: the messages and tools sent
+        "response",  # each model response, its token counts and duration
+        "tool",  # each tool call: arguments, output shown to the model, duration
+        "steering",  # comments that arrived while the agent worked
+        "context",  # old tool results elided to fit the context window
+        "error",
+        "result",  # the last record: status, steps, tokens, seconds
+    }
+)
 
 
 def redact_value(value: Any, redact: Callable[[str], str]) -> Any:
@@ -30,9 +42,15 @@ class Trajectory:
     The file is opened and closed per record, so whatever happened before a crash is on disk.
     """
 
-    def __init__(self, path: Path, redactor: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        redactor: Callable[[str], str],
+        listener: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self._redact = redactor
+        self._listener = listener  # sees each redacted record: a live progress display
 
     def redact(self, text: str) -> str:
         return self._redact(text)
@@ -41,14 +59,30 @@ class Trajectory:
         if type not in RECORD_TYPES:
             raise ValueError(f"unknown trajectory record type {type!r}")
         entry = {"type": type, "step": step, "time": time.time(), **fields}
-        line = json.dumps(redact_value(entry, self._redact), ensure_ascii=False)
+        redacted = redact_value(entry, self._redact)
+        line = json.dumps(redacted, ensure_ascii=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as file:
             file.write(line + "\n")
+        if self._listener is not None:
+            self._listener(redacted)
 
     def read(self) -> list[dict[str, Any]]:
         """All records so far (for tests and the task pages)."""
-        if not self.path.exists():
-            return []
-        with self.path.open(encoding="utf-8") as file:
-            return [json.loads(line) for line in file if line.strip()]
+        return read_records(self.path)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a trajectory file; a line a crash cut short is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8", errors="replace") as file:
+        for line in file:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records

@@ -1,0 +1,80 @@
+"""Review follow-ups: a review asking for changes (or carrying `/codex`) on a PR the bot opened
+sends it back to work on the same branch; `/codex` in a review on any PR is a command."""
+
+from __future__ import annotations
+
+from app.requests import enqueue_intake, field, is_ignored_author, text_field
+from app.router import Context, Delivery, Enqueued, Router
+from codexbot.commands import parse_command
+
+router = Router()
+BOT_BRANCH_PREFIX = "codex/"
+
+
+def opened_by_bot(delivery: Delivery) -> bool:
+    """Our PRs come from a `codex/` branch of the same repository, opened by a bot account.
+    The intake lane checks the author against the App's own login before any work starts."""
+    pull = delivery.payload.get("pull_request")
+    head_repo = field(pull, "head", "repo", "full_name")
+    return (
+        field(pull, "user", "type") == "Bot"
+        and text_field(pull, "head", "ref").startswith(BOT_BRANCH_PREFIX)
+        and head_repo == field(delivery.payload, "repository", "full_name")
+    )
+
+
+@router.register("pull_request_review", action="submitted")
+def enqueue_follow_up_for_review(delivery: Delivery, context: Context) -> Enqueued | None:
+    review = delivery.payload.get("review")
+    body = text_field(review, "body")
+    review_id = field(review, "id")
+    if not isinstance(review_id, int) or is_ignored_author(
+        field(review, "user"), body, context.settings
+    ):
+        return None
+    command = parse_command(body)
+    asks_for_changes = field(review, "state") == "changes_requested"
+    wants_follow_up = command is None or command.name == "fix"
+    if opened_by_bot(delivery) and (asks_for_changes or command is not None) and wants_follow_up:
+        text = command.argument if command else ""
+        return enqueue_intake(
+            context, delivery, kind="review", is_pull=True, review_id=review_id, text=text
+        )
+    if command is None:
+        return None
+    return enqueue_intake(
+        context,
+        delivery,
+        kind=command.name if command.known else "unknown",
+        is_pull=True,
+        review_id=review_id,
+        comment_type="review",
+        text=command.argument if command.known else command.word,
+    )
+
+
+@router.register("pull_request_review_comment", action="created")
+def enqueue_follow_up_for_review_comment(delivery: Delivery, context: Context) -> Enqueued | None:
+    comment = delivery.payload.get("comment")
+    body = text_field(comment, "body")
+    comment_id = field(comment, "id")
+    command = parse_command(body)
+    if command is None or not isinstance(comment_id, int):
+        return None
+    if is_ignored_author(
+        field(comment, "user"), body, context.settings, field(comment, "performed_via_github_app")
+    ):
+        return None
+    kind = command.name if command.known else "unknown"
+    if kind == "fix" and opened_by_bot(delivery):
+        kind = "review"
+    return enqueue_intake(
+        context,
+        delivery,
+        kind=kind,
+        is_pull=True,
+        comment_id=comment_id,
+        comment_type="review_comment",
+        review_id=field(comment, "pull_request_review_id"),
+        text=command.argument if command.known else command.word,
+    )

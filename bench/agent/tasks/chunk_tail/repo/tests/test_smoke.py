@@ -1,0 +1,5 @@
+import iters  # noqa: F401
+
+
+def test_imports():
+    assert True

@@ -1,0 +1,5 @@
+import mathx  # noqa: F401
+
+
+def test_imports():
+    assert True

@@ -1,0 +1,5 @@
+SMALL = {'a', 'an', 'and', 'of', 'the'}
+
+
+def title_case(text):
+    return ' '.join(word.capitalize() for word in text.split())

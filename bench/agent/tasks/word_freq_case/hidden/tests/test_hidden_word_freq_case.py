@@ -1,0 +1,5 @@
+from freq import word_freq
+
+
+def test_word_freq():
+    assert word_freq('The the') == {'the': 2}

@@ -1,0 +1,70 @@
+"""Reading `/codex` commands out of comment text. Pure functions; table tests in tests/.
+
+A command is a line that starts with `/codex` (leading spaces allowed, case-insensitive), outside
+fenced code blocks and `>` quotes. Only the first command in a text counts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+COMMANDS = {
+    "fix": "`/codex fix [instructions]`: work on this issue or pull request and push the result",
+    "ask": "`/codex ask <question>`: answer a question about the code, without changing it",
+    "stop": "`/codex stop`: stop the task running for this issue or pull request",
+    "help": "`/codex help`: show this list",
+}
+MARKER = "<!-- codex-bot -->"  # hidden in every comment the bot posts, so it never answers itself
+_COMMAND_LINE = re.compile(r"^ {0,3}/codex(?:\s+(?P<word>\S+))?(?:[ \t]+(?P<rest>.*))?$", re.I)
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # one of COMMANDS, or "unknown"
+    argument: str  # what follows the command word on its line, and the lines after it
+    word: str  # the command word as written (for "unknown")
+
+    @property
+    def known(self) -> bool:
+        return self.name in COMMANDS
+
+
+def _live_lines(text: str) -> list[tuple[int, str]]:
+    """Lines outside fenced code blocks and quotes, with their index."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    live: list[tuple[int, str]] = []
+    fence: str | None = None
+    for index, line in enumerate(lines):
+        opener = _FENCE.match(line)
+        if fence is not None:
+            if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
+                fence = None
+            continue
+        if opener:
+            fence = opener.group(1)
+            continue
+        if line.lstrip().startswith(">"):
+            continue
+        live.append((index, line))
+    return live
+
+
+def parse_command(text: str | None) -> Command | None:
+    """The first `/codex` command in ``text``, or None when there is none."""
+    if not text:
+        return None
+    for _, line in _live_lines(text):
+        match = _COMMAND_LINE.match(line.rstrip())
+        if not match:
+            continue
+        word = (match.group("word") or "").strip()
+        name = word.lower() if word.lower() in COMMANDS else ("help" if not word else "unknown")
+        argument = (match.group("rest") or "").strip()
+        return Command(name=name, argument=argument[:4000], word=word[:40])
+    return None
+
+
+def help_text() -> str:
+    return "\n".join(f"- {line}" for line in COMMANDS.values())

@@ -1,0 +1,49 @@
+"""Redis key names shared by the receiver and the workers, in one place."""
+
+from __future__ import annotations
+
+DELIVERY_TTL = 3 * 24 * 3600  # GitHub redelivers for up to three days
+
+
+def delivery(delivery_id: str) -> str:
+    """Set once per X-GitHub-Delivery; holds the task id it started (empty: nothing to do)."""
+    return f"codexbot:delivery:{delivery_id}"
+
+
+def target(repo: str, number: int) -> str:
+    """The newest task for an issue or PR, while one is running."""
+    return f"codexbot:target:{repo.lower()}#{number}"
+
+
+def task(task_id: str) -> str:
+    """A task's record: repo, number, kind, state, progress comment, timings."""
+    return f"codexbot:task:{task_id}"
+
+
+def steering(task_id: str) -> str:
+    """Comments for a running task's agent, read at its next step."""
+    return f"codexbot:steer:{task_id}"
+
+
+def cancel(task_id: str) -> str:
+    """Set when a task must stop: holds the reason (stopped by a user, superseded by ...)."""
+    return f"codexbot:cancel:{task_id}"
+
+
+def intake_job_id(delivery_id: str) -> str:
+    return f"intake-{delivery_id}"
+
+
+def tasks_in_state(state: str) -> str:
+    """The ids of the tasks now in ``state`` (queued, running, done, ...), for metrics."""
+    return f"codexbot:tasks:state:{state}"
+
+
+def permission(repo: str, user: str) -> str:
+    """A user's role on a repository, cached for a minute."""
+    return f"codexbot:permission:{repo.lower()}:{user.lower()}"
+
+
+def review_claim(review_id: int) -> str:
+    """Set by the first event of a review, so one review starts one follow-up."""
+    return f"codexbot:review:{review_id}"

@@ -1,0 +1,344 @@
+"""What leaves the sandbox: `git diff --binary` against the start commit, minus what we refuse.
+
+    guard = ChangeGuard(box, base_commit, ChangePolicy.from_config(config))
+    note = guard.after_command()         # "" or a note for the agent about a new refusal, at once
+    result = guard.result()              # patch, new files, every refusal (for the PR body)
+
+Refused, each with a reason the agent and the PR reader can act on:
+- symlinks pointing outside the workspace (absolute, or climbing out with ..);
+- files over the size cap;
+- changes under .git/ (the workspace's own metadata: hooks, config; nested .git directories and
+  embedded repositories);
+- changes under .github/workflows/ unless `.github/codex.yml` says `allow_workflow_changes: true`
+  (GitHub refuses them too without the workflows permission);
+- paths matching `protected_paths` globs.
+
+The facts (status, mode, size, link target) are gathered inside the container by one small
+script; judging them is pure (`judge`) and table-tested. Refused paths are reset to the start
+commit in a private index before the diff, so the patch simply does not contain them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sandbox.container import MAX_DIFF_BYTES, SandboxError, _Reply
+
+DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
+INDEX = "/tmp/.codexbot-changes.index"  # noqa: S108 - the container's private tmpfs
+WORKFLOWS = ".github/workflows/"
+
+# Runs inside the container (python3 -I -S): stage everything in a private index, list changes.
+FACTS_SCRIPT = r"""
+import hashlib, json, os, subprocess, sys
+base = sys.argv[1]
+env = dict(os.environ, GIT_INDEX_FILE=sys.argv[2])
+def git(*args):
+    done = subprocess.run(["git", "-c", "core.quotepath=off", *args], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode:
+        sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+        sys.exit(done.returncode)
+    return done.stdout
+def meta():
+    digest = hashlib.sha256()
+    for name in ("config", "info/attributes", "info/exclude", "objects/info/alternates"):
+        try:
+            with open(os.path.join(".git", name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read() + b"\0")
+        except OSError:
+            pass
+    for root, dirs, files in os.walk(".git/hooks"):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as f:
+                    digest.update(path.encode() + b"\0" + f.read() + b"\0")
+            except OSError:
+                pass
+    return digest.hexdigest()
+try:
+    os.unlink(sys.argv[2])
+except OSError:
+    pass
+git("read-tree", base)
+git("add", "-A")
+fields = git("diff", "--cached", "--raw", "-z", "--no-renames", "--no-ext-diff", base).split(b"\0")
+changes = []
+i = 0
+while i + 1 < len(fields) and fields[i].startswith(b":"):
+    old_mode, new_mode, _, _, status = fields[i][1:].decode().split()
+    path = fields[i + 1].decode("utf-8", "surrogateescape")
+    i += 2
+    entry = {"path": path, "status": status[0], "mode": new_mode, "size": 0, "target": None}
+    if status[0] != "D":
+        try:
+            info = os.lstat(path)
+            entry["size"] = info.st_size
+            if new_mode == "120000":
+                entry["target"] = os.readlink(path)
+        except OSError:
+            pass
+    changes.append(entry)
+nested = []
+for root, dirs, files in os.walk("."):
+    if root == ".":
+        dirs[:] = [d for d in dirs if d != ".git"]
+    for name in dirs + files:
+        if name.lower() == ".git" and root != ".":
+            nested.append(os.path.join(root, name)[2:])
+print(json.dumps({"changes": changes, "meta": meta(), "nested_git": nested[:50]}))
+"""
+
+
+@dataclass(frozen=True)
+class ChangePolicy:
+    allow_workflow_changes: bool = False
+    protected_paths: tuple[str, ...] = ()
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> ChangePolicy:
+        """From a `workers.repoconfig.RepoConfig` (anything with the two attributes)."""
+        return cls(
+            allow_workflow_changes=bool(config.allow_workflow_changes),
+            protected_paths=tuple(config.protected_paths),
+            **overrides,
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    status: str  # A, M, D, T
+    mode: str  # new mode: 100644, 100755, 120000 (symlink), 160000 (gitlink), 000000 (deleted)
+    size: int = 0
+    target: str | None = None  # a symlink's target
+
+
+@dataclass(frozen=True)
+class Refusal:
+    path: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class WorkspaceResult:
+    patch: bytes
+    new_files: tuple[str, ...]
+    refusals: tuple[Refusal, ...]
+    changed_files: tuple[str, ...] = field(default=())
+
+
+# ---------------------------------------------------------------------------- pure
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A protected_paths glob as a regex: `*` and `?` stay within one directory, `**` spans any.
+
+    A pattern without a slash matches that name in any directory (like .gitignore); one ending in
+    a slash matches everything under that directory.
+    """
+    pattern = pattern.strip().lstrip("/")
+    if pattern.endswith("/"):
+        pattern += "**"
+    anywhere = "/" not in pattern
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    body = "".join(out)
+    return re.compile(("(?:.*/)?" if anywhere else "") + body + "(?:/.*)?\\Z")
+
+
+def symlink_escapes(path: str, target: str) -> bool:
+    if target.startswith("/"):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def judge(changes: list[Change], policy: ChangePolicy) -> list[Refusal]:
+    """The refusals for these changes under this policy; one per path, the first reason found."""
+    protected = [(glob, glob_regex(glob)) for glob in policy.protected_paths]
+    refusals = []
+    for change in changes:
+        parts = change.path.split("/")
+        reason = None
+        if any(part.lower() == ".git" for part in parts):
+            reason = "changes under .git/ are never carried over"
+        elif change.mode == "160000":
+            reason = "an embedded git repository (a nested .git) cannot be part of the change"
+        elif change.mode == "120000" and change.target is not None:
+            if symlink_escapes(change.path, change.target):
+                reason = f"a symlink pointing outside the workspace (-> {change.target})"
+        elif change.status != "D" and change.size > policy.max_file_bytes:
+            reason = (
+                f"the file is {change.size} bytes, over the {policy.max_file_bytes}-byte cap "
+                "for one file"
+            )
+        if (
+            reason is None
+            and change.path.startswith(WORKFLOWS)
+            and not policy.allow_workflow_changes
+        ):
+            reason = (
+                "changes to .github/workflows/ are refused unless .github/codex.yml says "
+                "allow_workflow_changes: true (GitHub also refuses them without the workflows "
+                "permission)"
+            )
+        if reason is None:
+            for glob, regex in protected:
+                if regex.match(change.path):
+                    reason = (
+                        f"the path is protected by protected_paths ({glob}) in .github/codex.yml"
+                    )
+                    break
+        if reason is not None:
+            refusals.append(Refusal(change.path, reason))
+    return refusals
+
+
+def agent_note(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
+    """What the agent is told at once, so it can take another way."""
+    if not refusals:
+        return ""
+    lines = "\n".join(f"- {refusal.line()}" for refusal in refusals)
+    return (
+        "\n[refused: these changes will not be part of the pull request; undo them or take "
+        f"another way]\n{lines}"
+    )
+
+
+def pr_section(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
+    """The PR body's account of what was left out and why."""
+    if not refusals:
+        return ""
+    lines = "\n".join(f"- `{refusal.path}`: {refusal.reason}" for refusal in refusals)
+    return f"### Changes left out\n\nThe sandbox refused these changes:\n\n{lines}\n"
+
+
+# ---------------------------------------------------------------------------- in the sandbox
+
+
+class Runner(Protocol):
+    def run_raw(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        workdir: str | None = None,
+        max_output: int = 64_000,
+        env: dict[str, str] | None = None,
+    ) -> _Reply: ...
+
+
+def _facts(box: Runner, base_commit: str) -> dict[str, Any]:
+    command = f"python3 -I -S -c {shlex.quote(FACTS_SCRIPT)} {shlex.quote(base_commit)} {INDEX}"
+    reply = box.run_raw(command, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024)
+    if reply.exit_code != 0 or reply.truncated:
+        raise SandboxError(
+            f"could not list the changes ({reply.exit_code}): {reply.text()[-2000:]}"
+        )
+    lines = reply.data().decode("utf-8", "surrogateescape").strip().splitlines()
+    return dict(json.loads(lines[-1]))
+
+
+def _changes(facts: dict[str, Any]) -> list[Change]:
+    changes = [Change(**entry) for entry in facts["changes"]]
+    listed = {change.path for change in changes}
+    for path in facts.get("nested_git", []):
+        if path not in listed:  # ignored by git, but still someone's attempt at a nested repo
+            changes.append(Change(path=path, status="A", mode="040000"))
+    return changes
+
+
+class ChangeGuard:
+    """Watches a workspace for refused changes; tells the agent once, the PR at the end."""
+
+    def __init__(self, box: Runner, base_commit: str, policy: ChangePolicy) -> None:
+        self._box = box
+        self._base = base_commit
+        self._policy = policy
+        self._meta = _facts(box, base_commit)["meta"]
+        self._told: set[Refusal] = set()
+
+    def refusals(self) -> list[Refusal]:
+        facts = _facts(self._box, self._base)
+        refusals = judge(_changes(facts), self._policy)
+        if facts["meta"] != self._meta:
+            refusals.append(
+                Refusal(
+                    ".git/",
+                    "changes under .git/ (config, hooks, attributes, alternates) are never "
+                    "carried over; only the working tree is",
+                )
+            )
+        return refusals
+
+    def after_command(self) -> str:
+        """A note for the agent about refusals it has not been told of yet, or ""."""
+        new = [refusal for refusal in self.refusals() if refusal not in self._told]
+        self._told.update(new)
+        return agent_note(new)
+
+    def result(self) -> WorkspaceResult:
+        facts = _facts(self._box, self._base)
+        changes = _changes(facts)
+        refusals = judge(changes, self._policy)
+        if facts["meta"] != self._meta:
+            refusals.append(Refusal(".git/", "changes under .git/ are never carried over"))
+        refused = {refusal.path for refusal in refusals}
+        reset = ""
+        paths = [c.path for c in changes if c.path in refused and c.mode != "040000"]
+        if paths:
+            listing = base64.b64encode("\0".join(paths).encode("utf-8", "surrogateescape"))
+            reset = (
+                f"printf %s {listing.decode()} | base64 -d | GIT_LITERAL_PATHSPECS=1 git reset "
+                f"-q --pathspec-from-file=- --pathspec-file-nul {shlex.quote(self._base)} && "
+            )
+        command = (
+            f"export GIT_INDEX_FILE={INDEX} && {reset}git -c core.quotepath=off diff "
+            f"--no-ext-diff --no-textconv --binary --cached {shlex.quote(self._base)}"
+        )
+        reply = self._box.run_raw(
+            command + " 2>/tmp/.codexbot-changes.err || { s=$?; cat /tmp/.codexbot-changes.err; "
+            "exit $s; }",
+            timeout=120,
+            workdir="/workspace",
+            max_output=MAX_DIFF_BYTES,
+        )
+        if reply.exit_code != 0:
+            raise SandboxError(f"git diff failed ({reply.exit_code}): {reply.text()[-2000:]}")
+        if reply.truncated:
+            raise SandboxError(f"the change is larger than {MAX_DIFF_BYTES} bytes")
+        kept = [c for c in changes if c.path not in refused and c.mode != "040000"]
+        return WorkspaceResult(
+            patch=reply.data(),
+            new_files=tuple(c.path for c in kept if c.status == "A"),
+            refusals=tuple(refusals),
+            changed_files=tuple(c.path for c in kept),
+        )

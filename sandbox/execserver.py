@@ -1,0 +1,329 @@
+"""The exec server: one long-lived process inside the sandbox that runs every command.
+
+It is started once per container (`python3 -I -S -c <this file>` through one `docker exec` with
+stdin attached) and then speaks JSON lines over that attached stream, so a command costs a fork
+and a pipe instead of a fresh `docker exec` (milliseconds instead of tens of them).
+
+Request, one line on stdin:
+    {"id": 1, "cmd": "pytest -q", "timeout": 60, "cwd": null, "max": 64000, "env": {}}
+Reply, one line on stdout:
+    {"id": 1, "exit": 0, "timed_out": false, "total": 123, "head": <b64>, "tail": <b64>,
+     "cwd": "/workspace/sub", "ms": 12, "strays": [], "stopped": null}
+
+Each command runs in `bash -c` in a session and process group of its own, stdout and stderr on
+one pipe; the server keeps the first and last `max // 2` bytes and counts the rest. On timeout the
+whole group is killed. When the command returns, every process it left behind (also those that
+left its group with setsid) is killed and named in `strays`. The working directory a command ends
+in is the next command's (`cwd: null`); an explicit `cwd` runs one command elsewhere. While a
+command runs, the workspace's disk use is sampled; past `workspace_max` bytes the command is
+stopped (`stopped` says why). Nothing here reads the worker's secrets: `env` holds only what the
+worker chose to pass for this one command (setup secrets, in the setup phase alone).
+
+Standard library only: it runs on whatever Python the image has (3.7+). Its source arrives as the
+first line on stdin (BOOTSTRAP below), so `ps` in the sandbox shows one short line for it.
+"""
+
+import base64
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+F_SETPIPE_SZ = 1031
+READ_SIZE = 1 << 20
+DEFAULT_CWD = os.environ.get("CODEXBOT_WORKSPACE", "/workspace")
+KILL_ROUNDS = 200
+TRAP_PREFIX = "bash -c trap 'pwd -P"
+
+
+def _pids():
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _alive(pid):
+    """False for a gone or zombie process (a zombie cannot be killed and holds nothing)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _oom_kills():
+    """How many processes the kernel has killed for memory in this container so far."""
+    for path, key in (
+        ("/sys/fs/cgroup/memory.events", "oom_kill"),  # cgroup v2
+        ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"),  # cgroup v1
+    ):
+        try:
+            with open(path) as events:
+                for line in events:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _name(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+            words = cmdline.read().split(b"\0")
+        name = b" ".join(w for w in words if w).decode("utf-8", "replace")
+    except OSError:
+        return "?"
+    if name.startswith(TRAP_PREFIX):  # a command's own shell: show the command
+        name = name.split("\n", 1)[-1]
+    return name[:200]
+
+
+class Server:
+    def __init__(self):
+        # Never swept: init, the container's main process (init's first child), this server and
+        # other `docker exec` sessions (parent outside the container, ppid 0: the worker's own).
+        # Anything else belongs to some command, also the leftovers of a server that was killed.
+        pids = _pids()
+        init_children = [pid for pid in pids if _ppid(pid) == 1]
+        self.protected = {1, os.getpid()} | {pid for pid in pids if _ppid(pid) == 0}
+        if init_children:
+            self.protected.add(min(init_children))
+        self.cwd = DEFAULT_CWD
+        self.out = sys.stdout.buffer
+        self.workspace_max = int(os.environ.get("CODEXBOT_WORKSPACE_MAX", "0") or 0)
+        # A child's exit wakes the select below at once (it would otherwise wait out its tick
+        # while a background job still holds the output pipe).
+        self.wakeup_read, wakeup_write = os.pipe()
+        os.set_blocking(self.wakeup_read, False)
+        os.set_blocking(wakeup_write, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wakeup_write)
+
+    def send(self, message):
+        self.out.write(json.dumps(message).encode() + b"\n")
+        self.out.flush()
+
+    def sweep(self):
+        """SIGKILL every process not protected, until none is left."""
+        for _ in range(KILL_ROUNDS):
+            found = False
+            for pid in _pids():
+                if pid in self.protected or not _alive(pid):
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    found = True
+                except (ProcessLookupError, PermissionError):
+                    pass  # gone, or not ours (root processes of the worker)
+            if not found:
+                break
+            time.sleep(0.002)
+
+    def survey(self):
+        """Names of the processes alive now that belong to commands."""
+        return [_name(pid) or "?" for pid in _pids() if pid not in self.protected and _alive(pid)][
+            :20
+        ]
+
+    def usage(self, root):
+        total = 0
+        stack = [root]
+        while stack:
+            try:
+                entries = os.scandir(stack.pop())
+            except OSError:
+                continue
+            with entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        pass
+        return total
+
+    def run(self, request):
+        started = time.monotonic()
+        limit = max(int(request.get("max", 64000)), 0)
+        head_limit = limit // 2
+        tail_limit = limit - head_limit
+        head, tail, total = bytearray(), bytearray(), 0
+        cwd = request.get("cwd") or self.cwd
+        note = None
+        if not os.path.isdir(cwd):
+            note = "the working directory %s is gone; ran in %s" % (cwd, DEFAULT_CWD)
+            cwd = DEFAULT_CWD
+        env = dict(os.environ)
+        env.pop("CODEXBOT_WORKSPACE_MAX", None)
+        env.update(request.get("env") or {})
+        read_fd, write_fd = os.pipe()
+        cwd_read, cwd_write = os.pipe()
+        try:
+            import fcntl
+
+            fcntl.fcntl(read_fd, F_SETPIPE_SZ, READ_SIZE)
+        except OSError:
+            pass
+        # Commands are the OOM killer's first choice, so a memory hog never takes the server down.
+        script = "trap 'pwd -P >&%d 2>/dev/null' EXIT; echo 1000 >/proc/self/oom_score_adj\n%s" % (
+            cwd_write,
+            request["cmd"],
+        )
+        oom_before = _oom_kills()
+        try:
+            process = subprocess.Popen(
+                ["bash", "-c", script],
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                cwd=cwd,
+                env=env,
+                pass_fds=(cwd_write,),
+                start_new_session=True,
+            )
+        except OSError as error:  # fork failed: the pids limit is reached
+            for fd in (read_fd, write_fd, cwd_read, cwd_write):
+                os.close(fd)
+            strays = self.survey()
+            self.sweep()
+            message = ("could not start the command: %s\n" % error).encode()
+            return self.reply(
+                request, 126, False, message, b"", len(message), started, strays, None
+            )
+        os.close(write_fd)
+        os.close(cwd_write)
+        deadline = started + float(request.get("timeout", 120))
+        timed_out = False
+        stopped = None
+        ended_at = None
+        leftovers = []
+        next_usage = started + 1.0
+        usage_cost = 0.0
+        open_fd = True
+        while open_fd:
+            now = time.monotonic()
+            if process.poll() is not None and ended_at is None:
+                ended_at = now
+                leftovers = self.survey()
+                # Whatever the command left in its group would hold the pipe open: end it now.
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if not timed_out and ended_at is None and now >= deadline:
+                timed_out = True
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if ended_at is not None and now - ended_at > 0.2:
+                # Escaped the group (setsid, nohup ... &) and still holding the pipe.
+                self.sweep()
+            if self.workspace_max and ended_at is None and not timed_out and now >= next_usage:
+                measured = time.monotonic()
+                used = self.usage(DEFAULT_CWD)
+                usage_cost = time.monotonic() - measured
+                next_usage = time.monotonic() + max(1.0, usage_cost * 10)
+                if used > self.workspace_max:
+                    stopped = "the workspace grew past %d bytes (%d used)" % (
+                        self.workspace_max,
+                        used,
+                    )
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            ready, _, _ = select.select([read_fd, self.wakeup_read], [], [], 0.05)
+            if self.wakeup_read in ready:
+                try:
+                    os.read(self.wakeup_read, 4096)
+                except OSError:
+                    pass
+            if read_fd not in ready:
+                continue
+            data = os.read(read_fd, READ_SIZE)
+            if not data:
+                open_fd = False
+                break
+            total += len(data)
+            room = head_limit - len(head)
+            if room > 0:
+                head += data[:room]
+                data = data[room:]
+            if data and tail_limit:
+                tail += data[-tail_limit:]
+                if len(tail) > tail_limit:
+                    del tail[: len(tail) - tail_limit]
+        os.close(read_fd)
+        exit_code = process.wait()
+        if ended_at is None and not timed_out:
+            leftovers = self.survey()  # the output ended first: nothing held the pipe
+        if exit_code < 0:
+            exit_code = 128 - exit_code
+        if timed_out:
+            exit_code = 124
+        self.sweep()
+        oom_after = _oom_kills()
+        if oom_before is not None and oom_after is not None and oom_after > oom_before:
+            stopped = "out of memory: the kernel killed %d process(es) of the command" % (
+                oom_after - oom_before
+            )
+        strays = [] if timed_out or stopped else leftovers
+        end_cwd = None
+        try:
+            ready, _, _ = select.select([cwd_read], [], [], 0)
+            if ready:
+                end_cwd = os.read(cwd_read, 4096).decode("utf-8", "replace").strip() or None
+        finally:
+            os.close(cwd_read)
+        if not request.get("cwd") and end_cwd and os.path.isdir(end_cwd):
+            self.cwd = end_cwd
+        if note:
+            stopped = note if stopped is None else stopped + "; " + note
+        return self.reply(
+            request, exit_code, timed_out, head, tail, total, started, strays, stopped
+        )
+
+    def reply(self, request, exit_code, timed_out, head, tail, total, started, strays, stopped):
+        return {
+            "id": request.get("id"),
+            "exit": exit_code,
+            "timed_out": timed_out,
+            "total": total,
+            "head": base64.b64encode(bytes(head)).decode(),
+            "tail": base64.b64encode(bytes(tail)).decode(),
+            "cwd": self.cwd,
+            "ms": int((time.monotonic() - started) * 1000),
+            "strays": strays,
+            "stopped": stopped,
+        }
+
+    def serve(self):
+        self.sweep()
+        self.send({"ready": True, "pid": os.getpid()})
+        for line in sys.stdin.buffer:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+                reply = self.run(request)
+            except Exception as error:  # noqa: BLE001 - reported back, never fatal to the server
+                reply = {"id": None, "error": "%s: %s" % (type(error).__name__, error)}
+            self.send(reply)
+
+
+if __name__ == "__main__":
+    Server().serve()

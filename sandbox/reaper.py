@@ -1,0 +1,171 @@
+"""Remove what crashed tasks left behind: containers (and their volumes) whose task is over.
+
+Every worker calls `reap(client, redis)` now and then (`start_reaper` runs it on a thread). A
+container goes when
+- its RQ job (label `codexbot.job`) is finished, failed, stopped, canceled or gone; or
+- its worker (label `codexbot.worker`) is gone: no RQ registration, a registration on this host
+  whose pid is dead, or one whose heartbeat is older than `STALE_HEARTBEAT_SECONDS`; a
+  non-RQ owner (`host:pid`) on this host whose process is dead.
+Volumes of removed containers go with them; the engine-side mirror volumes are shared and kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import docker
+import docker.errors
+import structlog
+from redis import Redis
+
+from sandbox.container import (
+    HOST_LABEL,
+    JOB_LABEL,
+    PID_LABEL,
+    REDIS_LABEL,
+    TASK_LABEL,
+    WORKER_LABEL,
+    redis_identity,
+)
+
+log = structlog.get_logger(__name__)
+
+WORKER_KEY_PREFIX = "rq:worker:"
+JOB_KEY_PREFIX = "rq:job:"
+FINISHED_JOB_STATES = {"finished", "failed", "stopped", "canceled"}
+STALE_HEARTBEAT_SECONDS = 120
+REAP_INTERVAL_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Reaped:
+    container: str
+    task_id: str
+    reason: str
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _decode(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def job_over(redis: Redis, job_id: str) -> str | None:
+    """Why the job is over, or None while it is queued or running."""
+    status = _decode(redis.hget(JOB_KEY_PREFIX + job_id, "status"))
+    if not status:
+        return "its job is gone"
+    if status in FINISHED_JOB_STATES:
+        return f"its job is {status}"
+    return None
+
+
+def worker_gone(
+    redis: Redis, worker: str, *, host: str, pid: str, now: datetime, this_host: str
+) -> str | None:
+    """Why the worker is gone, or None if it may still be alive."""
+    fields = {
+        _decode(k): _decode(v)
+        for k, v in (redis.hgetall(WORKER_KEY_PREFIX + worker) or {}).items()  # type: ignore[union-attr]
+    }
+    if fields:
+        if fields.get("hostname") == this_host and fields.get("pid", "").isdigit():
+            if not _pid_alive(int(fields["pid"])):
+                return f"its worker {worker} (pid {fields['pid']}) is dead"
+            return None
+        beat = fields.get("last_heartbeat")
+        if beat:
+            with contextlib.suppress(ValueError):
+                seen = datetime.fromisoformat(beat.replace("Z", "+00:00"))
+                if seen.tzinfo is None:
+                    seen = seen.replace(tzinfo=UTC)
+                if (now - seen).total_seconds() > STALE_HEARTBEAT_SECONDS:
+                    return f"its worker {worker} stopped sending heartbeats"
+        return None
+    # Not an RQ worker name: host:pid of whoever made it.
+    if host == this_host and pid.isdigit():
+        return None if _pid_alive(int(pid)) else f"its process {pid} on {host} is dead"
+    if ":" not in worker:
+        return f"its worker {worker} is not registered"
+    return None
+
+
+def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
+    """Remove every task container whose task is over; returns what was removed and why."""
+    this_host = socket.gethostname()
+    now = datetime.now(UTC)
+    ours = redis_identity(redis)
+    reaped: list[Reaped] = []
+    for container in client.containers.list(all=True, filters={"label": TASK_LABEL}):
+        labels = container.labels
+        task_id = labels.get(TASK_LABEL, "")
+        reason = None
+        if labels.get(JOB_LABEL):
+            if labels.get(REDIS_LABEL) != ours:
+                continue  # another deployment's (or test database's) job: not ours to judge
+            reason = job_over(redis, labels[JOB_LABEL])
+        if reason is None:
+            reason = worker_gone(
+                redis,
+                labels.get(WORKER_LABEL, ""),
+                host=labels.get(HOST_LABEL, ""),
+                pid=labels.get(PID_LABEL, ""),
+                now=now,
+                this_host=this_host,
+            )
+        if reason is None:
+            continue
+        volumes = [
+            mount["Name"]
+            for mount in container.attrs.get("Mounts", [])
+            if mount.get("Type") == "volume" and mount.get("Name")
+        ]
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+        for name in volumes:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                volume = client.volumes.get(name)
+                if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) == task_id:
+                    volume.remove(force=True)  # the task's own; shared mirrors stay
+        log.warning("sandbox.reaped", task_id=task_id, container=container.name, reason=reason)
+        reaped.append(Reaped(container=container.name, task_id=task_id, reason=reason))
+    return reaped
+
+
+def start_reaper(
+    client_factory: Callable[[], docker.DockerClient],
+    redis: Redis,
+    *,
+    interval: float = REAP_INTERVAL_SECONDS,
+) -> threading.Event:
+    """Run `reap` every `interval` seconds on a daemon thread; set the returned event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        client = client_factory()
+        try:
+            while not stop.is_set():
+                try:
+                    reap(client, redis)
+                except Exception:  # noqa: BLE001 - a reaper must outlive a bad round; logged
+                    log.exception("sandbox.reap_failed")
+                stop.wait(interval)
+        finally:
+            client.close()
+
+    threading.Thread(target=loop, name="codexbot-reaper", daemon=True).start()
+    return stop

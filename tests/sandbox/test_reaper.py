@@ -1,0 +1,104 @@
+"""A worker SIGKILLed mid-task leaves a container; the reaper removes it within 60 seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+from redis import Redis
+from rq import Queue
+
+from sandbox.container import JOB_LABEL, REDIS_LABEL, TASK_LABEL, WORKER_LABEL, volume_name
+from sandbox.reaper import reap, worker_gone
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = """
+import sys
+from redis import Redis
+from rq import Queue, SimpleWorker
+redis = Redis.from_url(sys.argv[1])
+SimpleWorker([Queue(sys.argv[2], connection=redis)], connection=redis).work(burst=True)
+"""
+
+
+def task_containers(client: docker.DockerClient, task_id: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
+
+
+def test_sigkilled_worker_leaves_nothing_behind_within_60_seconds(
+    docker_client: docker.DockerClient, sandbox_image: str, redis: Redis, redis_url: str
+) -> None:
+    task_id = f"test-reap-{uuid.uuid4().hex[:8]}"
+    queue = Queue(f"reap-{uuid.uuid4().hex[:6]}", connection=redis)
+    job = queue.enqueue("tests.sandbox.worker_job.hold_sandbox", task_id, sandbox_image)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, redis_url, queue.name],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not [c for c in task_containers(docker_client, task_id) if c.status == "running"]:
+            assert worker.poll() is None, "the worker died before the task started"
+            assert time.monotonic() < deadline, "the task never started its sandbox"
+            time.sleep(0.1)
+        labels = task_containers(docker_client, task_id)[0].labels
+        assert labels[JOB_LABEL] == job.id
+        assert labels[REDIS_LABEL].endswith("/" + redis_url.rsplit("/", 1)[1])
+        assert reap(docker_client, redis) == []  # alive and running: left alone
+        assert task_containers(docker_client, task_id)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+    killed_at = time.monotonic()
+    reaped = []
+    while task_containers(docker_client, task_id):
+        assert time.monotonic() - killed_at < 60, "a container of the task is still there"
+        reaped += reap(docker_client, redis)
+        time.sleep(0.5)
+    assert [r.task_id for r in reaped] == [task_id]
+    assert f"its worker {labels[WORKER_LABEL]}" in reaped[0].reason
+    assert not docker_client.volumes.list(filters={"name": volume_name(task_id)})
+
+
+def test_finished_job_means_its_container_goes(redis: Redis) -> None:
+    from sandbox.reaper import job_over
+
+    redis.hset("rq:job:abc", "status", "finished")
+    redis.hset("rq:job:def", "status", "started")
+    assert job_over(redis, "abc") == "its job is finished"
+    assert job_over(redis, "def") is None
+    assert job_over(redis, "missing") == "its job is gone"
+
+
+def test_worker_gone_rules(redis: Redis) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    redis.hset("rq:worker:w1", mapping={"hostname": "here", "pid": str(dead.pid)})
+    redis.hset("rq:worker:w2", mapping={"hostname": "here", "pid": str(os.getpid())})
+    redis.hset(
+        "rq:worker:w3",
+        mapping={"hostname": "elsewhere", "pid": "1", "last_heartbeat": "2001-01-01T00:00:00Z"},
+    )
+    args = {"host": "", "pid": "", "now": now, "this_host": "here"}
+    assert "is dead" in (worker_gone(redis, "w1", **args) or "")
+    assert worker_gone(redis, "w2", **args) is None
+    assert "heartbeats" in (worker_gone(redis, "w3", **args) or "")
+    assert "not registered" in (worker_gone(redis, "w4", **args) or "")
+    own = {**args, "host": "here", "pid": str(os.getpid())}
+    assert worker_gone(redis, f"here:{os.getpid()}", **own) is None
+    gone = {**args, "host": "here", "pid": str(dead.pid)}
+    assert "is dead" in (worker_gone(redis, f"here:{dead.pid}", **gone) or "")

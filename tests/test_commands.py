@@ -1,0 +1,46 @@
+import pytest
+
+from codexbot.commands import parse_command
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "argument"),
+    [
+        ("/codex fix", "fix", ""),
+        ("/codex fix please use a regex", "fix", "please use a regex"),
+        ("  /CODEX Fix  it", "fix", "it"),
+        ("/codex ask where is the parser?", "ask", "where is the parser?"),
+        ("/codex stop", "stop", ""),
+        ("/codex help", "help", ""),
+        ("/codex", "help", ""),
+        ("/codex deploy now", "unknown", "now"),
+        ("Thanks!\n\n/codex fix\n/codex stop", "fix", ""),
+        ("first line\r\n/codex ask why?\r\n", "ask", "why?"),
+        ("```\n/codex fix\n```\n/codex ask real one", "ask", "real one"),
+        ("~~~~\n/codex fix\n~~~\nstill fenced\n~~~~\n/codex stop", "stop", ""),
+    ],
+)
+def test_commands_are_found(text, name, argument):
+    command = parse_command(text)
+    assert command is not None
+    assert (command.name, command.argument) == (name, argument)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "please /codex fix this",  # not at the start of a line
+        "> /codex fix",  # a quoted reply never starts a run
+        ">> /codex fix",
+        "  > /codex fix something",
+        "```\n/codex fix\n```",
+        "```python\n/codex fix\n",  # an unclosed fence runs to the end
+        "    /codex fix",  # four spaces: a code block in Markdown
+        "/codexfix",
+        "/codex-fix",
+    ],
+)
+def test_no_command(text):
+    assert parse_command(text) is None

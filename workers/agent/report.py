@@ -1,0 +1,239 @@
+"""A trajectory made readable: summaries for `codexbot task ls`, steps for `task show` and the
+task page. Pure functions over the JSONL records."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workers.agent.trajectory import read_records
+
+TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass
+class TaskSummary:
+    id: str
+    repo: str = ""
+    number: int | None = None
+    mode: str = ""
+    title: str = ""
+    state: str = "unknown"
+    started: float | None = None
+    ended: float | None = None
+    steps: int = 0
+    tokens: int = 0
+    seconds: float | None = None
+    reason: str = ""
+    pr_url: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        if self.seconds is not None:
+            return self.seconds
+        if self.started is not None and self.ended is not None:
+            return max(0.0, self.ended - self.started)
+        return None
+
+
+@dataclass
+class ToolView:
+    name: str
+    label: str  # the command, the path, the pattern...
+    output: str = ""
+    exit_code: int | None = None
+    error: str = ""
+    duration: float | None = None
+
+
+@dataclass
+class StepView:
+    number: int
+    thought: str = ""  # the model's text beside its tool calls
+    model_seconds: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tools: list[ToolView] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # steering, context, instructions, errors
+
+
+def trajectory_file(directory: Path, task_id: str) -> Path | None:
+    """The task's trajectory path, or None for an id that is not a plain name."""
+    if not TASK_ID.match(task_id):
+        return None
+    return directory / f"{task_id}.jsonl"
+
+
+def summarize(task_id: str, records: list[dict[str, Any]]) -> TaskSummary:
+    summary = TaskSummary(id=task_id)
+    if not records:
+        return summary
+    summary.started = records[0].get("time")
+    summary.ended = records[-1].get("time")
+    summary.state = "running"
+    for record in records:
+        kind = record.get("type")
+        if kind == "start":
+            summary.repo = str(record.get("repo", ""))
+            summary.number = record.get("number")
+            summary.mode = str(record.get("mode", ""))
+            summary.title = str(record.get("title", ""))
+        elif kind == "response":
+            summary.tokens += int(record.get("prompt_tokens", 0)) + int(
+                record.get("completion_tokens", 0)
+            )
+        elif kind == "result":
+            summary.state = str(record.get("status", "unknown"))
+            summary.steps = int(record.get("step", 0))
+            summary.seconds = record.get("seconds")
+            summary.reason = str(record.get("reason", ""))
+        summary.steps = max(summary.steps, int(record.get("step", 0) or 0))
+    return summary
+
+
+def _with_arguments(record: dict[str, Any]) -> dict[str, Any]:
+    """A failed call keeps its raw arguments; parsed, they label it like a good one."""
+    raw = record.get("arguments")
+    if not isinstance(raw, str):
+        return record
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        return record
+    if not isinstance(parsed, dict):
+        return record
+    if record.get("name") == "apply_patch" and isinstance(parsed.get("patch"), str):
+        files = re.findall(r"(?m)^\+\+\+ (?:b/)?(\S+)", parsed["patch"])
+        parsed["files"] = files or ["patch"]
+    return {**parsed, **record}
+
+
+def _tool_label(record: dict[str, Any]) -> str:
+    record = _with_arguments(record)
+    name = record.get("name", "")
+    if "command" in record:
+        return str(record["command"])
+    if name == "read_file":
+        return (
+            f"{record.get('path', '')} {record.get('start_line', '')}-{record.get('end_line', '')}"
+        )
+    if name == "search":
+        return f"/{record.get('pattern', '')}/ in {record.get('path', '.')}"
+    if name == "apply_patch":
+        return ", ".join(record.get("files", [])) or "patch"
+    if name == "finish":
+        return str(record.get("title", ""))
+    if name == "answer":
+        return "answer"
+    return str(record.get("arguments", ""))[:200]
+
+
+def _tool_output(record: dict[str, Any]) -> str:
+    if record.get("name") == "finish":
+        return "\n\n".join(p for p in (record.get("summary"), record.get("not_done")) if p)
+    if record.get("name") == "answer":
+        return str(record.get("text", ""))
+    if record.get("name") == "apply_patch" and "patch" in record:
+        return f"{record['patch']}\n{record.get('output', '')}"
+    return str(record.get("output", ""))
+
+
+def steps_of(records: list[dict[str, Any]]) -> list[StepView]:
+    steps: dict[int, StepView] = {}
+
+    def step(number: int) -> StepView:
+        return steps.setdefault(number, StepView(number))
+
+    for record in records:
+        kind, number = record.get("type"), int(record.get("step", 0) or 0)
+        if kind == "response":
+            view = step(number)
+            view.thought = str((record.get("message") or {}).get("content") or "")
+            view.model_seconds = record.get("duration")
+            view.prompt_tokens = int(record.get("prompt_tokens", 0))
+            view.completion_tokens = int(record.get("completion_tokens", 0))
+        elif kind == "tool":
+            step(number).tools.append(
+                ToolView(
+                    name=str(record.get("name", "")),
+                    label=_tool_label(record),
+                    output=_tool_output(record),
+                    exit_code=record.get("exit_code"),
+                    error=str(record.get("error", "")),
+                    duration=record.get("duration"),
+                )
+            )
+        elif kind == "instructions" and record.get("files"):
+            step(number).notes.append(
+                "instructions used: " + ", ".join(record["files"]) + f" ({record.get('reason')})"
+            )
+        elif kind == "steering":
+            authors = ", ".join(f"@{c.get('author')}" for c in record.get("comments", []))
+            step(number).notes.append(f"new comments from {authors} joined the conversation")
+        elif kind == "context":
+            step(number).notes.append(
+                f"{record.get('elided_tool_results')} old tool result(s) elided to fit the context"
+            )
+        elif kind == "error":
+            step(number).notes.append(f"error: {record.get('error')}: {record.get('message')}")
+    return [steps[n] for n in sorted(steps)]
+
+
+def load(directory: Path, task_id: str) -> tuple[TaskSummary, list[StepView]] | None:
+    path = trajectory_file(directory, task_id)
+    if path is None or not path.is_file():
+        return None
+    records = read_records(path)
+    return summarize(task_id, records), steps_of(records)
+
+
+def clip(text: str, lines: int = 12) -> str:
+    """The head and tail of long output, for the readable views."""
+    all_lines = text.splitlines()
+    if len(all_lines) <= lines:
+        return text
+    half = lines // 2
+    cut = len(all_lines) - 2 * half
+    return "\n".join([*all_lines[:half], f"... {cut} lines ...", *all_lines[-half:]])
+
+
+def render_text(summary: TaskSummary, steps: list[StepView], full: bool = False) -> str:
+    """`codexbot task show`: the run as a person reads it."""
+    where = f"{summary.repo}#{summary.number}" if summary.repo else "(unknown task)"
+    duration = f"{summary.duration:.1f} s" if summary.duration is not None else "?"
+    lines = [
+        f"task {summary.id}: {where} [{summary.mode or 'fix'}]",
+        f"title: {summary.title}",
+        f"state: {summary.state}  steps: {summary.steps}  tokens: {summary.tokens}  "
+        f"duration: {duration}",
+    ]
+    if summary.reason:
+        lines.append(f"reason: {summary.reason}")
+    for view in steps:
+        if view.number == 0 and not view.tools:
+            lines += [f"  - {note}" for note in view.notes]
+            continue
+        model = f"{view.model_seconds:.2f} s" if view.model_seconds is not None else "?"
+        lines.append("")
+        lines.append(
+            f"step {view.number}  (model {model}, "
+            f"{view.prompt_tokens}+{view.completion_tokens} tokens)"
+        )
+        if view.thought.strip():
+            lines += ["  " + line for line in view.thought.strip().splitlines()]
+        for tool in view.tools:
+            status = f" -> exit {tool.exit_code}" if tool.exit_code is not None else ""
+            status = f" -> ERROR {tool.error}" if tool.error else status
+            lines.append(f"  [{tool.name}] {tool.label}{status}")
+            body = tool.output if full else clip(tool.output)
+            lines += ["    | " + line for line in body.splitlines()]
+        lines += [f"  - {note}" for note in view.notes]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(summary: TaskSummary) -> str:
+    data = {**summary.__dict__, "duration": summary.duration}
+    return json.dumps(data, ensure_ascii=False)

@@ -1,0 +1,217 @@
+"""The fast lane: what happens in the first second after a request arrives.
+
+The receiver enqueues ``accept`` for every request it decides to act on; a dedicated worker
+(`codexbot worker --lane fast`) runs it without waiting behind agent tasks. It reacts with 👀,
+checks the requester may ask, answers `help`, `stop` and unknown commands itself, passes
+comments to a running task, and for real work posts the progress comment and enqueues the task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import structlog
+from redis import Redis
+from rq import Queue
+
+from codexbot import keys
+from codexbot.commands import MARKER, help_text
+from codexbot.logs import configure_logging, forget_secret
+from codexbot.settings import Settings, load_settings
+from workers import tasks
+from workers.github import GitHubApp, Repository
+from workers.progress import Progress, ProgressView
+
+log = structlog.get_logger()
+WRITE_ROLES = {"admin", "maintain", "write"}
+PERMISSION_TTL = 60
+STEERING_TTL = 24 * 3600
+TASK_KINDS = {"fix", "ask", "review"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    redis: Redis
+    app: GitHubApp
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    """Built once per worker process: the fast lane runs jobs in-process, so tokens are reused."""
+    settings = load_settings()
+    configure_logging(settings.secret_values())
+    app = GitHubApp(
+        app_id=settings.github_app_id,
+        private_key=settings.private_key_pem(),
+        api_url=settings.github_api_url,
+    )
+    return Runtime(settings=settings, redis=Redis.from_url(settings.redis_url), app=app)
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    repo: str
+    number: int
+    installation_id: int
+    sender: str
+    is_pull: bool
+    task_id: str
+    delivery_id: str
+    comment_id: int | None = None
+    comment_type: str | None = None
+    review_id: int | None = None
+    text: str = ""
+
+
+def reply(repository: Repository, request: Request, body: str) -> None:
+    repository.comment(request.number, f"{body.strip()}\n\n{MARKER}\n")
+
+
+def role_of(run: Runtime, repository: Repository, user: str) -> str:
+    key = keys.permission(repository.full_name, user)
+    cached = run.redis.get(key)
+    if isinstance(cached, bytes):
+        return cached.decode()
+    role = repository.permission(user)
+    run.redis.set(key, role, ex=PERMISSION_TTL)
+    return role
+
+
+def may_ask(run: Runtime, repository: Repository, user: str) -> bool:
+    if user.lower() in run.settings.trusted_bots():
+        return True
+    return role_of(run, repository, user) in WRITE_ROLES
+
+
+def explain_who_may_ask(repository: Repository, request: Request) -> None:
+    reply(
+        repository,
+        request,
+        f"Thanks for asking, @{request.sender}. Only people with write, maintain or admin "
+        f"access to {request.repo} can hand work to codex-bot, so nothing was started. "
+        "A maintainer can ask on your behalf.",
+    )
+
+
+def answer_help(repository: Repository, request: Request) -> None:
+    reply(repository, request, f"codex-bot understands these commands:\n\n{help_text()}")
+
+
+def answer_unknown(repository: Repository, request: Request) -> None:
+    word = request.text.replace("`", "")[:40]
+    reply(
+        repository,
+        request,
+        f"I don't know the command `/codex {word}`. These are the ones I understand:\n\n"
+        f"{help_text()}",
+    )
+
+
+def stop_running_task(run: Runtime, repository: Repository, request: Request) -> None:
+    running = tasks.newest_for_target(run.redis, request.repo, request.number)
+    if running is None:
+        reply(repository, request, "Nothing is running for this one, so there is nothing to stop.")
+        return
+    tasks.request_stop(run.redis, running, f"stopped by @{request.sender}")
+    reply(repository, request, f"Stopping task `{running}`, as @{request.sender} asked.")
+
+
+def pass_comment_to_running_task(run: Runtime, request: Request) -> None:
+    running = tasks.newest_for_target(run.redis, request.repo, request.number)
+    if running is None:
+        return
+    note = json.dumps({"author": request.sender, "body": request.text, "id": request.comment_id})
+    pipe = run.redis.pipeline()
+    pipe.rpush(keys.steering(running), note)
+    pipe.expire(keys.steering(running), STEERING_TTL)
+    pipe.execute()
+
+
+def claims_review(run: Runtime, request: Request) -> bool:
+    """GitHub sends one event for a review and one per inline comment: start one follow-up."""
+    if request.kind != "review" or request.review_id is None:
+        return True
+    return bool(
+        run.redis.set(
+            keys.review_claim(request.review_id), request.task_id, nx=True, ex=keys.DELIVERY_TTL
+        )
+    )
+
+
+def start_task(run: Runtime, repository: Repository, request: Request) -> None:
+    record = tasks.TaskRecord(
+        id=request.task_id,
+        kind=request.kind,
+        repo=request.repo,
+        number=request.number,
+        is_pull=request.is_pull,
+        installation_id=request.installation_id,
+        sender=request.sender,
+        delivery_id=request.delivery_id,
+        text=request.text,
+        comment_id=request.comment_id,
+        comment_type=request.comment_type,
+        review_id=request.review_id,
+    )
+    progress = Progress(
+        repository, request.number, ProgressView("queued", record.id, record.kind, record.sender)
+    )
+    progress.update()
+    record.progress_comment_id = progress.comment_id
+    tasks.save(run.redis, record)
+    previous = tasks.claim_target(run.redis, record)
+    if previous and previous != record.id:
+        tasks.request_stop(run.redis, previous, f"superseded by task `{record.id}`")
+    Queue(run.settings.codex_queue, connection=run.redis).enqueue(
+        "workers.jobs.run_task",
+        kwargs={"task_id": record.id},
+        job_id=record.id,
+        job_timeout=run.settings.codex_job_timeout,
+        result_ttl=tasks.RECORD_TTL,
+        failure_ttl=tasks.RECORD_TTL,
+        description=f"{record.kind} {record.repo}#{record.number}",
+    )
+    log.info("task queued", superseded=previous)
+
+
+def accept(**fields: object) -> str:
+    """RQ entry point for the fast lane. Returns what it did, for the job's result."""
+    request = Request(**fields)  # type: ignore[arg-type]
+    run = runtime()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        task_id=request.task_id, delivery_id=request.delivery_id, repo=request.repo
+    )
+    token = run.app.installation_token(request.installation_id)
+    forget_secret(token)
+    repository = run.app.repository(request.repo, token)
+    try:
+        repository.react(
+            "eyes",
+            number=request.number,
+            comment_id=request.comment_id,
+            comment_type=request.comment_type,
+        )
+        if not may_ask(run, repository, request.sender):
+            if request.kind != "steer":  # a plain comment from a reader is just a comment
+                explain_who_may_ask(repository, request)
+            return "not allowed"
+        if request.kind == "help":
+            answer_help(repository, request)
+        elif request.kind == "unknown":
+            answer_unknown(repository, request)
+        elif request.kind == "stop":
+            stop_running_task(run, repository, request)
+        elif request.kind == "steer":
+            pass_comment_to_running_task(run, request)
+        elif request.kind in TASK_KINDS and claims_review(run, request):
+            start_task(run, repository, request)
+        else:
+            return "nothing to do"
+        return request.kind
+    finally:
+        repository.close()

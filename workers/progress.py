@@ -1,0 +1,82 @@
+"""The one progress comment per task, edited in place as the task advances.
+
+``progress_comment`` is pure (table tests in tests/test_progress.py); ``Progress`` posts it once
+and edits it after. A failed edit is logged, never fatal: progress is a courtesy, the PR is the
+result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from codexbot.commands import MARKER
+from workers.github import GitHubError, Repository
+
+log = structlog.get_logger()
+
+HEADLINES = {
+    "queued": "⏳ Queued",
+    "preparing": "📦 Preparing the workspace",
+    "running": "🛠️ Working",
+    "testing": "🧪 Running the tests",
+    "publishing": "📤 Publishing",
+    "done": "✅ Done",
+    "failed": "❌ Failed",
+    "stopped": "⏹️ Stopped",
+}
+KIND_NAMES = {"fix": "fix", "ask": "question", "review": "review follow-up"}
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    state: str
+    task_id: str
+    kind: str
+    requested_by: str
+    step: int | None = None
+    detail: str = ""
+    link: str = ""
+    steered: int = 0
+
+
+def progress_comment(view: ProgressView) -> str:
+    headline = HEADLINES.get(view.state, view.state)
+    if view.state == "running" and view.step:
+        headline += f" (step {view.step})"
+    kind = KIND_NAMES.get(view.kind, view.kind)
+    lines = [f"**codex-bot: {headline}**", ""]
+    lines.append(f"Task `{view.task_id}`: {kind} asked by @{view.requested_by}.")
+    if view.detail:
+        lines += ["", view.detail.strip()]
+    if view.link:
+        lines += ["", view.link]
+    if view.steered:
+        noun = "comment" if view.steered == 1 else "comments"
+        lines += ["", f"Took {view.steered} new {noun} into account while working."]
+    return "\n".join(lines) + f"\n\n{MARKER}\n"
+
+
+class Progress:
+    def __init__(
+        self, repo: Repository, number: int, view: ProgressView, comment_id: int | None = None
+    ) -> None:
+        self._repo = repo
+        self._number = number
+        self.view = view
+        self.comment_id = comment_id
+
+    def update(self, state: str | None = None, **changes: object) -> None:
+        fields = dict(changes)
+        if state is not None:
+            fields["state"] = state
+        self.view = ProgressView(**{**self.view.__dict__, **fields})  # type: ignore[arg-type]
+        body = progress_comment(self.view)
+        try:
+            if self.comment_id is None:
+                self.comment_id = self._repo.comment(self._number, body).id
+            else:
+                self._repo.edit_comment(self.comment_id, body)
+        except GitHubError:
+            log.warning("progress comment not updated", exc_info=True, state=self.view.state)

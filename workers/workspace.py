@@ -1,0 +1,237 @@
+"""The worker's bare mirror of each repository, and task workspaces made from it in milliseconds.
+
+    cache = MirrorCache(settings.codex_data_dir / "mirrors")
+    mirror = cache.update("octo/widgets", repo.git_url, token=repo.token)   # clone or fetch
+    start = cache.checkout(mirror, workdir / "repo", git_url=repo.git_url)  # clone --shared
+
+The first task of a repository clones it `--mirror`; later ones `git fetch --prune` (only the new
+objects travel). A workspace is `git clone --shared` of the mirror: no object is copied, so it is
+ready in milliseconds whatever the size of the history. Its `origin` is the real remote, so the
+publish step pushes there as before. The mirror never runs `gc` on its own (`gc.auto=0`): a
+shared clone borrows its objects. A file lock per repository serialises workers on one host.
+
+`bundle_since(mirror, have)` makes the bundle of only the commits the engine side lacks; the
+sandbox's engine-side mirror (`sandbox.mirror`) is refreshed with it. `task_sandbox(...)` puts it
+all together for the job: prepared environment (setup once per key), container, workspace.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+from redis import Redis
+
+from sandbox import mirror as engine_mirror
+from sandbox.container import REPO_LABEL, Sandbox
+from sandbox.hardening import SandboxLimits
+from sandbox.mirror import ensure_mirror_volume, mirror_mount
+from sandbox.prepared import EnvSpec, Prepared, is_lockfile, prepare_environment
+from workers.checkout import Checkout, Git, GitError
+from workers.repoconfig import RepoConfig
+
+MIRROR_REFS = ("refs/heads/*", "refs/tags/*")
+LOCK_TIMEOUT_SECONDS = 600
+BUNDLE_TIMEOUT_SECONDS = 600
+
+
+def mirror_dir_name(full_name: str) -> str:
+    """A filesystem-safe, collision-free directory name for `owner/name`.
+
+    >>> mirror_dir_name("octo/widgets")[:13]
+    'octo-widgets-'
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", full_name).strip("-.")[:80] or "repo"
+    return f"{safe}-{hashlib.sha256(full_name.encode()).hexdigest()[:10]}.git"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class MirrorCache:
+    """Bare mirrors under `root`, one per repository."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, full_name: str) -> Path:
+        return self.root / mirror_dir_name(full_name)
+
+    def update(self, full_name: str, git_url: str, *, token: str | None) -> Path:
+        """Clone the mirror the first time, fetch what is new after; returns its path."""
+        mirror = self.path(full_name)
+        with _locked(mirror.with_suffix(".lock")):
+            if not (mirror / "HEAD").exists():
+                self.root.mkdir(parents=True, exist_ok=True)
+                partial = mirror.with_suffix(".partial")
+                subprocess.run(["rm", "-rf", str(partial)], check=False)
+                Git(self.root, token=token)(
+                    "clone", "--quiet", "--bare", "--no-tags", "--", git_url, partial.name
+                )
+                git = Git(partial, token=token)
+                git("config", "gc.auto", "0")
+                git("config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
+                git("config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*")
+                partial.rename(mirror)
+            else:
+                git = Git(mirror, token=token)
+                git("remote", "set-url", "origin", git_url)
+                git("fetch", "--quiet", "--prune", "origin")
+        return mirror
+
+    def checkout(
+        self, mirror: Path, dest: Path, *, git_url: str, branch: str | None = None
+    ) -> Checkout:
+        """A working tree at `dest` sharing the mirror's objects; `origin` is the real remote."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        args = ["clone", "--quiet", "--shared", "--no-tags"]
+        if branch:
+            args += ["--branch", branch]
+        Git(dest.parent)(*args, "--", str(mirror), dest.name)
+        inside = Git(dest)
+        inside("remote", "set-url", "origin", git_url)
+        return Checkout(
+            path=dest,
+            base_branch=inside("rev-parse", "--abbrev-ref", "HEAD"),
+            base_sha=inside("rev-parse", "HEAD"),
+        )
+
+
+def tips(mirror: Path) -> set[str]:
+    """The commits the mirror's branches and tags point at."""
+    out = Git(mirror)("for-each-ref", "--format=%(objectname)", *MIRROR_REFS)
+    return {line for line in out.split() if line}
+
+
+def bundle_since(mirror: Path, have: set[str], into: Path) -> bool:
+    """Write a bundle of every branch and tag, minus what `have` already reaches.
+
+    Returns False when there is nothing new (git refuses an empty bundle). Commits in `have`
+    that the mirror does not know (a force-push made them unreachable) are ignored.
+    """
+    git = Git(mirror)
+    known = [sha for sha in sorted(have) if _has_commit(mirror, sha)]
+    try:
+        git(
+            "bundle",
+            "create",
+            "--quiet",
+            str(into),
+            "--branches",
+            "--tags",
+            *[f"^{s}" for s in known],
+        )
+    except GitError as error:
+        if "empty bundle" in str(error):
+            return False
+        raise
+    return True
+
+
+def _has_commit(mirror: Path, sha: str) -> bool:
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        return False
+    done = subprocess.run(
+        ["git", "cat-file", "-e", f"{sha}^{{commit}}"],
+        cwd=mirror,
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def lockfile_paths(checkout: Path) -> list[str]:
+    """Tracked lockfiles (the names `sandbox.prepared.LOCKFILE_PATTERNS` lists), sorted."""
+    listed = Git(checkout)("ls-files", "-z")
+    return sorted(path for path in listed.split("\0") if path and is_lockfile(path))
+
+
+def lockfile_contents(checkout: Path) -> dict[str, bytes]:
+    """Path -> bytes of every tracked lockfile in the checkout: part of the environment key."""
+    contents = {}
+    for path in lockfile_paths(checkout):
+        file = checkout / path
+        if file.is_file() and not file.is_symlink():
+            contents[path] = file.read_bytes()
+    return contents
+
+
+# ---------------------------------------------------------------------------- the task's sandbox
+
+
+@contextmanager
+def task_sandbox(
+    client: docker.DockerClient,
+    redis: Redis,
+    *,
+    base_image: str,
+    config: RepoConfig,
+    start: Checkout,
+    host_mirror: Path,
+    repo: str,
+    task_id: str,
+    setup_secrets: Mapping[str, str] | None = None,
+    limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
+    timings: dict[str, int] | None = None,
+) -> Iterator[tuple[Sandbox, Prepared]]:
+    """The agent's sandbox for `start`: prepared environment, workspace from the mirror.
+
+    Raises `SetupFailed` (before any agent step) when a setup command fails. `timings` receives
+    milliseconds for `setup` (0 when reused), `container_start` and `workspace`.
+    """
+    spent = timings if timings is not None else {}
+    volume = ensure_mirror_volume(client, repo, task_id)
+    mounts = mirror_mount(volume)
+
+    def make_bundle(have: set[str], into: Path) -> bool:
+        return bundle_since(host_mirror, have, into)
+
+    def populate(box: Sandbox) -> None:
+        engine_mirror.refresh(box, make_bundle)
+        engine_mirror.checkout(box, start.base_sha)
+
+    began = time.monotonic()
+    prepared = prepare_environment(
+        client,
+        redis,
+        base_image=config.image or base_image,
+        spec=EnvSpec.build(config.setup, config.env_dict, lockfile_contents(start.path)),
+        repo=repo,
+        task_id=task_id,
+        secrets=setup_secrets,
+        populate=populate,
+        limits=limits,
+        volumes=mounts,
+    )
+    spent["setup"] = prepared.setup_ms if prepared.built else 0
+    began = time.monotonic()
+    with Sandbox(
+        client,
+        image=prepared.image,
+        task_id=task_id,
+        labels={REPO_LABEL: repo},
+        env=config.env_dict,
+        limits=limits,
+        volumes=mounts,
+        home_volume=bool(prepared.key),
+    ) as box:
+        spent["container_start"] = int((time.monotonic() - began) * 1000)
+        began = time.monotonic()
+        populate(box)
+        spent["workspace"] = int((time.monotonic() - began) * 1000)
+        yield box, prepared
