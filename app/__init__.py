@@ -8,7 +8,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from app import health, metrics, webhook
+from app import health, metrics, tasks, webhook
 from app.triggers import build_router
 from codexbot.settings import Settings, load_settings
 
@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     flask_app = Flask(__name__)
     flask_app.config["SETTINGS"] = settings
     flask_app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_BODY_BYTES + 1024
-    redis = redis or Redis.from_url(settings.redis_url)
+    # GitHub gives up on a delivery after 10 s: a stalled Redis must fail well before that.
+    redis = redis or Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     flask_app.extensions["redis"] = redis
     flask_app.extensions["router"] = build_router()
     flask_app.extensions["intake"] = webhook.Intake(settings, redis)
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     flask_app.register_blueprint(webhook.blueprint)
     flask_app.register_blueprint(health.blueprint)
     flask_app.register_blueprint(metrics.blueprint)
+    flask_app.register_blueprint(tasks.blueprint)
+    flask_app.wsgi_app = webhook.FastPath(flask_app)  # type: ignore[method-assign]
 
     @flask_app.before_request
     def _forget_previous_request() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -10,7 +10,7 @@ blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
-def report_health():  # noqa: ANN201
+def report_health() -> tuple[Response, int]:
     redis: Redis = current_app.extensions["redis"]
     try:
         redis.ping()

@@ -68,6 +68,7 @@ def enqueue_intake(
 ) -> Enqueued | None:
     target = target_of(delivery.payload)
     sender = text_field(delivery.payload, "sender", "login")
+    sender_id = field(delivery.payload, "sender", "id")
     if target is None or not sender:
         return None
     repo, number, installation_id = target
@@ -79,6 +80,7 @@ def enqueue_intake(
         number=number,
         installation_id=installation_id,
         sender=sender,
+        sender_id=sender_id if isinstance(sender_id, int) else None,
         is_pull=is_pull,
         comment_id=comment_id,
         comment_type=comment_type,

@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
 import structlog
 from flask import Blueprint, Flask, Request, Response, current_app, request
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.utils import now
+from werkzeug.exceptions import HTTPException
 
 from app.metrics import ReceiverMetrics
 from app.router import Context, Delivery, Enqueued, Router
 from app.signature import verify_signature
 from codexbot import keys
 from codexbot.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 blueprint = Blueprint("webhook", __name__)
 log = structlog.get_logger()
@@ -190,12 +196,49 @@ def _decide(flask_app: Flask, req: Request) -> tuple[Response, str, str]:
     return Response(orjson.dumps({"task_id": task_id}), 202, JSON_TYPE), "enqueued", event
 
 
-@blueprint.post("/webhook")
-def receive_webhook() -> Response:
+def receive(flask_app: Flask, req: Request) -> Response:
+    """Answer one delivery and count it."""
     started = time.perf_counter()
-    # Each use of a proxy costs a lookup: resolve them once.
-    flask_app = current_app._get_current_object()  # type: ignore[attr-defined]
-    response, outcome, event = _decide(flask_app, request._get_current_object())  # type: ignore[attr-defined]
+    response, outcome, event = _decide(flask_app, req)
     metrics: ReceiverMetrics = flask_app.extensions["metrics"]
     metrics.count(event, outcome, time.perf_counter() - started)
     return response
+
+
+@blueprint.post("/webhook")
+def receive_webhook() -> Response:
+    """The route, for Flask's url map (405 to other methods); FastPath answers POSTs first."""
+    return receive(current_app._get_current_object(), request._get_current_object())  # type: ignore[attr-defined]
+
+
+class WebhookRequest(Request):
+    max_content_length = MAX_BODY_BYTES + 1024  # a chunked body without a length stops here too
+
+
+class FastPath:
+    """WSGI middleware: POST /webhook straight to ``receive``, without Flask's request context.
+
+    The same code as the blueprint's view, minus about 80 microseconds of Flask per delivery (a
+    third of the receiver's CPU for the usual mix; see README, Performance). Every other request
+    goes through Flask as usual.
+    """
+
+    def __init__(self, flask_app: Flask) -> None:
+        self.flask_app = flask_app
+        self.inner = flask_app.wsgi_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/webhook" or environ.get("REQUEST_METHOD") != "POST":
+            return self.inner(environ, start_response)
+        structlog.contextvars.clear_contextvars()
+        try:
+            response = receive(self.flask_app, WebhookRequest(environ))
+        except HTTPException as error:
+            response = _text(error.code or 400, f"{error.code} {(error.name or '').lower()}")
+        except RedisError as error:
+            log.error("redis unavailable", error=str(error))
+            response = _text(503, "503 queue unavailable; GitHub will redeliver")
+        except Exception:
+            log.exception("unhandled error", path="/webhook")
+            response = _text(500, "internal error; see the receiver's logs")
+        return response(environ, start_response)

@@ -39,11 +39,11 @@ def main(context: click.Context, log_level: str) -> None:
     context.obj = {"log_level": getattr(logging, log_level.upper())}
 
 
-# Chosen by measurement: `python -m bench.ingest` on the reference machine (2 cores); see README,
-# "Performance". One worker process per core and a few threads each keep p99 low while a
-# delivery waits on Redis.
+# Chosen by measurement (`python -m bench.ingest`, 2 cores; README, "Performance"): granian
+# served the same mix at about twice gunicorn's rate, and one process per core with one thread
+# each beat more threads (they only contend for the GIL) on both throughput and p99.
 DEFAULT_SERVER = "granian"
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 1
 # How `serve --log-level` reaches the worker processes the server starts.
 LOG_LEVEL_VARIABLE = "CODEXBOT_SERVE_LOG_LEVEL"
 
@@ -132,6 +132,13 @@ def _serve_with_granian(host: str, port: int, workers: int, threads: int) -> Non
         workers=workers,
         blocking_threads=threads,
         log_level=LogLevels.warning,
+        # granian's own lines go to the root logger, which writes JSON (configure_logging).
+        log_dictconfig={
+            "loggers": {
+                "_granian": {"handlers": [], "propagate": True},
+                "granian.access": {"handlers": [], "propagate": True},
+            }
+        },
         respawn_failed_workers=True,
         workers_kill_timeout=5,
     ).serve()
@@ -194,8 +201,24 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
     worker_class = SimpleWorker if lane == "fast" else Worker
     if lane == "fast":
         workers.intake.runtime()  # fail now, not on the first request, if settings are wrong
+    else:
+        import docker
+
+        from sandbox.reaper import start_reaper
+
+        start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
     worker_class(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
 
+
+def _add_subcommands() -> None:
+    from sandbox.cli import sandbox
+    from workers.agent.cli import run, task
+
+    for command in (sandbox, task, run):
+        main.add_command(command)
+
+
+_add_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,8 @@ def configure_logging(secrets: list[str] | None = None, level: int = logging.INF
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.JSONRenderer(), _redact],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Looked up at each use, so a replaced stderr (tests, daemons) is always the one written.
+        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )

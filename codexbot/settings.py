@@ -32,9 +32,11 @@ class Settings(BaseSettings):
     codex_queue: str = "codex"
     codex_fast_queue: str = "codex-fast"
     codex_trusted_bots: str = ""
+    codex_public_url: str | None = None
+    codex_co_author: bool = False
     codex_job_timeout: int = Field(default=1800, gt=0)
 
-    @field_validator("github_api_url", "openai_base_url")
+    @field_validator("github_api_url", "openai_base_url", "codex_public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -81,6 +83,10 @@ class Settings(BaseSettings):
         """Every accepted webhook secret: several, comma-separated, while one is rotated."""
         raw = self.github_webhook_secret.get_secret_value()
         return [part.strip().encode() for part in raw.split(",") if part.strip()]
+
+    def task_url(self, task_id: str) -> str:
+        """Where a person reads a task's trajectory, if the receiver is reachable."""
+        return f"{self.codex_public_url}/tasks/{task_id}" if self.codex_public_url else ""
 
     def trusted_bots(self) -> set[str]:
         """Bot logins whose commands count (a CI workflow asking for a fix)."""

@@ -52,6 +52,7 @@ from sandbox.hardening import (
     WORKSPACE,
     SandboxLimits,
     container_options,
+    workspace_volume_options,
 )
 
 log = structlog.get_logger(__name__)
@@ -292,7 +293,7 @@ def tar_for_sandbox_user(src_dir: Path, into: Any) -> None:
 
 
 def worker_identity() -> str:
-    """The RQ worker running this code (its registration lets the reaper see it die), or host:pid."""
+    """The RQ worker running this code (the reaper watches its registration), or host:pid."""
     try:
         from rq import get_current_job
 
@@ -439,6 +440,17 @@ class ExecChannel:
                 else:
                     self._stderr.add(chunk)
 
+    def alive(self) -> bool:
+        """False when the stream already ended (the server died after its last answer)."""
+        raw = getattr(self._sock, "_sock", self._sock)
+        if not isinstance(raw, socket.socket):
+            return True  # TLS and others: a dead server shows as ChannelLost on the call
+        try:
+            ready, _, _ = select.select([raw], [], [], 0)
+            return not ready or raw.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             _close_stream(self._sock)
@@ -513,7 +525,11 @@ class Sandbox:
                 self._log.warning("sandbox.stale_removed")
             mounts = dict(self._volumes)
             if self._workspace_volume:
-                volume = self._client.volumes.create(name=volume_name(self._task_id), labels=labels)
+                volume = self._client.volumes.create(
+                    name=volume_name(self._task_id),
+                    labels=labels,
+                    **workspace_volume_options(self._limits),
+                )
                 if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) != self._task_id:
                     raise SandboxError(f"volume {volume.name} already exists for another task")
                 self._volume = volume
@@ -809,6 +825,8 @@ class Sandbox:
             self._channel = None
 
     def _ensure_channel(self) -> ExecChannel:
+        if self._channel is not None and not self._channel.alive():
+            self._drop_channel()  # died after its last answer: the next command gets a new one
         if self._channel is not None:
             return self._channel
         restarted = self._ensure_running()

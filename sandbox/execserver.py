@@ -1,3 +1,4 @@
+# ruff: noqa: UP031, SIM105 - runs on any Python 3 in the image: plain %-formatting, no contextlib
 """The exec server: one long-lived process inside the sandbox that runs every command.
 
 It is started once per container (`python3 -I -S -c <this file>` through one `docker exec` with

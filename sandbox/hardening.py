@@ -72,6 +72,9 @@ class SandboxLimits:
     file_bytes: int = 1024**3  # RLIMIT_FSIZE: no single file larger (SIGXFSZ, "File too large")
     open_files: int = 4096
     workspace_bytes: int = 8 * 1024**3  # the exec server stops a command past this; 0: no check
+    # The workspace in memory (a tmpfs volume of `workspace_bytes`, charged to `memory`): a warm
+    # checkout is ~4x faster than on the engine's disk, but the tree must fit in memory.
+    workspace_in_memory: bool = False
 
 
 def tmpfs_mounts(limits: SandboxLimits) -> dict[str, str]:
@@ -80,6 +83,21 @@ def tmpfs_mounts(limits: SandboxLimits) -> dict[str, str]:
         SANDBOX_HOME: (
             f"rw,nosuid,nodev,size={limits.home_size},uid={SANDBOX_UID},gid={SANDBOX_GID},mode=0700"
         ),
+    }
+
+
+def workspace_volume_options(limits: SandboxLimits) -> dict[str, Any]:
+    """Keyword arguments of `volumes.create` for the task's workspace volume."""
+    if not limits.workspace_in_memory:
+        return {}
+    return {
+        "driver": "local",
+        "driver_opts": {
+            "type": "tmpfs",
+            "device": "tmpfs",
+            "o": f"size={limits.workspace_bytes},uid={SANDBOX_UID},gid={SANDBOX_GID},mode=0755,"
+            "nosuid,nodev",
+        },
     }
 
 

@@ -52,10 +52,10 @@ flock -w {LOCK_WAIT_SECONDS} 9
 test -f HEAD || git init -q --bare . && git config gc.auto 0
 for bundle in {INCOMING}/*.bundle; do
   test -f "$bundle" || continue
-  git fetch -q "$bundle" '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'
+  git fetch -q "$bundle" '+refs/*:refs/*'
   rm -f "$bundle"
 done
-git for-each-ref --format='%(objectname)' refs/heads refs/tags > codexbot-tips.new
+git for-each-ref --format='%(objectname)' > codexbot-tips.new
 mv codexbot-tips.new codexbot-tips
 chmod -R a+rX {MIRROR_PATH}
 """

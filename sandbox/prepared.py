@@ -8,8 +8,9 @@
     with Sandbox(client, image=prepared.image, ..., home_volume=True) as box: ...
 
 The key is a hash of the base image id, the setup commands, `env` and the contents of the
-lockfiles present. Same key: the image is reused and setup does not run. A changed lockfile
-gives a new key, so a rebuild. Concurrent tasks needing one key build it once (a Redis lock;
+lockfiles present (and the repository: the image holds its workspace, never to be shared).
+Same key: the image is reused and setup does not run. A changed lockfile gives a new key, so a
+rebuild. Concurrent tasks needing one key build it once (a Redis lock;
 the others wait, then reuse).
 
 Setup runs in a container with the same hardening as the agent's except a writable root and home
@@ -123,7 +124,7 @@ class Prepared:
     steps: tuple[dict, ...] = field(default=())
 
 
-SECRET_ENV_PREFIX = "CODEX_SETUP_SECRET_"
+SECRET_ENV_PREFIX = "CODEX_SETUP_SECRET_"  # noqa: S105 - a name prefix, not a secret
 
 
 def setup_secret_values(
@@ -138,7 +139,11 @@ def setup_secret_values(
     import os
 
     source = os.environ if environ is None else environ
-    return {name: source[SECRET_ENV_PREFIX + name] for name in names if SECRET_ENV_PREFIX + name in source}
+    return {
+        name: source[SECRET_ENV_PREFIX + name]
+        for name in names
+        if SECRET_ENV_PREFIX + name in source
+    }
 
 
 def is_lockfile(path: str) -> bool:
@@ -146,12 +151,15 @@ def is_lockfile(path: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in LOCKFILE_PATTERNS)
 
 
-def env_key(base_image_id: str, spec: EnvSpec) -> str:
-    """sha256 over the base image id, the setup commands, env and the lockfiles' contents."""
+def env_key(base_image_id: str, spec: EnvSpec, repo: str) -> str:
+    """sha256 over the base image id, the setup commands, env and the lockfiles' contents.
+
+    And the repository: the image holds its workspace (checkout and what setup made there),
+    so two repositories with the same setup must never share one.
+    """
     digest = hashlib.sha256()
-    digest.update(
-        json.dumps({"base": base_image_id, "setup": spec.setup, "env": spec.env}).encode()
-    )
+    inputs = {"repo": repo, "base": base_image_id, "setup": spec.setup, "env": spec.env}
+    digest.update(json.dumps(inputs).encode())
     for path, content in spec.lockfiles:
         digest.update(b"\0" + path.encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.hexdigest()
@@ -199,7 +207,7 @@ def prepare_environment(
         raise SandboxError(f"sandbox image {base_image!r} not found")
     if not spec.setup:
         return Prepared(image=base_image, key="", built=False)
-    key = env_key(str(base.id), spec)
+    key = env_key(str(base.id), spec, repo)
     name = image_name(key)
     if _find_image(client, name) is not None:
         touch(redis, key)
@@ -326,7 +334,7 @@ def _refuse_stored_secrets(box: Sandbox, secrets: dict[str, str]) -> None:
         {
             entry["Path"]
             for entry in changed
-            if entry.get("Kind") in (0, 1) and not entry["Path"].startswith(("/tmp", "/proc"))
+            if entry.get("Kind") in (0, 1) and not entry["Path"].startswith(("/tmp", "/proc"))  # noqa: S108
         }
     )
     # Keep only top-most paths: grep -r covers what is below them.

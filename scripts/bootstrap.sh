@@ -19,6 +19,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+if ! command -v chromium >/dev/null; then  # the task page's browser test
+  log "installing chromium"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    chromium >/dev/null
+fi
 
 wait_for() {  # wait_for SECONDS COMMAND...: poll until COMMAND succeeds or time runs out
   local deadline=$((SECONDS + $1)); shift

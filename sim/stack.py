@@ -77,6 +77,7 @@ class Stack:
     run_worker: bool = True
     queue: str = field(default_factory=lambda: "codex-" + secrets.token_hex(4))
     script_dirs: tuple[Path, ...] = (DEMO_SCRIPTS,)
+    trusted_bots: str = ""
 
     def __post_init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -142,6 +143,7 @@ class Stack:
             CODEX_DATA_DIR=str(self.data_dir / "bot"),
             CODEX_QUEUE=self.queue,
             CODEX_FAST_QUEUE=f"{self.queue}-fast",
+            CODEX_TRUSTED_BOTS=self.trusted_bots,
             PYTHONUNBUFFERED="1",
         )
         return env

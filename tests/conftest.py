@@ -111,7 +111,8 @@ class Receiver:
 
 @pytest.fixture
 def receiver(redis: Redis) -> Iterator[Receiver]:
-    settings = make_settings(codex_queue=f"codex-test-{secrets.token_hex(3)}")
+    suffix = secrets.token_hex(3)
+    settings = make_settings(codex_queue=f"codex-test-{suffix}", codex_fast_queue=f"fast-{suffix}")
     served = Receiver(settings, redis)
     yield served
     served.close()

@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from redis import Redis
 from rq import Queue
 
 from sim.stack import wait_until
@@ -191,7 +193,9 @@ class Served:
         self.secret = "served-webhook-secret"
         self.fast_queue = f"served-fast-{secrets.token_hex(3)}"
         self.log_path = tmp_path / f"serve-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "OPENAI_", "CODEX"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "OPENAI_", "CODEX"))
+        }
         env.update(
             GITHUB_APP_ID="1",
             GITHUB_PRIVATE_KEY="unused by the receiver",
@@ -204,7 +208,13 @@ class Served:
         )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "codexbot"), "serve", "--port", str(self.port), *args],
+                [
+                    str(Path(sys.executable).parent / "codexbot"),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    *args,
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -220,13 +230,16 @@ class Served:
         except requests.RequestException:
             return False
 
-    def deliver(self, event: str, payload: dict | bytes, delivery_id: str | None = None) -> requests.Response:
+    def deliver(
+        self, event: str, payload: dict | bytes, delivery_id: str | None = None
+    ) -> requests.Response:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         headers = {
             "Content-Type": "application/json",
             "X-GitHub-Event": event,
             "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
-            "X-Hub-Signature-256": "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest(),
+            "X-Hub-Signature-256": "sha256="
+            + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest(),
         }
         return requests.post(f"{self.url}/webhook", data=body, headers=headers, timeout=10)
 
@@ -272,3 +285,200 @@ def test_serve_dev_runs_flasks_development_server(redis, tmp_path):
     finally:
         served.close()
     assert "development server" in served.log_path.read_text()
+
+
+# ---- the hot path: one Redis round trip, ordinary RQ jobs, exactly once ------------------------
+
+
+def remember_kwargs(**kwargs):
+    """A job for a plain RQ worker to run: leaves its arguments where the test can read them."""
+    from redis import Redis
+
+    Redis.from_url(REDIS_URL).set(f"ran:{kwargs['task_id']}", json.dumps(kwargs, sort_keys=True))
+
+
+def test_the_lua_enqueue_writes_what_rq_enqueue_writes(redis):
+    from app.router import Delivery
+    from app.webhook import Intake
+    from tests.conftest import make_settings
+
+    settings = make_settings(codex_fast_queue="lua-lane")
+    delivery = Delivery(id="same", event="issues", payload={"action": "labeled"})
+    intake = Intake(settings, redis)
+    job = intake.job("tests.test_receiver.remember_kwargs", delivery, {"repo": "o/r", "number": 7})
+    assert intake.claim_and_enqueue(delivery, job) == (True, "same")
+    ours = redis.hgetall(job.key)
+    redis.delete(job.key)
+    Queue("lua-lane", connection=redis).enqueue(
+        "tests.test_receiver.remember_kwargs",
+        kwargs={"repo": "o/r", "number": 7, "task_id": "same", "delivery_id": "same"},
+        job_id=job.id,
+        job_timeout=job.timeout,
+        result_ttl=job.result_ttl,
+        failure_ttl=job.failure_ttl,
+        description=job.description,
+    )
+    theirs = redis.hgetall(job.key)
+    stamps = {b"created_at", b"enqueued_at"}
+    assert {k: v for k, v in ours.items() if k not in stamps} == {
+        k: v for k, v in theirs.items() if k not in stamps
+    }
+    assert ours.keys() == theirs.keys()
+    assert redis.sismember("rq:queues", "rq:queue:lua-lane")
+    assert redis.lrange("rq:queue:lua-lane", 0, -1) == [job.id.encode()] * 2
+
+
+def test_a_plain_rq_worker_runs_what_the_receiver_enqueued(redis):
+    from rq import SimpleWorker
+
+    from app.router import Delivery
+    from app.webhook import Intake
+    from tests.conftest import make_settings
+
+    settings = make_settings(codex_fast_queue="run-lane")
+    intake = Intake(settings, redis)
+    delivery = Delivery(id="runs-1", event="issues", payload={})
+    intake.claim_and_enqueue(
+        delivery, intake.job("tests.test_receiver.remember_kwargs", delivery, {"repo": "o/r"})
+    )
+    SimpleWorker([Queue("run-lane", connection=redis)], connection=redis).work(burst=True)
+    assert json.loads(redis.get("ran:runs-1")) == {
+        "repo": "o/r",
+        "task_id": "runs-1",
+        "delivery_id": "runs-1",
+    }
+
+
+def test_racing_copies_of_a_delivery_start_one_task(receiver):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(
+            pool.map(lambda _: receiver.deliver("issues", labeled(), delivery_id="race"), range(16))
+        )
+    assert {response.status_code for response in responses} == {202}
+    firsts = [response for response in responses if "duplicate" not in response.json()]
+    assert len(firsts) == 1
+    assert len(queued(receiver)) == 1
+
+
+class CountingRedis(Redis):
+    """A real Redis client that counts the commands it sends (a pipeline counts once)."""
+
+    calls: list[str]
+
+    def execute_command(self, *args, **options):
+        self.calls.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "status", "round_trips"),
+    [
+        ("issues", labeled(), 202, ["EVALSHA"]),
+        ("issues", labeled(label="bug"), 204, []),
+        ("push", {"ref": "refs/heads/main"}, 204, []),
+        ("ping", {"zen": "Keep it logically awesome."}, 204, []),
+    ],
+)
+def test_a_delivery_costs_at_most_one_redis_round_trip(
+    redis_url, event, payload, status, round_trips
+):
+    from tests.conftest import Receiver, make_settings
+
+    counting = CountingRedis.from_url(redis_url)
+    counting.calls = []
+    served = Receiver(make_settings(codex_fast_queue=f"rt-{secrets.token_hex(3)}"), counting)
+    try:
+        served.deliver("issues", labeled(), delivery_id=f"warm-{uuid.uuid4()}")  # loads the script
+        counting.calls.clear()
+        assert served.deliver(event, payload).status_code == status
+        assert counting.calls == round_trips
+    finally:
+        served.close()
+        counting.flushdb()
+
+
+def test_without_redis_the_receiver_says_so_and_github_redelivers_later():
+    from tests.conftest import Receiver, make_settings
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    served = Receiver(make_settings(redis_url=dead), Redis.from_url(dead))
+    try:
+        health = requests.get(f"{served.url}/healthz", timeout=5)
+        delivery = served.deliver("issues", labeled())
+        ignored = served.deliver("issues", labeled(label="bug"))  # needs no Redis at all
+    finally:
+        served.close()
+    assert health.status_code == 503
+    assert health.json()["status"] == "unhealthy"
+    assert delivery.status_code == 503
+    assert delivery.text == "503 queue unavailable; GitHub will redeliver\n"
+    assert ignored.status_code == 204
+
+
+def test_a_chunked_body_without_a_length_is_capped_too(receiver):
+    def chunks():
+        for _ in range(27):
+            yield b" " * (1024 * 1024)
+
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": "chunked",
+        "X-Hub-Signature-256": "sha256=" + "0" * 64,
+    }
+    response = requests.post(f"{receiver.url}/webhook", data=chunks(), headers=headers, timeout=30)
+    assert response.status_code == 413
+
+
+def test_other_methods_on_the_webhook_are_405(receiver):
+    assert requests.get(f"{receiver.url}/webhook", timeout=5).status_code == 405
+
+
+# ---- bench/ingest: the payload mix and a short run ---------------------------------------------
+
+
+def test_the_bench_mix_is_signed_real_shape_and_mostly_ignored():
+    from bench.ingest.deliveries import build_mix, sign
+
+    mix = build_mix("bench-secret")
+    assert len(mix) == 100
+    assert sum(delivery.enqueues for delivery in mix) == 20
+    for delivery in mix:
+        assert delivery.signature == sign(delivery.body, "bench-secret")
+        payload = json.loads(delivery.body)
+        if delivery.event in ("issues", "issue_comment"):
+            validate_webhook(delivery.event, payload["action"], payload)
+        assert 8_000 < len(delivery.body) < 14_000
+
+
+def test_the_bench_mix_gets_what_the_bench_says_from_the_receiver(receiver):
+    from bench.ingest.deliveries import build_mix
+
+    mix = build_mix(receiver.settings.webhook_secrets()[0].decode())
+    statuses = [
+        receiver.deliver(d.event, d.body, headers={"X-Hub-Signature-256": d.signature}).status_code
+        for d in mix
+    ]
+    assert statuses == [202 if d.enqueues else 204 for d in mix]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_bench_ingest_runs_and_reports(redis_url):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ingest", "--duration", "1", "--warmup", "1", "--rounds", "1"]
+        + ["--targets", "granian:1x1", "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["results"]["granian:1x1"]
+    assert result["requests"] > 100
+    assert result["non_2xx"] == 0
+    assert result["jobs_queued"] > 0
+    assert Redis.from_url(redis_url).keys("codexbot:delivery:bench-*") == []  # cleaned up

@@ -103,6 +103,11 @@ def clone(git_url: str, dest: Path, *, token: str, branch: str | None = None) ->
     )
 
 
+def recent_subjects(start: Checkout, count: int = 50) -> list[str]:
+    """The subjects of the last ``count`` commits, to learn the repository's conventions."""
+    return Git(start.path)("log", f"-{count}", "--format=%s").splitlines()
+
+
 def fetch_pull_head(start: Checkout, number: int, *, token: str) -> Checkout:
     """Move a checkout to a pull request's head (GitHub keeps it at ``refs/pull/N/head``, also
     for pull requests from forks, which the App cannot push to)."""

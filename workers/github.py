@@ -187,6 +187,17 @@ class Repository:
         )
         return Comment(id=int(data["id"]), url=str(data["html_url"]))
 
+    def issue_comments(self, number: int) -> list[tuple[str, str, str]]:
+        """(author, body, created_at) of each comment on an issue or PR, oldest first."""
+        try:
+            comments = list(self._api.get_issue(number).get_comments())
+        except GithubException as error:
+            raise _explain(error, f"reading the comments on #{number}") from None
+        return [
+            (comment.user.login, comment.body or "", comment.created_at.isoformat())
+            for comment in comments
+        ]
+
     def edit_comment(self, comment_id: int, body: str) -> None:
         self._call(
             "PATCH",
@@ -262,6 +273,18 @@ class Repository:
         if review_id is not None:
             found = [comment for comment in found if comment.review_id == review_id]
         return found
+
+    def reviews(self, number: int) -> list[tuple[str, str, str]]:
+        """(author, body, state) of each review on a PR, oldest first."""
+        data = self._call("GET", f"/pulls/{number}/reviews", f"reading the reviews of #{number}")
+        return [
+            (
+                (review.get("user") or {}).get("login", ""),
+                review.get("body") or "",
+                review.get("state", ""),
+            )
+            for review in data
+        ]
 
     def review_body(self, number: int, review_id: int) -> str:
         data = self._call("GET", f"/pulls/{number}/reviews/{review_id}", "reading a review")

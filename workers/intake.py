@@ -22,11 +22,10 @@ from codexbot.logs import configure_logging, forget_secret
 from codexbot.settings import Settings, load_settings
 from workers import tasks
 from workers.github import GitHubApp, Repository
+from workers.permissions import WRITE_ROLES, cached_role
 from workers.progress import Progress, ProgressView
 
 log = structlog.get_logger()
-WRITE_ROLES = {"admin", "maintain", "write"}
-PERMISSION_TTL = 60
 STEERING_TTL = 24 * 3600
 TASK_KINDS = {"fix", "ask", "review"}
 
@@ -65,26 +64,17 @@ class Request:
     comment_type: str | None = None
     review_id: int | None = None
     text: str = ""
+    sender_id: int | None = None
 
 
 def reply(repository: Repository, request: Request, body: str) -> None:
     repository.comment(request.number, f"{body.strip()}\n\n{MARKER}\n")
 
 
-def role_of(run: Runtime, repository: Repository, user: str) -> str:
-    key = keys.permission(repository.full_name, user)
-    cached = run.redis.get(key)
-    if isinstance(cached, bytes):
-        return cached.decode()
-    role = repository.permission(user)
-    run.redis.set(key, role, ex=PERMISSION_TTL)
-    return role
-
-
 def may_ask(run: Runtime, repository: Repository, user: str) -> bool:
     if user.lower() in run.settings.trusted_bots():
         return True
-    return role_of(run, repository, user) in WRITE_ROLES
+    return cached_role(run.redis, repository, user) in WRITE_ROLES
 
 
 def explain_who_may_ask(repository: Repository, request: Request) -> None:
@@ -142,7 +132,23 @@ def claims_review(run: Runtime, request: Request) -> bool:
     )
 
 
+def explain_fork(repository: Repository, request: Request) -> None:
+    """The App can read a PR from a fork but push only to this repository: say what happens."""
+    pull = repository.pull(request.number)
+    if not pull.head_repo or pull.head_repo == request.repo:
+        return
+    reply(
+        repository,
+        request,
+        f"This pull request comes from the fork {pull.head_repo}. codex-bot can read it but "
+        f"pushes only to branches of {request.repo}, so it will push its work to "
+        f"`codex/pr-{pull.number}` here and open a pull request from that branch.",
+    )
+
+
 def start_task(run: Runtime, repository: Repository, request: Request) -> None:
+    if request.is_pull:
+        explain_fork(repository, request)
     record = tasks.TaskRecord(
         id=request.task_id,
         kind=request.kind,
@@ -151,15 +157,17 @@ def start_task(run: Runtime, repository: Repository, request: Request) -> None:
         is_pull=request.is_pull,
         installation_id=request.installation_id,
         sender=request.sender,
+        sender_id=request.sender_id,
         delivery_id=request.delivery_id,
         text=request.text,
         comment_id=request.comment_id,
         comment_type=request.comment_type,
         review_id=request.review_id,
     )
-    progress = Progress(
-        repository, request.number, ProgressView("queued", record.id, record.kind, record.sender)
+    view = ProgressView(
+        "queued", record.id, record.kind, record.sender, link=run.settings.task_url(record.id)
     )
+    progress = Progress(repository, request.number, view)
     progress.update()
     record.progress_comment_id = progress.comment_id
     tasks.save(run.redis, record)

@@ -51,7 +51,7 @@ def progress_comment(view: ProgressView) -> str:
     if view.detail:
         lines += ["", view.detail.strip()]
     if view.link:
-        lines += ["", view.link]
+        lines += ["", f"Details: {view.link}"]
     if view.steered:
         noun = "comment" if view.steered == 1 else "comments"
         lines += ["", f"Took {view.steered} new {noun} into account while working."]

@@ -180,7 +180,7 @@ def parse(text: str) -> RepoConfig:
             values[key] = value
         elif key == "image":
             if not isinstance(value, str) or not IMAGE_NAME.match(value):
-                raise _fail(line, f"image must be an image name like codexbot-sandbox:latest")
+                raise _fail(line, "image must be an image name like codexbot-sandbox:latest")
             values["image"] = value
         elif key == "allow_workflow_changes":
             if not isinstance(value, bool):

@@ -31,6 +31,7 @@ class TaskRecord:
     sender: str
     delivery_id: str
     text: str = ""
+    sender_id: int | None = None
     comment_id: int | None = None
     comment_type: str | None = None
     review_id: int | None = None
@@ -48,9 +49,11 @@ class TaskRecord:
 
 def save(redis: Redis, record: TaskRecord) -> None:
     record.updated = time.time()
-    values = {name: json.dumps(value) for name, value in asdict(record).items()}
+    values: dict[str | bytes, bytes | str | int | float] = {
+        name: json.dumps(value) for name, value in asdict(record).items()
+    }
     pipe = redis.pipeline()
-    pipe.hset(keys.task(record.id), mapping=values)
+    pipe.hset(keys.task(record.id), mapping=values)  # type: ignore[arg-type]
     pipe.expire(keys.task(record.id), RECORD_TTL)
     for state in STATES:
         if state != record.state:

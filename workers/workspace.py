@@ -37,7 +37,6 @@ from sandbox.prepared import EnvSpec, Prepared, is_lockfile, prepare_environment
 from workers.checkout import Checkout, Git, GitError
 from workers.repoconfig import RepoConfig
 
-MIRROR_REFS = ("refs/heads/*", "refs/tags/*")
 LOCK_TIMEOUT_SECONDS = 600
 BUNDLE_TIMEOUT_SECONDS = 600
 
@@ -113,13 +112,13 @@ class MirrorCache:
 
 
 def tips(mirror: Path) -> set[str]:
-    """The commits the mirror's branches and tags point at."""
-    out = Git(mirror)("for-each-ref", "--format=%(objectname)", *MIRROR_REFS)
+    """The commits the mirror's refs point at."""
+    out = Git(mirror)("for-each-ref", "--format=%(objectname)")
     return {line for line in out.split() if line}
 
 
 def bundle_since(mirror: Path, have: set[str], into: Path) -> bool:
-    """Write a bundle of every branch and tag, minus what `have` already reaches.
+    """Write a bundle of every ref (branches, tags, kept commits), minus what `have` reaches.
 
     Returns False when there is nothing new (git refuses an empty bundle). Commits in `have`
     that the mirror does not know (a force-push made them unreachable) are ignored.
@@ -132,8 +131,7 @@ def bundle_since(mirror: Path, have: set[str], into: Path) -> bool:
             "create",
             "--quiet",
             str(into),
-            "--branches",
-            "--tags",
+            "--all",  # branches, tags and refs/codexbot/ (commits only a checkout had)
             *[f"^{s}" for s in known],
         )
     except GitError as error:
@@ -141,6 +139,17 @@ def bundle_since(mirror: Path, have: set[str], into: Path) -> bool:
             return False
         raise
     return True
+
+
+def keep_commit(mirror: Path, checkout: Path, sha: str) -> None:
+    """Make sure the mirror holds `sha` (a fork's PR head fetched into the checkout only).
+
+    Kept under refs/codexbot/, which `fetch --prune` of branches and tags never touches.
+    """
+    if _has_commit(mirror, sha):
+        return
+    with _locked(mirror.with_suffix(".lock")):
+        Git(mirror)("fetch", "--quiet", str(checkout), f"+{sha}:refs/codexbot/commits/{sha}")
 
 
 def _has_commit(mirror: Path, sha: str) -> bool:
@@ -195,6 +204,7 @@ def task_sandbox(
     milliseconds for `setup` (0 when reused), `container_start` and `workspace`.
     """
     spent = timings if timings is not None else {}
+    keep_commit(host_mirror, start.path, start.base_sha)
     volume = ensure_mirror_volume(client, repo, task_id)
     mounts = mirror_mount(volume)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.requests import enqueue_intake, field, is_ignored_author, text_field
 from app.router import Context, Delivery, Enqueued, Router
-from codexbot.commands import parse_command
+from codexbot.commands import Command, parse_command
 
 router = Router()
 BOT_BRANCH_PREFIX = "codex/"
@@ -23,6 +23,22 @@ def opened_by_bot(delivery: Delivery) -> bool:
     )
 
 
+def _kind_on_pull(command: Command | None, by_bot: bool) -> str | None:
+    """On the bot's own PR, `/codex` with anything but ask, stop or help is a follow-up: the
+    review itself is the instruction. Elsewhere a command means what it says."""
+    if command is None:
+        return None
+    if by_bot and command.name in ("fix", "unknown"):
+        return "review"
+    return command.name if command.known else "unknown"
+
+
+def _argument(command: Command, body: str, kind: str) -> str:
+    if kind == "review":
+        return body if command.name == "unknown" else command.argument
+    return command.argument if command.known else command.word
+
+
 @router.register("pull_request_review", action="submitted")
 def enqueue_follow_up_for_review(delivery: Delivery, context: Context) -> Enqueued | None:
     review = delivery.payload.get("review")
@@ -33,23 +49,20 @@ def enqueue_follow_up_for_review(delivery: Delivery, context: Context) -> Enqueu
     ):
         return None
     command = parse_command(body)
-    asks_for_changes = field(review, "state") == "changes_requested"
-    wants_follow_up = command is None or command.name == "fix"
-    if opened_by_bot(delivery) and (asks_for_changes or command is not None) and wants_follow_up:
-        text = command.argument if command else ""
-        return enqueue_intake(
-            context, delivery, kind="review", is_pull=True, review_id=review_id, text=text
-        )
-    if command is None:
+    by_bot = opened_by_bot(delivery)
+    kind = _kind_on_pull(command, by_bot)
+    if kind is None and by_bot and field(review, "state") == "changes_requested":
+        kind = "review"
+    if kind is None:
         return None
     return enqueue_intake(
         context,
         delivery,
-        kind=command.name if command.known else "unknown",
+        kind=kind,
         is_pull=True,
         review_id=review_id,
         comment_type="review",
-        text=command.argument if command.known else command.word,
+        text=_argument(command, body, kind) if command else "",
     )
 
 
@@ -58,16 +71,15 @@ def enqueue_follow_up_for_review_comment(delivery: Delivery, context: Context) -
     comment = delivery.payload.get("comment")
     body = text_field(comment, "body")
     comment_id = field(comment, "id")
-    command = parse_command(body)
-    if command is None or not isinstance(comment_id, int):
-        return None
-    if is_ignored_author(
+    if not isinstance(comment_id, int) or is_ignored_author(
         field(comment, "user"), body, context.settings, field(comment, "performed_via_github_app")
     ):
         return None
-    kind = command.name if command.known else "unknown"
-    if kind == "fix" and opened_by_bot(delivery):
-        kind = "review"
+    command = parse_command(body)
+    kind = _kind_on_pull(command, opened_by_bot(delivery))
+    if kind is None or command is None:
+        return None
+    review_id = field(comment, "pull_request_review_id")
     return enqueue_intake(
         context,
         delivery,
@@ -75,6 +87,6 @@ def enqueue_follow_up_for_review_comment(delivery: Delivery, context: Context) -
         is_pull=True,
         comment_id=comment_id,
         comment_type="review_comment",
-        review_id=field(comment, "pull_request_review_id"),
-        text=command.argument if command.known else command.word,
+        review_id=review_id if isinstance(review_id, int) else None,
+        text=_argument(command, body, kind),
     )

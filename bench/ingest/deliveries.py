@@ -26,7 +26,7 @@ FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "issues__
 MIX: tuple[tuple[int, str, str], ...] = (
     (35, "issue_comment.created", "ignored: a plain comment (one EXISTS: is a task running?)"),
     (20, "issues.labeled", "ignored: another label"),
-    (15, "issues.edited", "ignored: an action no trigger wants"),
+    (15, "issues.opened", "ignored: an issue opened without the trigger label"),
     (10, "push", "ignored: an event no trigger wants"),
     (12, "issues.labeled", "enqueued: the trigger label"),
     (8, "issue_comment.created", "enqueued: a /codex fix command"),
@@ -105,6 +105,8 @@ def build_mix(secret: str, trigger_label: str = "codex") -> list[Delivery]:
                 event, action = kind.split(".")
                 payload = _labeled(trigger_label if enqueues else "bug", number)
                 payload["action"] = action
+                if action == "opened":
+                    del payload["label"]
             body = json.dumps(payload).encode()
             group.append(Delivery(event, body, sign(body, secret), enqueues))
         made.append(group)

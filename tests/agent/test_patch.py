@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.agent.patch import PatchError, drop_protected, plan_patch, protected
+from workers.agent.patch import PatchError, plan_patch, protected
 
 FILES = {"a.py": "one\ntwo\nthree\nfour\n", "b.txt": "x\ny\n"}
 
@@ -85,19 +85,3 @@ def test_workflows_are_protected() -> None:
     ]
 
 
-def test_drop_protected_leaves_out_workflow_files_whole() -> None:
-    patch = (
-        b"diff --git a/.github/workflows/ci.yml b/.github/workflows/ci.yml\n"
-        b"--- a/.github/workflows/ci.yml\n+++ b/.github/workflows/ci.yml\n@@ -1 +1 @@\n-a\n+b\n"
-        b"diff --git a/src/x.py b/src/x.py\nnew file mode 100644\n--- /dev/null\n+++ b/src/x.py\n"
-        b"@@ -0,0 +1 @@\n+x\n"
-        b"diff --git a/.github/workflows/new.yml b/.github/workflows/new.yml\nnew file mode 100644\n"
-        b"--- /dev/null\n+++ b/.github/workflows/new.yml\n@@ -0,0 +1 @@\n+on: push\n"
-    )
-    kept, dropped = drop_protected(patch)
-    assert dropped == [".github/workflows/ci.yml", ".github/workflows/new.yml"]
-    assert kept == (
-        b"diff --git a/src/x.py b/src/x.py\nnew file mode 100644\n--- /dev/null\n+++ b/src/x.py\n"
-        b"@@ -0,0 +1 @@\n+x\n"
-    )
-    assert drop_protected(b"") == (b"", [])

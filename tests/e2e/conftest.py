@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from sim.stack import DEMO_SCRIPTS, Stack
 from tests.conftest import REDIS_URL
@@ -16,6 +17,7 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url) -> Iterator[Stack]:
+    Redis.from_url(redis_url).flushdb()  # the simulator numbers reviews from 1 again each run
     with Stack(
         data_dir=tmp_path_factory.mktemp("stack"),
         redis_url=REDIS_URL,

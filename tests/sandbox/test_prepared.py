@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import subprocess
 import threading
 import uuid
 import zipfile
@@ -67,13 +66,34 @@ def test_is_lockfile(path: str, expected: bool) -> None:
 
 def test_env_key_depends_on_exactly_its_inputs() -> None:
     spec = EnvSpec.build(("make deps",), {"A": "1"}, {"requirements.txt": b"x==1\n"})
-    key = env_key("sha256:base", spec)
-    assert key == env_key("sha256:base", EnvSpec.build(("make deps",), {"A": "1"}, {"requirements.txt": b"x==1\n"}))
-    assert key != env_key("sha256:other", spec)
-    assert key != env_key("sha256:base", EnvSpec.build(("make deps2",), {"A": "1"}, {"requirements.txt": b"x==1\n"}))
-    assert key != env_key("sha256:base", EnvSpec.build(("make deps",), {"A": "2"}, {"requirements.txt": b"x==1\n"}))
-    assert key != env_key("sha256:base", EnvSpec.build(("make deps",), {"A": "1"}, {"requirements.txt": b"x==2\n"}))
-    assert key != env_key("sha256:base", EnvSpec.build(("make deps",), {"A": "1"}, {"r/requirements.txt": b"x==1\n"}))
+    key = env_key("sha256:base", spec, "o/r")
+    assert key != env_key("sha256:base", spec, "o/other")
+    assert key == env_key(
+        "sha256:base",
+        EnvSpec.build(("make deps",), {"A": "1"}, {"requirements.txt": b"x==1\n"}),
+        "o/r",
+    )
+    assert key != env_key("sha256:other", spec, "o/r")
+    assert key != env_key(
+        "sha256:base",
+        EnvSpec.build(("make deps2",), {"A": "1"}, {"requirements.txt": b"x==1\n"}),
+        "o/r",
+    )
+    assert key != env_key(
+        "sha256:base",
+        EnvSpec.build(("make deps",), {"A": "2"}, {"requirements.txt": b"x==1\n"}),
+        "o/r",
+    )
+    assert key != env_key(
+        "sha256:base",
+        EnvSpec.build(("make deps",), {"A": "1"}, {"requirements.txt": b"x==2\n"}),
+        "o/r",
+    )
+    assert key != env_key(
+        "sha256:base",
+        EnvSpec.build(("make deps",), {"A": "1"}, {"r/requirements.txt": b"x==1\n"}),
+        "o/r",
+    )
 
 
 def test_setup_failure_text_names_command_reason_and_tail() -> None:
@@ -220,13 +240,16 @@ def test_failing_setup_names_the_command_and_its_output_with_secrets_masked(
     docker_client: docker.DockerClient, sandbox_image: str, redis: Redis, project, tmp_path: Path
 ) -> None:
     config = RepoConfig(
-        setup=("echo preparing", 'echo "using $INDEX_TOKEN"; echo "no such wheel: omega" >&2; exit 3')
+        setup=(
+            "echo preparing",
+            'echo "using $INDEX_TOKEN"; echo "no such wheel: omega" >&2; exit 3',
+        )
     )
     with pytest.raises(SetupFailed) as failure:
         run(docker_client, redis, sandbox_image, project, tmp_path, config)
     message = str(failure.value)
     assert message.startswith(
-        "setup failed: `echo \"using $INDEX_TOKEN\"; echo \"no such wheel: omega\" >&2; exit 3` "
+        'setup failed: `echo "using $INDEX_TOKEN"; echo "no such wheel: omega" >&2; exit 3` '
         "exited with code 3; the agent was not started."
     )
     assert "no such wheel: omega" in message
@@ -268,5 +291,3 @@ def test_concurrent_tasks_with_one_key_build_it_once(
     assert not errors, errors
     assert sorted(r["built"] for r in results) == [False, False, True]
     assert len({r["key"] for r in results}) == 1
-
-

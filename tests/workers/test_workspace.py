@@ -176,3 +176,36 @@ def test_engine_side_mirror_sends_only_new_commits_and_the_agent_cannot_write_it
     assert newer.had_commits == 1 and 0 < newer.sent_bytes < cold.sent_bytes + 60_000
     # The mirror volume outlives the tasks; their workspace volumes do not.
     assert docker_client.volumes.get(engine_mirror.mirror_volume_name(repo_name))
+
+
+@pytest.mark.docker
+def test_a_commit_only_the_checkout_has_reaches_the_sandbox(
+    docker_client: docker.DockerClient, image: str, repo_name: str, tmp_path: Path, redis
+) -> None:
+    """A fork's PR head is fetched into the checkout alone; the workspace still starts there."""
+    from workers.checkout import Checkout
+    from workers.repoconfig import RepoConfig
+    from workers.workspace import task_sandbox
+
+    upstream = make_upstream(tmp_path / "upstream")
+    cache = MirrorCache(tmp_path / "mirrors")
+    url = f"file://{upstream}"
+    mirror = cache.update(repo_name, url, token=None)
+    start = cache.checkout(mirror, tmp_path / "work", git_url=url)
+    head = commit(start.path, "fork.txt", "from a fork\n")
+    start = Checkout(path=start.path, base_branch="main", base_sha=head)
+    task = f"test-fork-{uuid.uuid4().hex[:8]}"
+    try:
+        with task_sandbox(
+            docker_client,
+            redis,
+            base_image=image,
+            config=RepoConfig(),
+            start=start,
+            host_mirror=mirror,
+            repo=repo_name,
+            task_id=task,
+        ) as (box, _):
+            assert box.exec("git rev-parse HEAD; cat fork.txt").output == f"{head}\nfrom a fork\n"
+    finally:
+        remove_task_containers(docker_client, task)

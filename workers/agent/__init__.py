@@ -6,20 +6,31 @@ from workers.agent.loop import (
     Environment,
     ExecLike,
     LimitsExceeded,
+    Stopped,
+    Stuck,
     Submitted,
     TooManyFormatErrors,
     run_agent,
 )
 from workers.agent.model import Model, ModelError, ModelReply, OpenAIModel, ToolCall, Usage
-from workers.agent.text import AgentTask, strip_hidden_text
-from workers.agent.tools import TOOLS, FormatError
+from workers.agent.text import (
+    AgentTask,
+    Comment,
+    Discussion,
+    SteeringComment,
+    strip_hidden_text,
+)
+from workers.agent.tools import ASK_TOOLS, TOOLS, FormatError
 from workers.agent.trajectory import Trajectory
 
 __all__ = [
+    "ASK_TOOLS",
     "TOOLS",
     "AgentLimits",
     "AgentResult",
     "AgentTask",
+    "Comment",
+    "Discussion",
     "Environment",
     "ExecLike",
     "FormatError",
@@ -28,6 +39,9 @@ __all__ = [
     "ModelError",
     "ModelReply",
     "OpenAIModel",
+    "SteeringComment",
+    "Stopped",
+    "Stuck",
     "Submitted",
     "TooManyFormatErrors",
     "ToolCall",

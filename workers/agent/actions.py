@@ -165,7 +165,8 @@ def line_counter(workspace: Workspace) -> Callable[[str], int | None]:
                 f"test -f {quoted} && awk 'END {{print NR}}' {quoted}", timeout=SEARCH_TIMEOUT
             )
             words = done.output.split()
-            counts[checked] = int(words[-1]) if done.exit_code == 0 and words else None
+            known = done.exit_code == 0 and bool(words) and words[-1].isdigit()
+            counts[checked] = int(words[-1]) if known else None
         return counts[checked]
 
     return lines_in

@@ -232,27 +232,3 @@ PROTECTED = (".github/workflows/",)
 def protected(paths: list[str]) -> list[str]:
     """The paths the agent may not change: CI workflows run with the repository's secrets."""
     return [p for p in paths if any(p.startswith(prefix) for prefix in PROTECTED)]
-
-
-DIFF_HEADER = re.compile(rb"^diff --git a/(.+?) b/(.+?)$", re.MULTILINE)
-
-
-def drop_protected(patch: bytes) -> tuple[bytes, list[str]]:
-    """``git diff`` output without the files the agent may not change, and their paths.
-
-    The sandbox's diff is split at each ``diff --git`` header; a section whose old or new path
-    is protected is left out whole.
-    """
-    headers = list(DIFF_HEADER.finditer(patch))
-    if not headers:
-        return patch, []
-    kept = [patch[: headers[0].start()]]
-    dropped: list[str] = []
-    for index, header in enumerate(headers):
-        end = headers[index + 1].start() if index + 1 < len(headers) else len(patch)
-        paths = [header.group(1).decode(errors="replace"), header.group(2).decode(errors="replace")]
-        if protected(paths):
-            dropped.append(paths[1])
-        else:
-            kept.append(patch[header.start() : end])
-    return b"".join(kept), dropped

@@ -8,6 +8,7 @@ kernel's argument size limit never cut them silently.
 from __future__ import annotations
 
 import base64
+import binascii
 import posixpath
 import shlex
 from typing import Protocol
@@ -67,7 +68,10 @@ class Workspace:
         size = self._run(f"test -f {quoted} && stat -c %s -- {quoted}")
         if size.exit_code != 0:
             return None
-        total = int(size.output.strip().splitlines()[-1])
+        try:
+            total = int(size.output.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise FormatError(f"could not read `{path}`: unexpected output") from None
         if total > MAX_FILE_BYTES:
             raise FormatError(f"`{path}` is {total} bytes; too large to read whole.")
         data = b""
@@ -77,7 +81,12 @@ class Workspace:
             )
             if chunk.exit_code != 0 or chunk.truncated:
                 raise FormatError(f"could not read `{path}` (exit code {chunk.exit_code}).")
-            piece = base64.b64decode(chunk.output.strip() or b"")
+            # base64 -w0 prints one line; a note the sandbox prepends stays on lines before it
+            lines = chunk.output.strip().splitlines()
+            try:
+                piece = base64.b64decode(lines[-1] if lines else "", validate=True)
+            except binascii.Error:
+                raise FormatError(f"could not read `{path}`: unexpected output") from None
             if not piece:
                 break
             data += piece
