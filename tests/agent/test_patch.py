@@ -83,5 +83,3 @@ def test_workflows_are_protected() -> None:
     assert protected([".github/workflows/ci.yml", "src/a.py", ".github/CODEOWNERS"]) == [
         ".github/workflows/ci.yml"
     ]
-
-
