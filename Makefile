@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bootstrap lint image vendor-openapi bench clean
+.PHONY: demo test bootstrap lint image vendor-openapi fixtures bench clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -23,6 +23,9 @@ image:
 
 vendor-openapi:
 	$(PY) scripts/vendor_openapi.py
+
+fixtures:
+	$(PY) scripts/make_fixtures.py
 
 bench: bootstrap
 	@$(PY) -m bench.demo

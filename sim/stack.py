@@ -160,10 +160,13 @@ class Stack:
         wait_until(self._receiver_healthy, 30, "the receiver's /healthz")
 
     def start_worker(self, name: str = "worker") -> None:
-        self._spawn(name, "worker", "--lane", "tasks", "--name", f"{name}-{self.queue}")
+        self.start_task_worker(name)
         self._spawn(
             f"{name}-fast", "worker", "--lane", "fast", "--name", f"{name}-fast-{self.queue}"
         )
+
+    def start_task_worker(self, name: str) -> None:
+        self._spawn(name, "worker", "--lane", "tasks", "--name", f"{name}-{self.queue}")
 
     def _spawn(self, name: str, *args: str) -> None:
         log = (self.data_dir / "logs" / f"{name}.log").open("ab")

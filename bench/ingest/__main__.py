@@ -7,7 +7,7 @@ Same machine, one run, the same payload mix (``deliveries.py``) and the same Red
     .venv/bin/python -m bench.ingest --duration 3 --targets granian:2x2,probot
 
 Needs ``wrk`` (Debian package) and, for the baseline, ``npm install`` in bench/ingest/probot.
-The time from POST to the 👀 reaction is a separate measurement: ``measure_eyes_latency``.
+The time from POST to the 👀 reaction is a separate measurement: ``python -m bench.eyes``.
 """
 
 from __future__ import annotations
@@ -200,20 +200,6 @@ def measure(target: Target, args: argparse.Namespace, scratch: Path, records: Pa
         clean_redis(redis, queue, run_prefix)
         redis.close()
     return result
-
-
-def measure_eyes_latency(
-    receiver_url: str, deliveries: int = 200, running_tasks: int = 2
-) -> dict[str, float]:
-    """Time from POST /webhook to the 👀 reaction on the simulator, p50 and p99 in ms.
-
-    The hook for the intake lane's figure: it needs the fast-lane worker (workers/intake.py)
-    and the GitHub simulator, so it runs on ``sim.stack.Stack``: start a stack with its worker,
-    start ``running_tasks`` agent tasks with a slow scripted model, then post ``deliveries``
-    signed ``/codex fix`` comments and poll the simulator for each 👀. Not wired in yet: it is
-    the lead's intake lane that makes the reaction.
-    """
-    raise NotImplementedError("needs the intake lane; see the docstring")
 
 
 def median_round(runs: list[dict]) -> dict:
