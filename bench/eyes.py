@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.eyes [--deliveries 200] [--running-tasks 2]
 
-One stack on loopback (simulator, receiver, the fast intake lane and ``--running-tasks`` task
-workers). Each task worker is kept busy by a slow scripted task; then signed ``/codex fix``
-comments arrive one after another and the simulator's clock gives, for each, the time from the
-start of its POST to the 👀 it records. Prints p50, p99 and max in ms as JSON.
+One stack on loopback (simulator, receiver, ``--fast-workers`` intake workers and
+``--running-tasks`` task workers). Each task worker is kept busy by a slow scripted task; then
+signed ``/codex fix`` comments arrive (back to back, or paced with ``--per-second``) and the
+simulator's clock gives, for each, the time from the start of its POST to the 👀 it records.
+Prints p50, p99 and max in ms as JSON.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def keep_workers_busy(stack: Stack, tmp: Path, count: int) -> list[str]:
     return started
 
 
-def measure(deliveries: int, running_tasks: int) -> dict:
+def measure(deliveries: int, running_tasks: int, fast_workers: int, per_second: float) -> dict:
     with (
         tempfile.TemporaryDirectory() as tmp,
         Stack(data_dir=Path(tmp), script_dirs=(DEMO_SCRIPTS, SCRIPTS), run_worker=False) as stack,
@@ -67,6 +68,8 @@ def measure(deliveries: int, running_tasks: int) -> dict:
         stack.start_worker()
         for index in range(1, running_tasks):
             stack.start_task_worker(f"worker{index}")
+        for index in range(1, fast_workers):
+            stack.start_fast_worker(f"intake{index}")
         busy = keep_workers_busy(stack, Path(tmp), running_tasks)
         issue_file = Path(tmp) / "asked.md"
         issue_file.write_text("Asked many times\nEach comment asks again.\n")
@@ -92,6 +95,8 @@ def measure(deliveries: int, running_tasks: int) -> dict:
     return {
         "deliveries": deliveries,
         "running_tasks": running_tasks,
+        "fast_workers": fast_workers,
+        "per_second": per_second or "as fast as the simulator sends",
         "tasks_still_running_at_end": still_running,
         "eyes_ms": {
             "p50": round(statistics.median(latencies), 1),
@@ -105,10 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=200)
     parser.add_argument("--running-tasks", type=int, default=2)
+    parser.add_argument("--fast-workers", type=int, default=1, help="intake lane workers")
+    parser.add_argument("--per-second", type=float, default=0, help="pace; 0: back to back")
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
     started = time.monotonic()
-    result = measure(args.deliveries, args.running_tasks)
+    result = measure(args.deliveries, args.running_tasks, args.fast_workers, args.per_second)
     result["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2))
 

@@ -165,6 +165,9 @@ class Stack:
             f"{name}-fast", "worker", "--lane", "fast", "--name", f"{name}-fast-{self.queue}"
         )
 
+    def start_fast_worker(self, name: str) -> None:
+        self._spawn(name, "worker", "--lane", "fast", "--name", f"{name}-{self.queue}")
+
     def start_task_worker(self, name: str) -> None:
         self._spawn(name, "worker", "--lane", "tasks", "--name", f"{name}-{self.queue}")
 

@@ -353,3 +353,35 @@ def test_a_trusted_bot_may_ask(tmp_path, redis_url):
         task_id = task_of(delivery)
         trusted.task_ids.append(task_id)
         assert trusted.wait_for_task(task_id)["pr_url"]
+
+
+def test_a_run_that_hits_its_limit_opens_a_draft_and_a_later_fix_resumes_it(stack, tmp_path):
+    repo_dir = tmp_path / "limited-repo"
+    shutil.copytree(DEMO_REPO, repo_dir, ignore=shutil.ignore_patterns("issue.md"))
+    (repo_dir / ".github").mkdir()
+    (repo_dir / ".github" / "codex.yml").write_text("limits:\n  steps: 2\n")
+    issue_file = tmp_path / "limited.md"
+    issue_file.write_text("Work that runs out of steps\nIt takes more steps than allowed.\n")
+    full_name, issue = stack.seed(repo_dir, issue_file, full_name="octo-org/limited")
+    _, task_id = stack.label(full_name, issue["number"])
+    first = stack.wait_for_task(task_id)
+    assert first["status"] == "limits_exceeded" and first["draft"] is True
+    pull = stack.github.pulls(full_name)[0]
+    assert pull["draft"] is True
+    assert pull["body"].splitlines()[0].startswith("**Draft")
+    assert "limit" in pull["body"].splitlines()[0]
+
+    _, delivery = stack.github.comment(
+        full_name, pull["number"], "/codex fix Please add the second half"
+    )
+    resumed = stack.wait_for_task(task_of(delivery))
+    assert resumed["branch"] == first["branch"]
+    assert commits_on(stack, full_name, first["branch"]) == [resumed["sha"], first["sha"]]
+    bare = stack.github.bare_repo_path(full_name)
+    changes = subprocess.run(
+        ["git", "--git-dir", str(bare), "show", f"{first['branch']}:CHANGES.md"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert changes == "- first half\n- second half\n"
