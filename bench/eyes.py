@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=200)
     parser.add_argument("--running-tasks", type=int, default=2)
-    parser.add_argument("--fast-workers", type=int, default=1, help="intake lane workers")
+    parser.add_argument("--fast-workers", type=int, default=2, help="intake lane workers")
     parser.add_argument("--per-second", type=float, default=0, help="pace; 0: back to back")
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from codexbot.commands import MARKER
+
 SUBJECT_LIMIT = 72
 BODY_WIDTH = 72
-MARKER = "<!-- codex-bot -->"  # hidden in every comment we post, so we never answer ourselves
 
 
 @dataclass(frozen=True)
@@ -338,23 +339,6 @@ def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str
 def answer_comment(answer: str, task_url: str | None = None) -> str:
     link = f"\n\n<sub>[How I found this]({task_url})</sub>" if task_url else ""
     return f"{answer.strip()}{link}\n\n{MARKER}\n"
-
-
-def pr_opened_comment(pr_url: str, tests_after: TestRun | None) -> str:
-    if tests_after is None:
-        state = "No test command was found; the PR is a draft."
-    elif tests_after.passed:
-        state = f"The tests pass (`{tests_after.command}`)."
-    else:
-        state = f"The tests still fail (`{tests_after.command}`); the PR is a draft."
-    return f"I opened {pr_url} for this issue. {state}\n\n{MARKER}\n"
-
-
-def failure_comment(reason: str, task_id: str) -> str:
-    return (
-        f"I could not finish this task: {reason.strip()}\n\n"
-        f"Task `{task_id}`. Nothing was pushed.\n\n{MARKER}\n"
-    )
 
 
 def tail_lines(text: str, lines: int = 15, limit: int = 2000) -> str:
