@@ -323,6 +323,14 @@ class Repository:
             {"title": title, "body": body},
         )
 
+    def request_review(self, number: int, reviewer: str) -> None:
+        self._call(
+            "POST",
+            f"/pulls/{number}/requested_reviewers",
+            f"requesting a review from {reviewer}",
+            {"reviewers": [reviewer]},
+        )
+
     def open_pull_request(
         self, *, head: str, base: str, title: str, body: str, draft: bool
     ) -> PullRequest:

@@ -465,6 +465,7 @@ def publish(
             draft=draft,
         )
         pull_url = pull.url
+        ask_for_review(task, pull.number)
     elif work.pull is not None:
         pull_url = work.pull.url
     for comment in work.review_comments:
@@ -480,6 +481,17 @@ def publish(
         "draft": draft,
         "changed_files": changed,
     }
+
+
+def ask_for_review(task: Task, number: int) -> None:
+    """The person who asked reviews the result; a bot that asked (CI) is not asked back."""
+    sender = task.record.sender
+    if sender.lower().endswith("[bot]"):
+        return
+    try:
+        task.repo.request_review(number, sender)
+    except GitHubError:
+        log.warning("review not requested", reviewer=sender, exc_info=True)
 
 
 def _test_json(outcome: TestOutcome) -> dict | None:

@@ -81,6 +81,7 @@ def test_labeled_issue_becomes_a_pull_request_that_fixes_the_bug(stack, fixed, t
     assert pull["head"]["ref"] == f"codex/issue-{number}-word-count-miscounts-text-with-repeated"
     assert pull["base"]["ref"] == "main"
     assert pull["draft"] is False
+    assert [r["login"] for r in pull["requested_reviewers"]] == ["octo-maintainer"]
     assert f"Fixes #{number}" in pull["body"]
     assert "python3 -m pytest -q" in pull["body"]
 
