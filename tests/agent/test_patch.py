@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.agent.patch import PatchError, plan_patch, protected
+from workers.agent.patch import PatchError, plan_patch
 
 FILES = {"a.py": "one\ntwo\nthree\nfour\n", "b.txt": "x\ny\n"}
 
@@ -77,9 +77,3 @@ def test_patches_that_do_not_apply_say_where(patch: str, message: str) -> None:
 def test_ambiguous_search_block_is_refused() -> None:
     with pytest.raises(PatchError, match="occur 2 times"):
         plan_patch("f\n<<<<<<< SEARCH\nx\n=======\nz\n>>>>>>> REPLACE\n", lambda _: "x\ny\nx\n")
-
-
-def test_workflows_are_protected() -> None:
-    assert protected([".github/workflows/ci.yml", "src/a.py", ".github/CODEOWNERS"]) == [
-        ".github/workflows/ci.yml"
-    ]

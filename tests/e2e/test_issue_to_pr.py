@@ -230,3 +230,17 @@ def test_everything_the_bot_and_simulator_exchanged_matches_githubs_openapi(stac
     for sent in stack.github.webhooks:
         validate_webhook(sent.delivery.event, sent.payload.get("action"), sent.payload)
     assert {(r.method, r.status) for r in api_calls} >= {("POST", 201), ("GET", 200)}
+
+
+def test_a_refused_change_is_told_to_the_agent_at_once_and_named_in_the_pr(stack, tmp_path):
+    full_name, number = seed_issue(
+        stack, "guarded", "Change the CI workflow and the change log", "Both, please.", tmp_path
+    )
+    _, task_id = stack.label(full_name, number)
+    outcome = stack.wait_for_task(task_id, timeout=300)
+    assert outcome["changed_files"] == ["CHANGES.md"]
+    requests = stack.model.chat_requests_for("Change the CI workflow and the change log")
+    told = json.dumps(requests[2]["body"]["messages"])  # the request after the first command
+    assert ".github/workflows/ci.yml" in told and "refused" in told
+    pull = stack.github.pulls(full_name)[0]
+    assert "`.github/workflows/ci.yml` was left out" in pull["body"]

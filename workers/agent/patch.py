@@ -224,11 +224,3 @@ def plan_patch(text: str, read: Callable[[str], str | None]) -> list[FileChange]
             current = ""
         changes.append(FileChange(patch.path, apply_hunks(patch.path, current, patch.hunks)))
     return changes
-
-
-PROTECTED = (".github/workflows/",)
-
-
-def protected(paths: list[str]) -> list[str]:
-    """The paths the agent may not change: CI workflows run with the repository's secrets."""
-    return [p for p in paths if any(p.startswith(prefix) for prefix in PROTECTED)]
