@@ -134,6 +134,9 @@ class AgentControls:
             )
             for note in take_steering(task.redis, task.id)
         ]
+        if comments:
+            self.steered += len(comments)
+            self._show_progress(force=True)
         # A change the sandbox refuses is reported at the next step, so the agent can take
         # another way; it comes from the bot, which the agent's rules let it trust.
         comments += [
@@ -141,9 +144,6 @@ class AgentControls:
             for note in self._refusal_notes
         ]
         self._refusal_notes.clear()
-        if comments:
-            self.steered += len(comments)
-            self._show_progress(force=True)
         return comments
 
     def on_record(self, record: dict) -> None:

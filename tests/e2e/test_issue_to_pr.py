@@ -239,6 +239,7 @@ def test_a_refused_change_is_told_to_the_agent_at_once_and_named_in_the_pr(stack
     _, task_id = stack.label(full_name, number)
     outcome = stack.wait_for_task(task_id, timeout=300)
     assert outcome["changed_files"] == ["CHANGES.md"]
+    assert outcome["steered"] == 0, "the bot's own notes are not people's comments"
     requests = stack.model.chat_requests_for("Change the CI workflow and the change log")
     told = json.dumps(requests[2]["body"]["messages"])  # the request after the first command
     assert ".github/workflows/ci.yml" in told and "refused" in told
