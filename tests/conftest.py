@@ -21,6 +21,8 @@ from werkzeug.serving import make_server
 from codexbot.settings import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Test-only fakes shaped like real secrets, kept in one marked file (tests/fixtures).
+FAKE_SECRETS: dict[str, str] = json.loads((FIXTURES / "fake_secrets.json").read_text())
 # A database of its own, flushed by the tests; point it elsewhere to run two suites at once.
 REDIS_URL = os.environ.get("CODEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

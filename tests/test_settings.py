@@ -1,10 +1,11 @@
 import pytest
 
 from codexbot.settings import SettingsError, load_settings
+from tests.conftest import FAKE_SECRETS
 
 REQUIRED = {
     "GITHUB_APP_ID": "12",
-    "GITHUB_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\\nabc\\n-----END RSA PRIVATE KEY-----",
+    "GITHUB_PRIVATE_KEY": FAKE_SECRETS["pem_key"],
     "GITHUB_WEBHOOK_SECRET": "s3cret-value",
     "OPENAI_API_KEY": "sk-test-key-value",
 }

@@ -17,11 +17,11 @@ from werkzeug.serving import make_server
 
 from codexbot.redact import Redactor
 from tests.agent.support import API_KEY, FILE_TOOLS, LocalShell, task_titled
-from tests.conftest import make_settings
+from tests.conftest import FAKE_SECRETS, make_settings
 from workers.agent import AgentLimits, OpenAIModel, Trajectory, run_agent
 from workers.agent.cli import task as task_command
 
-SECRET = "ghs_auditTrailSecret0123456789abcdef"
+SECRET = FAKE_SECRETS["audit_token"]
 TASK_ID = "task-audit-1"
 
 

@@ -30,6 +30,7 @@ from tests.agent.support import (
     LocalShell,
     task_titled,
 )
+from tests.conftest import FAKE_SECRETS
 from workers.agent import (
     AgentLimits,
     AgentTask,
@@ -201,7 +202,7 @@ def test_trajectory_records_every_step_and_no_secret(
     workdir: Path,
     tmp_path: Path,
 ) -> None:
-    secret = "ghs_FAKEinstallationTOKEN1234567890"  # noqa: S105 (a fake, to be masked)
+    secret = FAKE_SECRETS["loop_token"]
     (workdir / "secret.txt").write_text(f"token={secret}\n")
     trajectory = Trajectory(tmp_path / "t.jsonl", Redactor([API_KEY, secret]))
     task = task_titled(SECRETS, body=f"It fails with my token {secret} in the log.")

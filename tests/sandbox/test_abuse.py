@@ -20,6 +20,7 @@ from redis import Redis
 
 from sandbox.container import Sandbox, remove_task_containers
 from sandbox.hardening import SandboxLimits
+from tests.conftest import FAKE_SECRETS
 
 from .conftest import make_repo
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.docker
 LIMITS = SandboxLimits(
     memory="256m", pids=64, tmp_size="32m", file_bytes=48 * 1024**2, workspace_bytes=96 * 1024**2
 )
-SECRET = "ghs_ABUSEsuiteFAKEtoken0123456789"
+SECRET = FAKE_SECRETS["abuse_token"]
 
 
 @pytest.fixture(scope="module")

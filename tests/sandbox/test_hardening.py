@@ -11,6 +11,7 @@ import pytest
 
 from sandbox.container import Sandbox
 from sandbox.hardening import SandboxLimits
+from tests.conftest import FAKE_SECRETS
 
 pytestmark = pytest.mark.docker
 
@@ -124,7 +125,7 @@ def test_container_env_holds_nothing_from_host(
     task_id: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    secret = "ghs_FAKEsecretTOKENvalue1234567890"  # noqa: S105 - a fake, to look for
+    secret = FAKE_SECRETS["hardening_token"]
     monkeypatch.setenv("GITHUB_TOKEN", secret)
     monkeypatch.setenv("CODEX_FAKE_SECRET", secret)
     assert os.environ["CODEX_FAKE_SECRET"] == secret
