@@ -149,6 +149,18 @@ def cut_marker(cut_bytes: int) -> str:
     return f"\n[... {cut_bytes} bytes cut ...]\n"
 
 
+def capped_text(head: bytes, tail: bytes, total: int) -> str:
+    """Output kept as head and tail, with the cut between them marked when bytes were dropped."""
+    cut = total - len(head) - len(tail)
+    if cut <= 0:
+        return (head + tail).decode("utf-8", errors="replace")
+    return (
+        head.decode("utf-8", errors="replace")
+        + cut_marker(cut)
+        + tail.decode("utf-8", errors="replace")
+    )
+
+
 def timeout_note(timeout: float) -> str:
     return f"\n[timed out after {timeout:g} s: the command and its process group were killed]"
 
@@ -200,14 +212,7 @@ class CappedOutput:
         return self.total > len(self.head) + len(self.tail)
 
     def text(self) -> str:
-        if not self.truncated:
-            return bytes(self.head + self.tail).decode("utf-8", errors="replace")
-        cut = self.total - len(self.head) - len(self.tail)
-        return (
-            self.head.decode("utf-8", errors="replace")
-            + cut_marker(cut)
-            + self.tail.decode("utf-8", errors="replace")
-        )
+        return capped_text(bytes(self.head), bytes(self.tail), self.total)
 
 
 class FrameDecoder:
@@ -368,14 +373,7 @@ class _Reply:
         return self.head + self.tail
 
     def text(self) -> str:
-        if not self.truncated:
-            return self.data().decode("utf-8", errors="replace")
-        cut = self.total - len(self.head) - len(self.tail)
-        return (
-            self.head.decode("utf-8", errors="replace")
-            + cut_marker(cut)
-            + self.tail.decode("utf-8", errors="replace")
-        )
+        return capped_text(self.head, self.tail, self.total)
 
 
 class ExecChannel:
