@@ -18,6 +18,7 @@ from werkzeug.serving import make_server
 from codexbot.redact import Redactor
 from tests.agent.support import API_KEY, FILE_TOOLS, LocalShell, task_titled
 from tests.conftest import FAKE_SECRETS, make_settings
+from workers import tasks
 from workers.agent import AgentLimits, OpenAIModel, Trajectory, run_agent
 from workers.agent.cli import task as task_command
 
@@ -63,11 +64,11 @@ def test_task_show_refuses_unknown_and_path_like_ids(data_dir: Path) -> None:
 def test_task_ls_merges_redis_records_and_trajectories(
     data_dir: Path, redis: Redis, redis_url: str
 ) -> None:
-    redis.hset(
-        "codexbot:task:queued-2",
-        mapping={"repo": "octo/other", "number": "9", "kind": "fix", "state": "queued",
-                 "created": "9999999999", "updated": "9999999999"},
+    record = tasks.TaskRecord(
+        id="queued-2", kind="fix", repo="octo/other", number=9, is_pull=False,
+        installation_id=1, sender="octo", delivery_id="queued-2", created=9999999999,
     )  # fmt: skip
+    tasks.save(redis, record)  # as the intake lane writes it
     redis.set("codexbot:task:queued-2:stop", "1")  # not a task record
     listed = CliRunner().invoke(
         task_command, ["ls", "--data-dir", str(data_dir), "--redis-url", redis_url]

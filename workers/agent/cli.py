@@ -18,8 +18,9 @@ from typing import Any
 
 import click
 
+from codexbot import keys
 from codexbot.redact import Redactor
-from workers import text
+from workers import tasks, text
 from workers.agent import report
 from workers.agent.loop import AgentLimits, AgentResult, run_agent
 from workers.agent.model import OpenAIModel
@@ -29,7 +30,6 @@ from workers.instructions import discover_instructions
 from workers.testcmd import find_test_command
 
 DATA_DIR_HELP = "The bot's data directory (trajectories are in its `trajectories/`)."
-TASK_KEY = "codexbot:task:"
 
 
 def _trajectories(data_dir: Path) -> Path:
@@ -65,20 +65,24 @@ def show(task_id: str, data_dir: Path, full: bool, as_json: bool) -> None:
     click.echo(report.render_text(*loaded, full=full), nl=False)
 
 
-def _redis_tasks(redis_url: str | None) -> dict[str, dict[str, str]]:
+def _redis_tasks(redis_url: str | None) -> dict[str, tasks.TaskRecord]:
+    """The task records the intake lane wrote (read with ``workers.tasks``, their one reader)."""
     if not redis_url:
         return {}
     from redis import Redis
     from redis.exceptions import RedisError
 
-    client = Redis.from_url(redis_url, socket_timeout=5, decode_responses=True)
-    found: dict[str, dict[str, str]] = {}
+    client = Redis.from_url(redis_url, socket_timeout=5)
+    prefix = keys.task("")
+    found: dict[str, tasks.TaskRecord] = {}
     try:
-        for key in client.scan_iter(match=f"{TASK_KEY}*", count=500):
-            task_id = key[len(TASK_KEY) :]
-            if ":" in task_id or client.type(key) != "hash":
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            task_id = key.decode()[len(prefix) :]
+            if ":" in task_id or client.type(key) != b"hash":
                 continue
-            found[task_id] = {str(k): str(v) for k, v in client.hgetall(key).items()}
+            record = tasks.load(client, task_id)
+            if record is not None:
+                found[task_id] = record
     except RedisError as error:
         click.echo(f"codexbot: cannot read tasks from Redis ({error}); trajectories only", err=True)
     finally:
@@ -104,18 +108,16 @@ def collect_tasks(data_dir: Path, redis_url: str | None) -> list[report.TaskSumm
     directory = _trajectories(data_dir)
     for path in directory.glob("*.jsonl") if directory.is_dir() else []:
         summaries[path.stem] = report.summarize(path.stem, read_records(path))
-    for task_id, fields in _redis_tasks(redis_url).items():
+    for task_id, record in _redis_tasks(redis_url).items():
         summary = summaries.setdefault(task_id, report.TaskSummary(id=task_id))
-        summary.repo = fields.get("repo") or summary.repo
-        number = fields.get("number")
-        summary.number = int(number) if number and number.isdigit() else summary.number
-        summary.mode = fields.get("kind") or summary.mode
-        summary.state = fields.get("state") or summary.state
-        summary.pr_url = fields.get("pr_url") or ""
-        summary.started = _timestamp(fields.get("created")) or summary.started
-        updated = _timestamp(fields.get("updated"))
-        if updated and summary.seconds is None:
-            summary.ended = updated
+        summary.repo = record.repo or summary.repo
+        summary.number = record.number or summary.number
+        summary.mode = record.kind or summary.mode
+        summary.state = record.state or summary.state
+        summary.pr_url = record.pr_url
+        summary.started = record.created or summary.started
+        if record.state in tasks.FINAL_STATES and summary.seconds is None:
+            summary.ended = record.updated
     return sorted(summaries.values(), key=lambda s: s.started or 0, reverse=True)
 
 
