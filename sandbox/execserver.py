@@ -37,6 +37,7 @@ F_SETPIPE_SZ = 1031
 READ_SIZE = 1 << 20
 DEFAULT_CWD = os.environ.get("CODEXBOT_WORKSPACE", "/workspace")
 KILL_ROUNDS = 200
+NAME_TRIES = 20
 TRAP_PREFIX = "bash -c trap 'pwd -P"
 
 
@@ -79,12 +80,22 @@ def _oom_kills():
 
 
 def _name(pid):
+    # The command line reads empty for a moment while a process execs or exits: look again, then
+    # fall back to the short name the kernel keeps (as `ps` shows it, in brackets).
+    name = ""
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
-            words = cmdline.read().split(b"\0")
-        name = b" ".join(w for w in words if w).decode("utf-8", "replace")
+        for _ in range(NAME_TRIES):
+            with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+                words = cmdline.read().split(b"\0")
+            name = b" ".join(w for w in words if w).decode("utf-8", "replace")
+            if name:
+                break
+            time.sleep(0.001)
+        else:
+            with open("/proc/%d/comm" % pid, "rb") as comm:
+                name = "[%s]" % comm.read().strip().decode("utf-8", "replace")
     except OSError:
-        return "?"
+        return None  # gone meanwhile
     if name.startswith(TRAP_PREFIX):  # a command's own shell: show the command
         name = name.split("\n", 1)[-1]
     return name[:200]
@@ -133,9 +144,8 @@ class Server:
 
     def survey(self):
         """Names of the processes alive now that belong to commands."""
-        return [_name(pid) or "?" for pid in _pids() if pid not in self.protected and _alive(pid)][
-            :20
-        ]
+        names = (_name(pid) for pid in _pids() if pid not in self.protected and _alive(pid))
+        return [name for name in names if name is not None][:20]
 
     def usage(self, root):
         total = 0
