@@ -6,6 +6,8 @@
 
 `prune` removes prepared images not used for longer than `--older-than`, then the least recently
 used ones until all of them together fit in `--max-total`. Images a container still uses stay.
+It also removes the repositories' workspace trees that newer ones superseded (`sandbox.layers`);
+the reaper does that on its own too.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from datetime import datetime
 import click
 import docker
 import docker.errors
+from redis import Redis
 
 from sandbox.container import CREATED_LABEL, KIND_LABEL, REPO_LABEL
+from sandbox.layers import prune_trees
 from sandbox.prepared import KEY_LABEL, LAST_USED_KEY
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -119,9 +123,7 @@ def env_images(client: docker.DockerClient, redis: object) -> list[EnvImage]:
     return images
 
 
-def _redis() -> object:
-    from redis import Redis
-
+def _redis() -> Redis:
     from codexbot.settings import load_settings
 
     return Redis.from_url(load_settings().redis_url)
@@ -171,8 +173,11 @@ def prune(older_than: str, max_total: str, dry_run: bool) -> None:
         except docker.errors.APIError as error:
             click.echo(f"kept {image.key[:16]} ({image.repo}): {error.explanation or error}")
             continue
-        redis.hdel(LAST_USED_KEY, image.key)  # type: ignore[attr-defined]
+        redis.hdel(LAST_USED_KEY, image.key)
         click.echo(f"removed {image.key[:16]} ({image.repo}, {human_size(image.size)}): {reason}")
+    if not dry_run:
+        trees = prune_trees(client, redis)
+        click.echo(f"removed {trees} superseded workspace tree(s)")
 
 
 @sandbox.command("build")
@@ -216,7 +221,7 @@ def build(
         timings: dict[str, int] = {}
         with task_sandbox(
             client,
-            _redis(),  # type: ignore[arg-type]
+            _redis(),
             base_image=settings.codex_sandbox_image,
             config=config,
             start=start,

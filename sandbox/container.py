@@ -460,8 +460,10 @@ class ExecChannel:
 class Sandbox:
     """A hardened container with the task's workspace volume; a context manager.
 
-    `volumes` mounts more named volumes (the engine-side mirror); `read_only=False` and
-    `home_tmpfs=False` are for the setup phase alone, whose result is committed as an image.
+    `volumes` mounts more named volumes (the engine-side mirror); `owned_volumes` (volume
+    objects) are removed with the container, in their order (a layered workspace's, which the
+    caller made). `read_only=False` and `home_tmpfs=False` are for the setup phase alone, whose
+    result is committed as an image.
     """
 
     def __init__(
@@ -477,6 +479,7 @@ class Sandbox:
         workspace_volume: bool = True,
         setup_phase: bool = False,
         home_volume: bool = False,
+        owned_volumes: tuple[Any, ...] = (),
     ) -> None:
         self._client = client
         self._image = image
@@ -491,6 +494,7 @@ class Sandbox:
         self._container: Any = None
         self._volume: Any = None
         self._home: Any = None
+        self._owned = owned_volumes
         self._channel: ExecChannel | None = None
         self._notes: list[str] = []  # said once, at the start of the next command's output
         self._log = log.bind(task_id=task_id)
@@ -519,7 +523,8 @@ class Sandbox:
         try:
             # Leftovers of an earlier attempt at this task (a worker that died) would otherwise
             # clash by name, and an old volume would leak its files into this workspace.
-            if remove_task_containers(self._client, self._task_id):
+            owned = frozenset(volume.name for volume in self._owned)
+            if remove_task_containers(self._client, self._task_id, keep=owned):
                 self._log.warning("sandbox.stale_removed")
             mounts = dict(self._volumes)
             if self._workspace_volume:
@@ -583,6 +588,7 @@ class Sandbox:
             ("container", self._container),
             ("volume", self._volume),
             ("volume", self._home),
+            *(("volume", volume) for volume in self._owned),
         )
         for kind, resource in resources:
             if resource is None:
@@ -600,6 +606,7 @@ class Sandbox:
         if self._container is not None and not problems:
             self._log.info("sandbox.removed", container=self._container.id)
         self._container = self._volume = self._home = None
+        self._owned = ()
         return problems
 
     @property
@@ -895,14 +902,19 @@ class Sandbox:
             raise SandboxError(f"could not run {argv[0]} in the sandbox: {error}") from error
 
 
-def remove_task_containers(client: docker.DockerClient, task_id: str) -> int:
-    """Remove every container and volume labelled with `task_id`; returns how many containers."""
+def remove_task_containers(
+    client: docker.DockerClient, task_id: str, *, keep: frozenset[str] = frozenset()
+) -> int:
+    """Remove every container and volume labelled with `task_id` (but the volumes named in `keep`);
+    returns how many containers."""
     selector = {"label": f"{TASK_LABEL}={task_id}"}
     containers = client.containers.list(all=True, filters=selector)
     for container in containers:
         with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
             container.remove(force=True, v=True)
     for volume in client.volumes.list(filters=selector):
+        if volume.name in keep:
+            continue
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             volume.remove(force=True)
     if containers:

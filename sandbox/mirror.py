@@ -10,7 +10,8 @@ side, in a volume `codexbot-mirror-<repo>` mounted at /mirror in every task of t
    root-owned mirror, the sandbox user (the agent) can only read it.
 2. `checkout(box, sha)` makes /workspace a working tree of `sha` whose objects are borrowed from
    /mirror (git alternates): no object is copied. A workspace that came prepared (copied up from
-   a prepared image) keeps its untracked dependencies and only moves to `sha`.
+   a prepared image) keeps its untracked dependencies and only moves to `sha`; so does one
+   layered on the repository's tree (`sandbox.layers`), which writes only what differs.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def checkout_script(sha: str) -> str:
         "if [ ! -e .git ]; then git init -q . && "
         f"echo {MIRROR_PATH}/objects > .git/objects/info/alternates; fi; "
         f"git -c advice.detachedHead=false checkout -q -f --detach {quoted}; "
-        "git reset -q --hard; git rev-parse HEAD"
+        "git rev-parse HEAD"
     )
 
 

@@ -6,7 +6,9 @@ container goes when
 - its worker (label `codexbot.worker`) is gone: no RQ registration, a registration on this host
   whose pid is dead, or one whose heartbeat is older than `STALE_HEARTBEAT_SECONDS`; a
   non-RQ owner (`host:pid`) on this host whose process is dead.
-Volumes of removed containers go with them; the engine-side mirror volumes are shared and kept.
+Volumes of removed containers go with them, also the task's unmounted ones (a layered
+workspace's work directory); the engine-side mirror and tree volumes are shared and kept. Each
+round also prunes superseded trees (`sandbox.layers.prune_trees`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sandbox.container import (
     WORKER_LABEL,
     redis_identity,
 )
+from sandbox.layers import prune_trees
 
 log = structlog.get_logger(__name__)
 
@@ -129,18 +132,12 @@ def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
             )
         if reason is None:
             continue
-        volumes = [
-            mount["Name"]
-            for mount in container.attrs.get("Mounts", [])
-            if mount.get("Type") == "volume" and mount.get("Name")
-        ]
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-        for name in volumes:
+        # The task's own volumes (mounted or not); shared mirrors and trees carry no task label.
+        for volume in client.volumes.list(filters={"label": f"{TASK_LABEL}={task_id}"}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                volume = client.volumes.get(name)
-                if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) == task_id:
-                    volume.remove(force=True)  # the task's own; shared mirrors stay
+                volume.remove(force=True)
         log.warning("sandbox.reaped", task_id=task_id, container=container.name, reason=reason)
         reaped.append(Reaped(container=container.name, task_id=task_id, reason=reason))
     return reaped
@@ -161,6 +158,7 @@ def start_reaper(
             while not stop.is_set():
                 try:
                     reap(client, redis)
+                    prune_trees(client, redis)
                 except Exception:  # noqa: BLE001 - a reaper must outlive a bad round; logged
                     log.exception("sandbox.reap_failed")
                 stop.wait(interval)

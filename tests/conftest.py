@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,6 +20,8 @@ from redis import Redis
 from werkzeug.serving import make_server
 
 from codexbot.settings import Settings, load_settings
+from sandbox.container import KIND_LABEL, REDIS_LABEL, redis_identity
+from sandbox.layers import TREE_KIND
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Test-only fakes shaped like real secrets, kept in one marked file (tests/fixtures).
@@ -56,6 +59,12 @@ def docker_client() -> Iterator[docker.DockerClient]:
     except docker.errors.DockerException as error:
         pytest.exit(f"the Docker engine is not reachable ({error}); run `make test`", 2)
     yield client
+    # Tests flush their Redis, so the repository trees they made are known to no registry.
+    identity = redis_identity(Redis.from_url(REDIS_URL))
+    selector = [f"{KIND_LABEL}={TREE_KIND}", f"{REDIS_LABEL}={identity}"]
+    for volume in client.volumes.list(filters={"label": selector}):
+        with contextlib.suppress(docker.errors.APIError):
+            volume.remove(force=True)
     client.close()
 
 

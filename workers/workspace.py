@@ -12,7 +12,9 @@ shared clone borrows its objects. A file lock per repository serialises workers 
 
 `bundle_since(mirror, have)` makes the bundle of only the commits the engine side lacks; the
 sandbox's engine-side mirror (`sandbox.mirror`) is refreshed with it. `task_sandbox(...)` puts it
-all together for the job: prepared environment (setup once per key), container, workspace.
+all together for the job: prepared environment (setup once per key), container, workspace. Unless
+setup made a workspace of its own (or the workspace is to be in memory), /workspace is layered on
+the repository's tree (`sandbox.layers`), so a warm task writes only the files that differ.
 """
 
 from __future__ import annotations
@@ -21,24 +23,31 @@ import fcntl
 import hashlib
 import re
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
+import structlog
 from redis import Redis
 
+from sandbox import layers
 from sandbox import mirror as engine_mirror
-from sandbox.container import REPO_LABEL, Sandbox
+from sandbox.container import REPO_LABEL, Sandbox, SandboxError
 from sandbox.hardening import SandboxLimits
 from sandbox.mirror import ensure_mirror_volume, mirror_mount
 from sandbox.prepared import EnvSpec, Prepared, is_lockfile, prepare_environment
 from workers.checkout import Checkout, Git, GitError
 from workers.repoconfig import RepoConfig
 
+log = structlog.get_logger(__name__)
+
 LOCK_TIMEOUT_SECONDS = 600
 BUNDLE_TIMEOUT_SECONDS = 600
+_engine = {"layers": True}  # False once this process's engine refused a layered workspace
 
 
 def mirror_dir_name(full_name: str) -> str:
@@ -152,6 +161,16 @@ def keep_commit(mirror: Path, checkout: Path, sha: str) -> None:
         Git(mirror)("fetch", "--quiet", str(checkout), f"+{sha}:refs/codexbot/commits/{sha}")
 
 
+def files_between(mirror: Path, a: str, b: str) -> int:
+    """How many paths differ between two commits of the mirror (very many if one is unknown)."""
+    if a == b:
+        return 0
+    try:
+        return Git(mirror)("diff", "--name-only", "--no-renames", "-z", a, b).count("\0")
+    except GitError:
+        return sys.maxsize
+
+
 def _has_commit(mirror: Path, sha: str) -> bool:
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
         return False
@@ -229,19 +248,82 @@ def task_sandbox(
         volumes=mounts,
     )
     spent["setup"] = prepared.setup_ms if prepared.built else 0
-    began = time.monotonic()
-    with Sandbox(
-        client,
-        image=prepared.image,
-        task_id=task_id,
-        labels={REPO_LABEL: repo},
-        env=config.env_dict,
-        limits=limits,
-        volumes=mounts,
-        home_volume=bool(prepared.key),
-    ) as box:
+    common: dict[str, Any] = {
+        "image": prepared.image,
+        "task_id": task_id,
+        "labels": {REPO_LABEL: repo},
+        "env": config.env_dict,
+        "limits": limits,
+        "home_volume": bool(prepared.key),
+    }
+    with ExitStack() as stack:
+        began = time.monotonic()
+        tree = None
+        if not prepared.key and not limits.workspace_in_memory and _engine["layers"]:
+            # No setup made a workspace of its own: stand on the repository's tree instead.
+            tree = _tree(client, redis, common, start, host_mirror, volume, make_bundle)
+        tree_ms = int((time.monotonic() - began) * 1000)
+        began = time.monotonic()
+        box = _layered_sandbox(stack, client, tree, mounts, common) if tree else None
+        if box is None:
+            box = stack.enter_context(Sandbox(client, volumes=mounts, **common))
         spent["container_start"] = int((time.monotonic() - began) * 1000)
         began = time.monotonic()
         populate(box)
-        spent["workspace"] = int((time.monotonic() - began) * 1000)
+        spent["workspace"] = tree_ms + int((time.monotonic() - began) * 1000)
         yield box, prepared
+
+
+def _tree(
+    client: docker.DockerClient,
+    redis: Redis,
+    common: dict[str, Any],
+    start: Checkout,
+    host_mirror: Path,
+    mirror_volume: str,
+    make_bundle: Callable[[set[str], Path], bool],
+) -> layers.Tree | None:
+    """The repository's tree near `start` (`sandbox.layers`), or None to use a plain workspace."""
+    try:
+        source = layers.Source(
+            repo=common["labels"][REPO_LABEL],
+            sha=start.base_sha,
+            mirror_volume=mirror_volume,
+            refresh=lambda box: engine_mirror.refresh(box, make_bundle),
+        )
+        return layers.ensure_tree(
+            client,
+            redis,
+            source,
+            image=common["image"],
+            distance=lambda a, b: files_between(host_mirror, a, b),
+            task_id=common["task_id"],
+            limits=common["limits"],
+        )
+    except SandboxError as error:
+        log.warning("sandbox.tree_failed", error=str(error), task_id=common["task_id"])
+        return None
+
+
+def _layered_sandbox(
+    stack: ExitStack,
+    client: docker.DockerClient,
+    tree: layers.Tree,
+    mounts: dict[str, dict[str, str]],
+    common: dict[str, Any],
+) -> Sandbox | None:
+    """The task's sandbox with /workspace layered on `tree`, or None when the engine refuses."""
+    layered = layers.task_layers(client, tree, task_id=common["task_id"], labels=common["labels"])
+    box = Sandbox(
+        client,
+        workspace_volume=False,
+        volumes={**mounts, **layered.mounts},
+        owned_volumes=layered.volumes,
+        **common,
+    )
+    try:
+        return stack.enter_context(box)
+    except SandboxError as error:
+        _engine["layers"] = False
+        log.warning("sandbox.layers_unavailable", error=str(error), task_id=common["task_id"])
+        return None

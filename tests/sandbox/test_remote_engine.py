@@ -20,6 +20,7 @@ from redis import Redis
 
 from sandbox.container import Sandbox, remove_task_containers
 from sandbox.mirror import mirror_volume_name
+from sandbox.prepared import Prepared
 from workers.repoconfig import RepoConfig
 from workers.workspace import MirrorCache, task_sandbox
 
@@ -82,36 +83,54 @@ def test_sandbox_over_tcp(tcp_engine: str, sandbox_image: str, tmp_path: Path) -
         client.close()
 
 
-def test_warm_workspace_over_tcp(
-    tcp_engine: str, sandbox_image: str, redis: Redis, tmp_path: Path
-) -> None:
+def tasks_over_tcp(
+    tcp_engine: str, image: str, redis: Redis, tmp_path: Path, config: RepoConfig, runs: int = 2
+) -> Iterator[tuple[int, Sandbox, Prepared, str]]:
+    """`runs` tasks of one new repository through the TCP engine: (run, box, prepared, sha)."""
     client = docker.DockerClient(base_url=tcp_engine, version="1.41")
     upstream = make_repo(tmp_path / "upstream")
     name = f"test/tcp-{uuid.uuid4().hex[:8]}"
     cache = MirrorCache(tmp_path / "mirrors")
     url = f"file://{upstream}"
     try:
-        for run in range(2):
+        for run in range(runs):
             mirror = cache.update(name, url, token=None)
             start = cache.checkout(mirror, tmp_path / f"work{run}", git_url=url)
             with task_sandbox(
                 client,
                 redis,
-                base_image=sandbox_image,
-                config=RepoConfig(setup=("echo ok > .setup-ran",)),
+                base_image=image,
+                config=config,
                 start=start,
                 host_mirror=mirror,
                 repo=name,
                 task_id=f"test-tcp-{uuid.uuid4().hex[:8]}",
             ) as (box, prepared):
-                assert prepared.built is (run == 0)
-                assert box.exec("cat .setup-ran; git rev-parse HEAD").output.split() == [
-                    "ok",
-                    start.base_sha,
-                ]
+                yield run, box, prepared, start.base_sha
     finally:
-        for image in client.images.list(filters={"label": f"codexbot.repo={name}"}):
-            client.images.remove(image.id, force=True)
+        for image_ in client.images.list(filters={"label": f"codexbot.repo={name}"}):
+            client.images.remove(image_.id, force=True)
+        for volume in client.volumes.list(filters={"label": f"codexbot.repo={name}"}):
+            volume.remove(force=True)
         for volume in client.volumes.list(filters={"name": mirror_volume_name(name)}):
             volume.remove(force=True)
         client.close()
+
+
+def test_warm_workspace_over_tcp(
+    tcp_engine: str, sandbox_image: str, redis: Redis, tmp_path: Path
+) -> None:
+    config = RepoConfig(setup=("echo ok > .setup-ran",))
+    for run, box, prepared, sha in tasks_over_tcp(
+        tcp_engine, sandbox_image, redis, tmp_path, config
+    ):
+        assert prepared.built is (run == 0)
+        assert box.exec("cat .setup-ran; git rev-parse HEAD").output.split() == ["ok", sha]
+
+
+def test_layered_workspace_over_tcp(
+    tcp_engine: str, sandbox_image: str, redis: Redis, tmp_path: Path
+) -> None:
+    """The layers' paths come from the engine (volume Mountpoints): nothing of the worker's disk."""
+    for _, box, _, sha in tasks_over_tcp(tcp_engine, sandbox_image, redis, tmp_path, RepoConfig()):
+        assert box.exec("stat -f -c %T .; git rev-parse HEAD").output.split() == ["overlayfs", sha]
