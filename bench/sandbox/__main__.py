@@ -185,6 +185,7 @@ def workspace_ready(
             host_mirror=mirror,
             repo=full_name,
             task_id=f"bench-{label}-{uuid.uuid4().hex[:6]}",
+            limits=limits,
             timings=timings,
         ) as (box, _):
             assert box.exec("git rev-parse HEAD").output.strip() == start.base_sha
