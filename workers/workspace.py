@@ -37,7 +37,7 @@ from redis import Redis
 from sandbox import layers
 from sandbox import mirror as engine_mirror
 from sandbox.container import REPO_LABEL, Sandbox, SandboxError
-from sandbox.hardening import SandboxLimits
+from sandbox.hardening import WORKSPACE, SandboxLimits
 from sandbox.mirror import ensure_mirror_volume, mirror_mount
 from sandbox.prepared import EnvSpec, Prepared, is_lockfile, prepare_environment
 from workers.checkout import Checkout, Git, GitError
@@ -47,7 +47,8 @@ log = structlog.get_logger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 600
 BUNDLE_TIMEOUT_SECONDS = 600
-_engine = {"layers": True}  # False once this process's engine refused a layered workspace
+# Once this process's engine refused a layered workspace, and the images that cannot have one.
+_engine: dict[str, Any] = {"layers": True, "unowned_images": set()}
 
 
 def mirror_dir_name(full_name: str) -> str:
@@ -259,7 +260,7 @@ def task_sandbox(
     with ExitStack() as stack:
         began = time.monotonic()
         tree = None
-        if not prepared.key and not limits.workspace_in_memory and _engine["layers"]:
+        if _layers_fit(prepared, limits):
             # No setup made a workspace of its own: stand on the repository's tree instead.
             tree = _tree(client, redis, common, start, host_mirror, volume, make_bundle)
         tree_ms = int((time.monotonic() - began) * 1000)
@@ -272,6 +273,15 @@ def task_sandbox(
         populate(box)
         spent["workspace"] = tree_ms + int((time.monotonic() - began) * 1000)
         yield box, prepared
+
+
+def _layers_fit(prepared: Prepared, limits: SandboxLimits) -> bool:
+    return (
+        not prepared.key  # else setup made a workspace of its own, in the image
+        and not limits.workspace_in_memory
+        and _engine["layers"]
+        and prepared.image not in _engine["unowned_images"]
+    )
 
 
 def _tree(
@@ -312,7 +322,7 @@ def _layered_sandbox(
     mounts: dict[str, dict[str, str]],
     common: dict[str, Any],
 ) -> Sandbox | None:
-    """The task's sandbox with /workspace layered on `tree`, or None when the engine refuses."""
+    """The task's sandbox with /workspace layered on `tree`, or None to use a plain one."""
     layered = layers.task_layers(client, tree, task_id=common["task_id"], labels=common["labels"])
     box = Sandbox(
         client,
@@ -322,8 +332,17 @@ def _layered_sandbox(
         **common,
     )
     try:
-        return stack.enter_context(box)
+        box.start()
     except SandboxError as error:
         _engine["layers"] = False
         log.warning("sandbox.layers_unavailable", error=str(error), task_id=common["task_id"])
         return None
+    if box.run_raw("test -w .", timeout=30, workdir=WORKSPACE).exit_code != 0:
+        # The image has no empty UPPER_MOUNT of the sandbox user's (a base image of the
+        # repository's own), so /workspace kept the engine's root ownership.
+        box.remove()
+        _engine["unowned_images"].add(common["image"])
+        log.warning("sandbox.layers_unowned", image=common["image"], task_id=common["task_id"])
+        return None
+    stack.push(box)
+    return box

@@ -15,6 +15,7 @@ import math
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -482,48 +483,34 @@ def api_blueprint() -> Blueprint:
         if comment is None or comment.repo.lower() != repo.full_name.lower():
             raise not_found()
 
-    @bp.get("/repos/<owner>/<name>/issues/<int:number>/reactions")
-    def list_issue_reactions(owner: str, name: str, number: int) -> Response:
-        with sim().state.lock:
-            repo = repo_for_request(owner, name)
-            issue_for_request(repo, number)
-            return list_reactions(repo, ("issue", number))
+    # One pair of routes (list, create) per kind of thing a reaction can be on.
+    reaction_subjects = (
+        ("issues/<int:key>", "issue", issue_for_request),
+        ("issues/comments/<int:key>", "comment", issue_comment_for_request),
+        ("pulls/comments/<int:key>", "review_comment", review_comment_for_request),
+    )
+    for path, kind, check in reaction_subjects:
 
-    @bp.get("/repos/<owner>/<name>/issues/comments/<int:comment_id>/reactions")
-    def list_issue_comment_reactions(owner: str, name: str, comment_id: int) -> Response:
-        with sim().state.lock:
-            repo = repo_for_request(owner, name)
-            issue_comment_for_request(repo, comment_id)
-            return list_reactions(repo, ("comment", comment_id))
+        def reactions(
+            owner: str,
+            name: str,
+            key: int,
+            kind: str = kind,
+            check: Callable[[Repo, int], object] = check,
+        ) -> Response:
+            with sim().state.lock:
+                repo = repo_for_request(owner, name)
+                check(repo, key)
+                if request.method == "POST":
+                    return react(repo, (kind, key))
+                return list_reactions(repo, (kind, key))
 
-    @bp.get("/repos/<owner>/<name>/pulls/comments/<int:comment_id>/reactions")
-    def list_review_comment_reactions(owner: str, name: str, comment_id: int) -> Response:
-        with sim().state.lock:
-            repo = repo_for_request(owner, name)
-            review_comment_for_request(repo, comment_id)
-            return list_reactions(repo, ("review_comment", comment_id))
-
-    @bp.post("/repos/<owner>/<name>/pulls/comments/<int:comment_id>/reactions")
-    def create_review_comment_reaction(owner: str, name: str, comment_id: int) -> Response:
-        with sim().state.lock:
-            repo = repo_for_request(owner, name)
-            review_comment_for_request(repo, comment_id)
-            return react(repo, ("review_comment", comment_id))
-
-    @bp.post("/repos/<owner>/<name>/issues/<int:number>/reactions")
-    def create_issue_reaction(owner: str, name: str, number: int) -> Response:
-        with sim().state.lock:
-            repo = repo_for_request(owner, name)
-            issue_for_request(repo, number)
-            return react(repo, ("issue", number))
-
-    @bp.post("/repos/<owner>/<name>/issues/comments/<int:comment_id>/reactions")
-    def create_comment_reaction(owner: str, name: str, comment_id: int) -> Response:
-        s = sim()
-        with s.state.lock:
-            repo = repo_for_request(owner, name)
-            issue_comment_for_request(repo, comment_id)
-            return react(repo, ("comment", comment_id))
+        bp.add_url_rule(
+            f"/repos/<owner>/<name>/{path}/reactions",
+            endpoint=f"{kind}_reactions",
+            view_func=reactions,
+            methods=["GET", "POST"],
+        )
 
     @bp.get("/repos/<owner>/<name>/pulls")
     def list_pulls(owner: str, name: str) -> Response:

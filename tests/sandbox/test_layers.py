@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +214,26 @@ def test_sandbox_removes_the_volumes_it_owns(
         docker_client.volumes.get(extra.name)  # kept at start, though it carries the task label
     with pytest.raises(docker.errors.NotFound):
         docker_client.volumes.get(extra.name)
+
+
+def test_an_image_without_the_upper_mount_gets_plain_workspaces(
+    tasks: Tasks, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository's own base image lacks the directory that gives /workspace its owner."""
+    dockerfile = (
+        f"FROM {tasks.image}\nUSER root\nRUN rmdir {layers.UPPER_MOUNT}\nUSER sandbox\n"
+    ).encode()
+    tag = f"codexbot-test-no-upper:{uuid.uuid4().hex[:8]}"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none")
+    monkeypatch.setitem(workspace._engine, "unowned_images", set())
+    tasks.image = tag
+    try:
+        for _ in range(2):
+            with tasks.sandbox() as (box, _):
+                made = box.exec("stat -f -c %T .; echo x > top.txt && git status --porcelain")
+                assert made.exit_code == 0 and made.output.split()[1:] == ["??", "top.txt"]
+                assert made.output.split()[0] != "overlayfs"
+        assert workspace._engine["unowned_images"] == {tag}
+        assert tasks.leftovers() == []
+    finally:
+        docker_client.images.remove(tag, force=True)
