@@ -23,12 +23,14 @@ root. The upper volume is therefore also mounted, read-only, at UPPER_MOUNT, an 
 the image gives the sandbox user: a fresh volume takes the owner of the image's directory at its
 mount point, so /workspace belongs to the sandbox user like a plain workspace volume does.
 
-A tree is rebuilt at the task's commit when the newest one is more than REBUILD_AFTER_FILES files
-away from it; older trees are removed once superseded for SUPERSEDED_GRACE_SECONDS and no task's
-overlay stands on them. Which trees are complete is kept in Redis (a builder that died leaves an
-unregistered volume, never used). An engine that cannot mount overlay volumes (rootless, another
-volume driver) makes the container fail to start: `workers.workspace.task_sandbox` then falls back
-to a plain workspace volume, and stops trying layers in that process.
+`workers.workspace.task_sandbox` never makes a task wait for a tree: when there is none near the
+task's commit (the repository's first task, or one more than REBUILD_AFTER_FILES files away) the
+task gets a plain workspace and a tree is built at its commit meanwhile, for the next. Older trees
+are removed once superseded for SUPERSEDED_GRACE_SECONDS and no task's overlay stands on them.
+Which trees are complete is kept in Redis (a builder that died leaves an unregistered volume,
+never used). An engine that cannot mount overlay volumes (rootless, another volume driver) makes
+the container fail to start: `task_sandbox` then falls back to a plain workspace volume, and
+stops trying layers in that process.
 """
 
 from __future__ import annotations
@@ -78,14 +80,16 @@ REBUILD_AFTER_FILES = 200
 SUPERSEDED_GRACE_SECONDS = 600
 BUILD_TIMEOUT_SECONDS = 600
 
-# Check out `sha` borrowing /mirror's objects, then refresh the index once the clock has moved
-# on: entries written in the same tick as the index are "racily clean", and every task would
-# otherwise hash those files again.
+# Check out `sha` borrowing /mirror's objects, then write the index again once the clock is in a
+# later second: git (built without USE_NSEC, as Debian's) counts a file whose mtime is in the same
+# second as the index as "racily clean", and every task standing on the tree would hash all of
+# those again (about 60 ms for 24 MB, at every `git status`).
 BUILD_SCRIPT = (
     "set -e; cd {workspace}; git init -q .; "
     "echo {mirror}/objects > .git/objects/info/alternates; "
     "git -c advice.detachedHead=false checkout -q -f --detach {sha}; "
-    "sleep 0.05; git update-index -q --really-refresh >/dev/null || true; git rev-parse HEAD"
+    "sleep 1; git update-index -q --really-refresh --force-write-index >/dev/null || true; "
+    "git rev-parse HEAD"
 )
 
 
@@ -159,6 +163,24 @@ class Source:
     refresh: Callable[[Sandbox], Refreshed]  # brings the mirror mounted in a box up to date
 
 
+def near_tree(
+    client: docker.DockerClient,
+    redis: Redis,
+    repo: str,
+    sha: str,
+    distance: Callable[[str, str], int],
+) -> Tree | None:
+    """The newest complete tree of `repo` if at most REBUILD_AFTER_FILES files from `sha`.
+
+    `distance(a, b)` counts the files that differ between two commits (very many when one is
+    unknown).
+    """
+    tree = newest_tree(client, redis, repo)
+    if tree is not None and distance(tree.commit, sha) <= REBUILD_AFTER_FILES:
+        return tree
+    return None
+
+
 def ensure_tree(
     client: docker.DockerClient,
     redis: Redis,
@@ -168,15 +190,16 @@ def ensure_tree(
     distance: Callable[[str, str], int],
     task_id: str,
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
-) -> Tree:
+    wait: bool = True,
+) -> Tree | None:
     """A complete tree of the repository near `source.sha`: the newest, or a new one built there.
 
-    `distance(a, b)` counts the files that differ between two commits (very many when one is
-    unknown).
+    Concurrent callers build one tree: the others wait for it, or with `wait=False` return None
+    at once (somebody is building).
     """
     repo = source.repo
-    tree = newest_tree(client, redis, repo)
-    if tree is not None and distance(tree.commit, source.sha) <= REBUILD_AFTER_FILES:
+    tree = near_tree(client, redis, repo, source.sha, distance)
+    if tree is not None:
         return tree
     lock = redis.lock(
         LOCK_PREFIX + repo.lower(),
@@ -184,11 +207,13 @@ def ensure_tree(
         blocking_timeout=LOCK_SECONDS,
         thread_local=False,
     )
-    if not lock.acquire():
+    if not lock.acquire(blocking=wait):
+        if not wait:
+            return None
         raise SandboxError(f"timed out waiting for another task to check out {repo}")
     try:
-        tree = newest_tree(client, redis, repo)  # built by whoever held the lock
-        if tree is not None and distance(tree.commit, source.sha) <= REBUILD_AFTER_FILES:
+        tree = near_tree(client, redis, repo, source.sha, distance)  # built meanwhile
+        if tree is not None:
             return tree
         tree = _build_tree(client, redis, source, image=image, task_id=task_id, limits=limits)
         redis.zadd(registry(repo), {tree.volume: time.time()})

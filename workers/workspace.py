@@ -20,10 +20,12 @@ the repository's tree (`sandbox.layers`), so a warm task writes only the files t
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -261,17 +263,32 @@ def task_sandbox(
         began = time.monotonic()
         tree = None
         if _layers_fit(prepared, limits):
-            # No setup made a workspace of its own: stand on the repository's tree instead.
-            tree = _tree(client, redis, common, start, host_mirror, volume, make_bundle)
-        tree_ms = int((time.monotonic() - began) * 1000)
-        began = time.monotonic()
+            distance = functools.partial(files_between, host_mirror)
+            tree = layers.near_tree(client, redis, repo, start.base_sha, distance)
+            if tree is None:
+                # None near this commit: this task takes a plain workspace, and a tree is made
+                # at its commit meanwhile for the next (joined when the task's sandbox is gone).
+                source = layers.Source(
+                    repo=repo,
+                    sha=start.base_sha,
+                    mirror_volume=volume,
+                    refresh=lambda box: engine_mirror.refresh(box, make_bundle),
+                )
+                build = threading.Thread(
+                    target=_build_tree,
+                    args=(client, redis, source, distance, common),
+                    name=f"codexbot-tree-{task_id}",
+                    daemon=True,
+                )
+                build.start()
+                stack.callback(build.join)
         box = _layered_sandbox(stack, client, tree, mounts, common) if tree else None
         if box is None:
             box = stack.enter_context(Sandbox(client, volumes=mounts, **common))
         spent["container_start"] = int((time.monotonic() - began) * 1000)
         began = time.monotonic()
         populate(box)
-        spent["workspace"] = tree_ms + int((time.monotonic() - began) * 1000)
+        spent["workspace"] = int((time.monotonic() - began) * 1000)
         yield box, prepared
 
 
@@ -284,35 +301,27 @@ def _layers_fit(prepared: Prepared, limits: SandboxLimits) -> bool:
     )
 
 
-def _tree(
+def _build_tree(
     client: docker.DockerClient,
     redis: Redis,
+    source: layers.Source,
+    distance: Callable[[str, str], int],
     common: dict[str, Any],
-    start: Checkout,
-    host_mirror: Path,
-    mirror_volume: str,
-    make_bundle: Callable[[set[str], Path], bool],
-) -> layers.Tree | None:
-    """The repository's tree near `start` (`sandbox.layers`), or None to use a plain workspace."""
+) -> None:
+    """Make the repository's tree at `source.sha` unless one is near or being made; log failures."""
     try:
-        source = layers.Source(
-            repo=common["labels"][REPO_LABEL],
-            sha=start.base_sha,
-            mirror_volume=mirror_volume,
-            refresh=lambda box: engine_mirror.refresh(box, make_bundle),
-        )
-        return layers.ensure_tree(
+        layers.ensure_tree(
             client,
             redis,
             source,
             image=common["image"],
-            distance=lambda a, b: files_between(host_mirror, a, b),
+            distance=distance,
             task_id=common["task_id"],
             limits=common["limits"],
+            wait=False,
         )
-    except SandboxError as error:
+    except Exception as error:  # noqa: BLE001 - the task goes on with its plain workspace
         log.warning("sandbox.tree_failed", error=str(error), task_id=common["task_id"])
-        return None
 
 
 def _layered_sandbox(

@@ -90,8 +90,32 @@ def tasks(
     return Tasks(docker_client, redis, sandbox_image, repo_name, tmp_path)
 
 
+def filesystem(box: Sandbox) -> str:
+    return box.exec("stat -f -c %T /workspace").output.strip()
+
+
 def test_tasks_stand_on_one_tree_and_never_see_each_others_files(tasks: Tasks) -> None:
     head = git(tasks.upstream, "rev-parse", "HEAD").strip()
+    with tasks.sandbox() as (box, _):
+        assert filesystem(box) != "overlayfs"  # nothing to stand on yet: a plain workspace
+        assert box.exec("git rev-parse HEAD; git status --porcelain").output.split() == [head]
+    assert len(tasks.trees()) == 1  # made meanwhile, done when the task's sandbox is gone
+    # No file of the tree is "racily clean" (its mtime in the index's second), so a task standing
+    # on it never hashes them all again.
+    seconds = tasks.client.containers.run(
+        tasks.image,
+        [
+            "sh",
+            "-c",
+            "git ls-files --debug | sed -n 's/^  mtime: \\([0-9]*\\):.*/\\1/p' | sort -n | tail -1;"
+            " stat -c %Y .git/index",
+        ],
+        volumes={tasks.trees()[0]: {"bind": "/tree", "mode": "ro"}},
+        working_dir="/tree",
+        network_mode="none",
+        remove=True,
+    ).split()
+    assert len(seconds) == 2 and int(seconds[0]) < int(seconds[1])
     timings: dict[str, int] = {}
     with tasks.sandbox(timings) as (box, _):
         assert box.exec("stat -f -c %T /workspace; stat -c %U /workspace").output.split() == [
@@ -114,9 +138,10 @@ def test_tasks_stand_on_one_tree_and_never_see_each_others_files(tasks: Tasks) -
             "?? pkg/",
         ]
     assert timings["workspace"] >= 0 and timings["container_start"] > 0
-    assert len(tasks.trees()) == 1
+    trees = tasks.trees()
 
     with tasks.sandbox() as (box, _):
+        assert filesystem(box) == "overlayfs"
         assert box.exec("git status --porcelain").output == ""
         assert box.exec("cat calc.py old.txt").output == (
             "def add(a, b):\n    return a + b\nto be deleted\n"
@@ -124,35 +149,37 @@ def test_tasks_stand_on_one_tree_and_never_see_each_others_files(tasks: Tasks) -
         gone = box.exec("ls new.txt pkg .git/hooks/pre-commit")
         assert gone.exit_code != 0 and gone.output.count("No such file") == 3
         assert box.exec("git config core.hooksPath").exit_code == 1
-    assert len(tasks.trees()) == 1  # the same tree, unchanged by the first task
+    assert tasks.trees() == trees  # the same tree, unchanged by the task before
     assert tasks.leftovers() == []  # upper, work and overlay volumes went with each task
 
 
 def test_a_far_commit_gets_a_new_tree_and_superseded_trees_are_pruned_when_unused(
     tasks: Tasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with tasks.sandbox() as (box, _):
-        first = tasks.trees()
-        assert len(first) == 1
+    with tasks.sandbox():
+        pass
+    first = tasks.trees()
+    assert len(first) == 1
     monkeypatch.setattr(layers, "REBUILD_AFTER_FILES", 0)
-    (tasks.upstream / "calc.py").write_text("def add(a, b):\n    return b + a\n")
-    git(tasks.upstream, "commit", "-qam", "swap")
-    head = git(tasks.upstream, "rev-parse", "HEAD").strip()
     monkeypatch.setattr(layers, "SUPERSEDED_GRACE_SECONDS", 0)
-    with tasks.sandbox() as (box, _):
-        assert box.exec("git rev-parse HEAD").output.strip() == head
-        assert len(tasks.trees()) == 1  # the build pruned the old tree at once (grace 0)
-        second = tasks.trees()
-        assert second != first
-        # A tree a running task stands on is never pruned, however old.
-        with tasks.sandbox() as (other, _):
-            (tasks.upstream / "calc.py").write_text("def add(a, b):\n    return a + b + 0\n")
-            git(tasks.upstream, "commit", "-qam", "again")
-            with tasks.sandbox() as (third, _):
-                assert third.exec("cat calc.py").output == "def add(a, b):\n    return a + b + 0\n"
-                assert layers.prune_trees(tasks.client, tasks.redis, tasks.name) == 0
-                assert set(second) < set(tasks.trees())
-            assert other.exec("cat calc.py").output == "def add(a, b):\n    return b + a\n"
+    swapped = "def add(a, b):\n    return b + a\n"
+    (tasks.upstream / "calc.py").write_text(swapped)
+    git(tasks.upstream, "commit", "-qam", "swap")
+    with tasks.sandbox() as (box, _):  # too far from the tree: plain, a new tree meanwhile
+        assert filesystem(box) != "overlayfs"
+        assert box.exec("cat calc.py").output == swapped
+    second = tasks.trees()
+    assert len(second) == 1 and second != first  # the build pruned the old tree (grace 0)
+    with tasks.sandbox() as (other, _):
+        assert filesystem(other) == "overlayfs"
+        (tasks.upstream / "calc.py").write_text("def add(a, b):\n    return a + b + 0\n")
+        git(tasks.upstream, "commit", "-qam", "again")
+        with tasks.sandbox() as (third, _):
+            assert third.exec("cat calc.py").output == "def add(a, b):\n    return a + b + 0\n"
+        # A tree a running task stands on is never pruned, however long superseded.
+        assert len(tasks.trees()) == 2 and set(second) < set(tasks.trees())
+        assert layers.prune_trees(tasks.client, tasks.redis, tasks.name) == 0
+        assert other.exec("cat calc.py").output == swapped
     assert layers.prune_trees(tasks.client, tasks.redis, tasks.name) == 1
     assert len(tasks.trees()) == 1 and tasks.trees() != second
 
@@ -168,12 +195,11 @@ def test_an_engine_that_refuses_overlay_volumes_gets_plain_workspaces(
 
     monkeypatch.setattr(layers, "overlay_options", refused)
     head = git(tasks.upstream, "rev-parse", "HEAD").strip()
-    with tasks.sandbox() as (box, _):
-        assert box.exec("stat -f -c %T /workspace").output.strip() != "overlayfs"
-        assert box.exec("git rev-parse HEAD; git status --porcelain").output.split() == [head]
-    assert workspace._engine["layers"] is False  # not tried again in this process
-    with tasks.sandbox() as (box, _):
-        assert box.exec("git rev-parse HEAD").output.strip() == head
+    for _ in range(3):  # the first builds the tree, the second is refused, the third not tried
+        with tasks.sandbox() as (box, _):
+            assert filesystem(box) != "overlayfs"
+            assert box.exec("git rev-parse HEAD; git status --porcelain").output.split() == [head]
+    assert workspace._engine["layers"] is False
     assert tasks.leftovers() == []
 
 
@@ -228,7 +254,7 @@ def test_an_image_without_the_upper_mount_gets_plain_workspaces(
     monkeypatch.setitem(workspace._engine, "unowned_images", set())
     tasks.image = tag
     try:
-        for _ in range(2):
+        for _ in range(3):  # the first builds the tree, the second finds the root unwritable
             with tasks.sandbox() as (box, _):
                 made = box.exec("stat -f -c %T .; echo x > top.txt && git status --porcelain")
                 assert made.exit_code == 0 and made.output.split()[1:] == ["??", "top.txt"]
