@@ -30,6 +30,7 @@ import socket
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -493,6 +494,9 @@ class Sandbox:
         self._home: Any = None
         self._channel: ExecChannel | None = None
         self._notes: list[str] = []  # said once, at the start of the next command's output
+        # One command at a time on the one exec server, whichever thread sends it (the job runs
+        # the tests before the agent's first command while the model reads the task).
+        self._turn = threading.RLock()
         self._log = log.bind(task_id=task_id)
 
     # -- lifecycle
@@ -718,12 +722,13 @@ class Sandbox:
         It starts in the directory the previous command ended in (at first /workspace), unless
         `workdir` names another for this one command. `env` adds variables for this command only.
         """
-        notes = "".join(self._notes)
-        reply = self.run_raw(
-            command, timeout=timeout, workdir=workdir, max_output=max_output, env=env
-        )
-        notes += "".join(self._notes)
-        self._notes.clear()
+        with self._turn:  # the notes belong to this command
+            notes = "".join(self._notes)
+            reply = self.run_raw(
+                command, timeout=timeout, workdir=workdir, max_output=max_output, env=env
+            )
+            notes += "".join(self._notes)
+            self._notes.clear()
         text = notes + reply.text()
         if reply.timed_out:
             text += timeout_note(timeout)
@@ -761,6 +766,17 @@ class Sandbox:
         env: dict[str, str] | None = None,
     ) -> _Reply:
         """One command through the exec server; output as bytes (head and tail)."""
+        with self._turn:
+            return self._run_raw(command, timeout, workdir, max_output, env)
+
+    def _run_raw(
+        self,
+        command: str,
+        timeout: float,
+        workdir: str | None,
+        max_output: int,
+        env: dict[str, str] | None,
+    ) -> _Reply:
         started = time.monotonic()
         channel = self._ensure_channel()
         request = {
