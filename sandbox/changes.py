@@ -16,6 +16,11 @@ Refused, each with a reason the agent and the PR reader can act on:
 The facts (status, mode, size, link target) are gathered inside the container by one small
 script; judging them is pure (`judge`) and table-tested. Refused paths are reset to the start
 commit in a private index before the diff, so the patch simply does not contain them.
+
+After a command, the facts are gathered again only when something in the workspace changed
+since the last time: `find -newerct` looks for an inode whose change time (which no one but the
+kernel sets) is later than the end of that gathering, in one process instead of Python and
+three gits. Most commands an agent runs only read.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ WORKFLOWS = ".github/workflows/"
 
 # Runs inside the container (python3 -I -S): stage everything in a private index, list changes.
 FACTS_SCRIPT = r"""
-import hashlib, json, os, subprocess, sys
+import hashlib, json, os, subprocess, sys, time
 base = sys.argv[1]
 env = dict(os.environ, GIT_INDEX_FILE=sys.argv[2])
 def git(*args):
@@ -93,8 +98,14 @@ for root, dirs, files in os.walk("."):
     for name in dirs + files:
         if name.lower() == ".git" and root != ".":
             nested.append(os.path.join(root, name)[2:])
-print(json.dumps({"changes": changes, "meta": meta(), "nested_git": nested[:50]}))
+digest = meta()
+print(json.dumps({"changes": changes, "meta": digest, "nested_git": nested[:50],
+                  "checked": time.time()}))
 """
+# Written by every gathering: the loose objects `git add` stores (they change no diff).
+OWN_WRITES = "-path './.git/objects/??' -prune -o ! -path ./.git/objects"
+# A change time is read from a clock that may lag the one `time.time()` reads by a tick.
+CLOCK_SLACK = 0.02
 
 
 @dataclass(frozen=True)
@@ -257,14 +268,26 @@ class Runner(Protocol):
 
 
 def _facts(box: Runner, base_commit: str) -> dict[str, Any]:
+    facts = _facts_if_changed(box, base_commit, None)
+    if facts is None:
+        raise SandboxError("could not list the changes: the script printed nothing")
+    return facts
+
+
+def _facts_if_changed(box: Runner, base_commit: str, since: float | None) -> dict[str, Any] | None:
+    """The facts, or None when nothing in the workspace changed after `since` (container time)."""
     command = f"python3 -I -S -c {shlex.quote(FACTS_SCRIPT)} {shlex.quote(base_commit)} {INDEX}"
+    if since is not None:
+        # An error (a directory find cannot read) counts as a change: the script looks properly.
+        changed = f"find . {OWN_WRITES} -newerct @{since - CLOCK_SLACK:.6f} -print -quit"
+        command = f'if out=$({changed} 2>/dev/null) && [ -z "$out" ]; then :; else {command}; fi'
     reply = box.run_raw(command, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024)
     if reply.exit_code != 0 or reply.truncated:
         raise SandboxError(
             f"could not list the changes ({reply.exit_code}): {reply.text()[-2000:]}"
         )
     lines = reply.data().decode("utf-8", "surrogateescape").strip().splitlines()
-    return dict(json.loads(lines[-1]))
+    return dict(json.loads(lines[-1])) if lines else None
 
 
 def _changes(facts: dict[str, Any]) -> list[Change]:
@@ -283,11 +306,16 @@ class ChangeGuard:
         self._box = box
         self._base = base_commit
         self._policy = policy
-        self._meta = _facts(box, base_commit)["meta"]
+        facts = _facts(box, base_commit)
+        self._meta = facts["meta"]
         self._told: set[Refusal] = set()
+        # When the agent has been told of every refusal, the container time the facts were.
+        self._checked: float | None = None if self._judged(facts) else float(facts["checked"])
 
     def refusals(self) -> list[Refusal]:
-        facts = _facts(self._box, self._base)
+        return self._judged(_facts(self._box, self._base))
+
+    def _judged(self, facts: dict[str, Any]) -> list[Refusal]:
         refusals = judge(_changes(facts), self._policy)
         if facts["meta"] != self._meta:
             refusals.append(
@@ -301,8 +329,12 @@ class ChangeGuard:
 
     def after_command(self) -> str:
         """A note for the agent about refusals it has not been told of yet, or ""."""
-        new = [refusal for refusal in self.refusals() if refusal not in self._told]
+        facts = _facts_if_changed(self._box, self._base, self._checked)
+        if facts is None:  # nothing changed since the agent was told of every refusal
+            return ""
+        new = [refusal for refusal in self._judged(facts) if refusal not in self._told]
         self._told.update(new)
+        self._checked = float(facts["checked"])
         return agent_note(new)
 
     def result(self) -> WorkspaceResult:
