@@ -29,7 +29,7 @@ from codexbot.commands import MARKER
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
-from sandbox.changes import ChangeGuard, ChangePolicy, Refusal, WorkspaceResult
+from sandbox.changes import ChangeGuard, ChangePolicy, Refusal
 from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import SetupFailed, setup_secret_values
 from workers import checkout, repoconfig, tasks, text
@@ -474,23 +474,39 @@ def commit_message_for(
     )
 
 
+@dataclass(frozen=True)
+class Pushed:
+    sha: str
+    message: str
+    changed: list[str]
+
+
+def push_change(
+    task: Task, work: Work, start: checkout.Checkout, patch: bytes, result: AgentResult
+) -> Pushed:
+    """The patch committed on the task's branch and pushed; the PR is `publish`'s."""
+    with task.timings.stage("push"):
+        ensure_still_newest(task)
+        ensure_branch_unmoved(task, work, start)
+        changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
+        message = task.redact(commit_message_for(task, work, start, result, changed))
+        sha = checkout.commit_and_push(
+            start, branch=work.branch, message=message, token=task.repo.token
+        )
+    return Pushed(sha, message, changed)
+
+
 def publish(
     task: Task,
     work: Work,
-    start: checkout.Checkout,
-    patch: bytes,
+    pushed: Pushed,
     result: AgentResult,
     tests: tuple[TestOutcome, TestOutcome],
     refusals: tuple[Refusal, ...] = (),
 ) -> dict:
+    """The pull request for the pushed change, or replies on the one it follows up."""
     before, after = tests
-    ensure_still_newest(task)
-    ensure_branch_unmoved(task, work, start)
-    changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
-    message = task.redact(commit_message_for(task, work, start, result, changed))
-    sha = checkout.commit_and_push(
-        start, branch=work.branch, message=message, token=task.repo.token
-    )
+    sha, message, changed = pushed.sha, pushed.message, pushed.changed
     reason = result.reason if result.status != "finished" else ""
     draft = text.draft_line(after.run, result.status, reason) is not None
     pull_url = ""
@@ -562,9 +578,9 @@ def run_work(task: Task, work: Work) -> dict:
 
     What does not wait on each other overlaps: the agent's briefing (the discussion, its model
     client) is gathered while the container starts; the tests before run while the model reads
-    the task (the agent's first command waits for them); the container is removed while the
-    result is published. The agent starts only once the sandbox is ready, so a failed setup
-    costs no model call.
+    the task (the agent's first command waits for them); the change is pushed while the tests
+    run on it, and the container is removed while the pull request is opened. The agent starts
+    only once the sandbox is ready, so a failed setup costs no model call.
     """
     timings = task.timings
     task.advance("preparing")
@@ -613,54 +629,55 @@ def run_work(task: Task, work: Work) -> dict:
             finally:
                 wait([baseline])  # the tests before finish before the container goes
             taken = baseline.result()
-            guard, before = taken.guard, taken.tests
-            if result.status == "stopped" and result.reason.startswith("superseded"):
-                raise TaskStopped(result.reason)
+            if task.record.kind == "ask":
+                return answered(result)
+            changes = taken.guard.result()
+            ensure_something_to_publish(result, changes.patch)
+            pushing = in_background(helpers, push_change, task, work, start, changes.patch, result)
             task.advance("testing", detail="Running the tests on the result.")
             with timings.stage("tests_after"):
                 after = verify_with_tests(sandbox, test_command)
-            changes = guard.result()
             removal = stack.pop_all()
         with meanwhile(helpers, removal.close):
-            return finish_work(task, work, start, result, (before, after), changes, controls)
+            pushed = pushing.result()
+            task.advance("publishing")
+            with timings.stage("publish"):
+                published = publish(
+                    task, work, pushed, result, (taken.tests, after), changes.refusals
+                )
+            return {
+                **published,
+                "status": result.status,
+                "steps": result.steps,
+                "steered": controls.steered,
+                "tokens": result.prompt_tokens + result.completion_tokens,
+                "tests_before": _test_json(taken.tests),
+                "tests_after": _test_json(after),
+                "patch": changes.patch.decode(errors="replace"),
+            }
 
 
-def finish_work(
-    task: Task,
-    work: Work,
-    start: checkout.Checkout,
-    result: AgentResult,
-    tests: tuple[TestOutcome, TestOutcome],
-    changes: WorkspaceResult,
-    controls: AgentControls,
-) -> dict:
-    """The answer, or the patch published; or why there is nothing to publish."""
-    patch = changes.patch
-    before, after = tests
+def ensure_agent_went_on(result: AgentResult) -> None:
+    if result.status == "stopped" and result.reason.startswith("superseded"):
+        raise TaskStopped(result.reason)
     if result.status == "error":
         raise TaskFailed(f"the agent stopped with an error: {result.reason}")
-    if task.record.kind == "ask":
-        answer = result.answer or result.summary
-        return {"answer": answer, "status": result.status, "steps": result.steps}
+
+
+def answered(result: AgentResult) -> dict:
+    ensure_agent_went_on(result)
+    answer = result.answer or result.summary
+    return {"answer": answer, "status": result.status, "steps": result.steps}
+
+
+def ensure_something_to_publish(result: AgentResult, patch: bytes) -> None:
+    ensure_agent_went_on(result)
     if not patch.strip():
         if result.status == "stopped":
             raise TaskStopped(result.reason)
         if result.status in UNFINISHED:
             raise TaskFailed(f"{result.reason or result.status}, before changing any file")
         raise TaskFailed("the agent finished without changing any file")
-    task.advance("publishing")
-    with task.timings.stage("publish"):
-        published = publish(task, work, start, patch, result, tests, changes.refusals)
-    return {
-        **published,
-        "status": result.status,
-        "steps": result.steps,
-        "steered": controls.steered,
-        "tokens": result.prompt_tokens + result.completion_tokens,
-        "tests_before": _test_json(before),
-        "tests_after": _test_json(after),
-        "patch": patch.decode(errors="replace"),
-    }
 
 
 def in_background(pool: Executor, fn: Callable[..., T], *args: Any) -> Future[T]:
