@@ -17,10 +17,11 @@ The facts (status, mode, size, link target) are gathered inside the container by
 script; judging them is pure (`judge`) and table-tested. Refused paths are reset to the start
 commit in a private index before the diff, so the patch simply does not contain them.
 
-After a command, the facts are gathered again only when something in the workspace changed
-since the last time: `find -newerct` looks for an inode whose change time (which no one but the
-kernel sets) is later than the end of that gathering, in one process instead of Python and
-three gits. Most commands an agent runs only read.
+The script runs in a fork of the sandbox's exec server (`Sandbox.run_python`), which has Python
+started and most modules imported. After a command, it gathers the facts again only when
+something in the workspace changed since the last time: `find -newerct` looks for an inode whose
+change time (which no one but the kernel sets) is later than the end of that gathering. Most
+commands an agent runs only read.
 """
 
 from __future__ import annotations
@@ -31,19 +32,30 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from sandbox.container import MAX_DIFF_BYTES, SandboxError, _Reply
+from sandbox.container import MAX_DIFF_BYTES, Sandbox, SandboxError
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 INDEX = "/tmp/.codexbot-changes.index"  # noqa: S108 - the container's private tmpfs
 WORKFLOWS = ".github/workflows/"
 
-# Runs inside the container (python3 -I -S): stage everything in a private index, list changes.
+# Runs inside the container: stage everything in a private index, list changes. With a third
+# argument, a time, it first looks for a change after it, and prints nothing when there is none.
+# The loose objects its own `git add` writes are no change (they change no diff); an error of
+# find (a directory it cannot list) counts as one.
 FACTS_SCRIPT = r"""
-import hashlib, json, os, subprocess, sys, time
+import json, os, subprocess, sys, time
+started = time.time()
 base = sys.argv[1]
 env = dict(os.environ, GIT_INDEX_FILE=sys.argv[2])
+if len(sys.argv) > 3:
+    found = subprocess.run(["find", ".", "-path", "./.git/objects/??", "-prune", "-o",
+                            "!", "-path", "./.git/objects", "-newerct", "@" + sys.argv[3],
+                            "-print", "-quit"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if found.returncode == 0 and not found.stdout:
+        sys.exit(0)
 def git(*args):
     done = subprocess.run(["git", "-c", "core.quotepath=off", *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -52,7 +64,14 @@ def git(*args):
         sys.exit(done.returncode)
     return done.stdout
 def meta():
-    digest = hashlib.sha256()
+    try:  # the built-in hash: hashlib would load OpenSSL, 5 ms a look
+        from _sha2 import sha256
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    digest = sha256()
     for name in ("config", "info/attributes", "info/exclude", "objects/info/alternates"):
         try:
             with open(os.path.join(".git", name), "rb") as f:
@@ -100,12 +119,10 @@ for root, dirs, files in os.walk("."):
             nested.append(os.path.join(root, name)[2:])
 digest = meta()
 print(json.dumps({"changes": changes, "meta": digest, "nested_git": nested[:50],
-                  "checked": time.time()}))
+                  "started": started, "finished": time.time()}))
 """
-# Written by every gathering: the loose objects `git add` stores (they change no diff).
-OWN_WRITES = "-path './.git/objects/??' -prune -o ! -path ./.git/objects"
 # A change time is read from a clock that may lag the one `time.time()` reads by a tick.
-CLOCK_SLACK = 0.02
+CLOCK_SLACK = 0.015
 
 
 @dataclass(frozen=True)
@@ -255,33 +272,21 @@ def pr_section(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
 # ---------------------------------------------------------------------------- in the sandbox
 
 
-class Runner(Protocol):
-    def run_raw(
-        self,
-        command: str,
-        *,
-        timeout: float,
-        workdir: str | None = None,
-        max_output: int = 64_000,
-        env: dict[str, str] | None = None,
-    ) -> _Reply: ...
-
-
-def _facts(box: Runner, base_commit: str) -> dict[str, Any]:
+def _facts(box: Sandbox, base_commit: str) -> dict[str, Any]:
     facts = _facts_if_changed(box, base_commit, None)
     if facts is None:
         raise SandboxError("could not list the changes: the script printed nothing")
     return facts
 
 
-def _facts_if_changed(box: Runner, base_commit: str, since: float | None) -> dict[str, Any] | None:
+def _facts_if_changed(box: Sandbox, base_commit: str, since: float | None) -> dict[str, Any] | None:
     """The facts, or None when nothing in the workspace changed after `since` (container time)."""
-    command = f"python3 -I -S -c {shlex.quote(FACTS_SCRIPT)} {shlex.quote(base_commit)} {INDEX}"
+    args = [base_commit, INDEX]
     if since is not None:
-        # An error (a directory find cannot read) counts as a change: the script looks properly.
-        changed = f"find . {OWN_WRITES} -newerct @{since - CLOCK_SLACK:.6f} -print -quit"
-        command = f'if out=$({changed} 2>/dev/null) && [ -z "$out" ]; then :; else {command}; fi'
-    reply = box.run_raw(command, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024)
+        args.append(f"{since:.6f}")
+    reply = box.run_python(
+        FACTS_SCRIPT, args, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024
+    )
     if reply.exit_code != 0 or reply.truncated:
         raise SandboxError(
             f"could not list the changes ({reply.exit_code}): {reply.text()[-2000:]}"
@@ -299,10 +304,16 @@ def _changes(facts: dict[str, Any]) -> list[Change]:
     return changes
 
 
+def _looked(facts: dict[str, Any]) -> float:
+    """A container time after which every change is newer than the look: its start (a change
+    time can lag by a clock tick), or when the look was quicker than that, a tick before its end."""
+    return min(float(facts["started"]), float(facts["finished"]) - CLOCK_SLACK)
+
+
 class ChangeGuard:
     """Watches a workspace for refused changes; tells the agent once, the PR at the end."""
 
-    def __init__(self, box: Runner, base_commit: str, policy: ChangePolicy) -> None:
+    def __init__(self, box: Sandbox, base_commit: str, policy: ChangePolicy) -> None:
         self._box = box
         self._base = base_commit
         self._policy = policy
@@ -310,7 +321,7 @@ class ChangeGuard:
         self._meta = facts["meta"]
         self._told: set[Refusal] = set()
         # When the agent has been told of every refusal, the container time the facts were.
-        self._checked: float | None = None if self._judged(facts) else float(facts["checked"])
+        self._checked: float | None = None if self._judged(facts) else _looked(facts)
 
     def refusals(self) -> list[Refusal]:
         return self._judged(_facts(self._box, self._base))
@@ -334,7 +345,7 @@ class ChangeGuard:
             return ""
         new = [refusal for refusal in self._judged(facts) if refusal not in self._told]
         self._told.update(new)
-        self._checked = float(facts["checked"])
+        self._checked = _looked(facts)
         return agent_note(new)
 
     def result(self) -> WorkspaceResult:

@@ -767,25 +767,31 @@ class Sandbox:
     ) -> _Reply:
         """One command through the exec server; output as bytes (head and tail)."""
         with self._turn:
-            return self._run_raw(command, timeout, workdir, max_output, env)
+            return self._run_raw({"cmd": command, "env": env or {}}, timeout, workdir, max_output)
+
+    def run_python(
+        self,
+        source: str,
+        args: list[str],
+        *,
+        timeout: float,
+        workdir: str | None = None,
+        max_output: int = 64_000,
+    ) -> _Reply:
+        """The worker's own Python `source` (never agent input), `args` as its sys.argv[1:].
+
+        A fork of the exec server runs it, like a command otherwise (timeout, output cap, what
+        it leaves running is killed), without an interpreter to start or modules to import.
+        """
+        with self._turn:
+            return self._run_raw({"cmd": source, "python": args}, timeout, workdir, max_output)
 
     def _run_raw(
-        self,
-        command: str,
-        timeout: float,
-        workdir: str | None,
-        max_output: int,
-        env: dict[str, str] | None,
+        self, request: dict[str, Any], timeout: float, workdir: str | None, max_output: int
     ) -> _Reply:
         started = time.monotonic()
         channel = self._ensure_channel()
-        request = {
-            "cmd": command,
-            "timeout": timeout,
-            "cwd": workdir,
-            "max": max_output,
-            "env": env or {},
-        }
+        request = {**request, "timeout": timeout, "cwd": workdir, "max": max_output}
         try:
             message = channel.call(request, time.monotonic() + timeout + CLIENT_GRACE_SECONDS)
         except ChannelLost as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import docker
 import pytest
 
 from sandbox.changes import (
+    CLOCK_SLACK,
     Change,
     ChangeGuard,
     ChangePolicy,
@@ -194,6 +196,9 @@ def test_the_guard_looks_again_only_when_the_workspace_changed(
     changes_box: tuple[Sandbox, str, Path],
 ) -> None:
     box, base, _ = changes_box
+    # What changed within CLOCK_SLACK of a look counts as after it (the safe side): this is no
+    # wait for work, the checkout just written has to age past that.
+    time.sleep(2 * CLOCK_SLACK)
     guard = ChangeGuard(box, base, ChangePolicy(max_file_bytes=1000))
 
     def index() -> str:  # each full look writes its private index afresh: a new inode
