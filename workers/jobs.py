@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
@@ -71,6 +72,31 @@ class Timings:
             self.stages[name] = round((time.monotonic() - started) * 1000)
 
 
+class Cleanup:
+    """What the job waits for only at its very end, done meanwhile: the sandbox goes while the
+    task reports. A failure is logged; what is left carries the task's labels for the reaper."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+
+    def start(self, what: str, fn: Callable[[], object]) -> None:
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._run, what, fn), name=what)
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _run(what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - after the result: for the operator, not the user
+            log.exception("cleanup failed", what=what)
+
+    def wait(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+
 @dataclass
 class Task:
     """Everything one run knows; built once at the start of the job."""
@@ -83,6 +109,7 @@ class Task:
     progress: LiveProgress
     workdir: Path
     timings: Timings = field(default_factory=Timings)
+    cleanup: Cleanup = field(default_factory=Cleanup)
 
     @property
     def id(self) -> str:
@@ -579,8 +606,9 @@ def run_work(task: Task, work: Work) -> dict:
     What does not wait on each other overlaps: the agent's briefing (the discussion, its model
     client) is gathered while the container starts; the tests before run while the model reads
     the task (the agent's first command waits for them); the change is pushed while the tests
-    run on it, and the container is removed while the pull request is opened. The agent starts
-    only once the sandbox is ready, so a failed setup costs no model call.
+    run on it, and the container is removed while the pull request is opened and the task
+    reports. The agent starts only once the sandbox is ready, so a failed setup costs no model
+    call.
     """
     timings = task.timings
     task.advance("preparing")
@@ -637,24 +665,21 @@ def run_work(task: Task, work: Work) -> dict:
             task.advance("testing", detail="Running the tests on the result.")
             with timings.stage("tests_after"):
                 after = verify_with_tests(sandbox, test_command)
-            removal = stack.pop_all()
-        with meanwhile(helpers, removal.close):
-            pushed = pushing.result()
-            task.advance("publishing")
-            with timings.stage("publish"):
-                published = publish(
-                    task, work, pushed, result, (taken.tests, after), changes.refusals
-                )
-            return {
-                **published,
-                "status": result.status,
-                "steps": result.steps,
-                "steered": controls.steered,
-                "tokens": result.prompt_tokens + result.completion_tokens,
-                "tests_before": _test_json(taken.tests),
-                "tests_after": _test_json(after),
-                "patch": changes.patch.decode(errors="replace"),
-            }
+            task.cleanup.start("sandbox removal", stack.pop_all().close)
+        pushed = pushing.result()
+    task.advance("publishing")
+    with timings.stage("publish"):
+        published = publish(task, work, pushed, result, (taken.tests, after), changes.refusals)
+    return {
+        **published,
+        "status": result.status,
+        "steps": result.steps,
+        "steered": controls.steered,
+        "tokens": result.prompt_tokens + result.completion_tokens,
+        "tests_before": _test_json(taken.tests),
+        "tests_after": _test_json(after),
+        "patch": changes.patch.decode(errors="replace"),
+    }
 
 
 def ensure_agent_went_on(result: AgentResult) -> None:
@@ -683,18 +708,6 @@ def ensure_something_to_publish(result: AgentResult, patch: bytes) -> None:
 def in_background(pool: Executor, fn: Callable[..., T], *args: Any) -> Future[T]:
     """`fn(*args)` on the pool, logging with this task's bound context."""
     return pool.submit(contextvars.copy_context().run, fn, *args)
-
-
-@contextmanager
-def meanwhile(pool: Executor, fn: Callable[[], object]) -> Iterator[None]:
-    """Runs `fn` in the background while the block runs and waits for it at the end; its error
-    is raised unless the block raised one of its own."""
-    done = in_background(pool, fn)
-    try:
-        yield
-    finally:
-        wait([done])
-    done.result()
 
 
 def plan(task: Task) -> Work:
@@ -811,6 +824,7 @@ def run_task(*, task_id: str) -> dict:
         tasks.release_target(redis, task.record)
         shutil.rmtree(task.workdir, ignore_errors=True)
         task.progress.close()  # the last state is shown before the job ends
+        task.cleanup.wait()
         task.repo.close()
         redis.close()
     task.timings.stages["enqueue_to_start"] = queued_ms or 0
