@@ -108,10 +108,6 @@ class LiveProgress:
         self._thread = threading.Thread(target=self._post_changes, name="progress", daemon=True)
         self._thread.start()
 
-    @property
-    def view(self) -> ProgressView:
-        return self._progress.view
-
     def update(self, state: str | None = None, **changes: object) -> None:
         with self._changed:
             self._progress.change(state, **changes)
