@@ -205,6 +205,9 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         import docker
 
         from sandbox.reaper import start_reaper
+        from workers.github import app_key
+
+        app_key(settings.private_key_pem())  # once here, not in every task this process forks
 
         start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
     worker_class(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)

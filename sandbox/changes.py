@@ -16,6 +16,12 @@ Refused, each with a reason the agent and the PR reader can act on:
 The facts (status, mode, size, link target) are gathered inside the container by one small
 script; judging them is pure (`judge`) and table-tested. Refused paths are reset to the start
 commit in a private index before the diff, so the patch simply does not contain them.
+
+The script runs in a fork of the sandbox's exec server (`Sandbox.run_python`), which has Python
+started and most modules imported. After a command, it gathers the facts again only when
+something in the workspace changed since the last time: `find -newerct` looks for an inode whose
+change time (which no one but the kernel sets) is later than the end of that gathering. Most
+commands an agent runs only read.
 """
 
 from __future__ import annotations
@@ -26,19 +32,30 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from sandbox.container import MAX_DIFF_BYTES, SandboxError, _Reply
+from sandbox.container import MAX_DIFF_BYTES, Sandbox, SandboxError
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 INDEX = "/tmp/.codexbot-changes.index"  # noqa: S108 - the container's private tmpfs
 WORKFLOWS = ".github/workflows/"
 
-# Runs inside the container (python3 -I -S): stage everything in a private index, list changes.
+# Runs inside the container: stage everything in a private index, list changes. With a third
+# argument, a time, it first looks for a change after it, and prints nothing when there is none.
+# The loose objects its own `git add` writes are no change (they change no diff); an error of
+# find (a directory it cannot list) counts as one.
 FACTS_SCRIPT = r"""
-import hashlib, json, os, subprocess, sys
+import json, os, subprocess, sys, time
+started = time.time()
 base = sys.argv[1]
 env = dict(os.environ, GIT_INDEX_FILE=sys.argv[2])
+if len(sys.argv) > 3:
+    found = subprocess.run(["find", ".", "-path", "./.git/objects/??", "-prune", "-o",
+                            "!", "-path", "./.git/objects", "-newerct", "@" + sys.argv[3],
+                            "-print", "-quit"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if found.returncode == 0 and not found.stdout:
+        sys.exit(0)
 def git(*args):
     done = subprocess.run(["git", "-c", "core.quotepath=off", *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -47,7 +64,14 @@ def git(*args):
         sys.exit(done.returncode)
     return done.stdout
 def meta():
-    digest = hashlib.sha256()
+    try:  # the built-in hash: hashlib would load OpenSSL, 5 ms a look
+        from _sha2 import sha256
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    digest = sha256()
     for name in ("config", "info/attributes", "info/exclude", "objects/info/alternates"):
         try:
             with open(os.path.join(".git", name), "rb") as f:
@@ -93,8 +117,12 @@ for root, dirs, files in os.walk("."):
     for name in dirs + files:
         if name.lower() == ".git" and root != ".":
             nested.append(os.path.join(root, name)[2:])
-print(json.dumps({"changes": changes, "meta": meta(), "nested_git": nested[:50]}))
+digest = meta()
+print(json.dumps({"changes": changes, "meta": digest, "nested_git": nested[:50],
+                  "started": started, "finished": time.time()}))
 """
+# A change time is read from a clock that may lag the one `time.time()` reads by a tick.
+CLOCK_SLACK = 0.015
 
 
 @dataclass(frozen=True)
@@ -244,27 +272,27 @@ def pr_section(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
 # ---------------------------------------------------------------------------- in the sandbox
 
 
-class Runner(Protocol):
-    def run_raw(
-        self,
-        command: str,
-        *,
-        timeout: float,
-        workdir: str | None = None,
-        max_output: int = 64_000,
-        env: dict[str, str] | None = None,
-    ) -> _Reply: ...
+def _facts(box: Sandbox, base_commit: str) -> dict[str, Any]:
+    facts = _facts_if_changed(box, base_commit, None)
+    if facts is None:
+        raise SandboxError("could not list the changes: the script printed nothing")
+    return facts
 
 
-def _facts(box: Runner, base_commit: str) -> dict[str, Any]:
-    command = f"python3 -I -S -c {shlex.quote(FACTS_SCRIPT)} {shlex.quote(base_commit)} {INDEX}"
-    reply = box.run_raw(command, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024)
+def _facts_if_changed(box: Sandbox, base_commit: str, since: float | None) -> dict[str, Any] | None:
+    """The facts, or None when nothing in the workspace changed after `since` (container time)."""
+    args = [base_commit, INDEX]
+    if since is not None:
+        args.append(f"{since:.6f}")
+    reply = box.run_python(
+        FACTS_SCRIPT, args, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024
+    )
     if reply.exit_code != 0 or reply.truncated:
         raise SandboxError(
             f"could not list the changes ({reply.exit_code}): {reply.text()[-2000:]}"
         )
     lines = reply.data().decode("utf-8", "surrogateescape").strip().splitlines()
-    return dict(json.loads(lines[-1]))
+    return dict(json.loads(lines[-1])) if lines else None
 
 
 def _changes(facts: dict[str, Any]) -> list[Change]:
@@ -276,18 +304,29 @@ def _changes(facts: dict[str, Any]) -> list[Change]:
     return changes
 
 
+def _looked(facts: dict[str, Any]) -> float:
+    """A container time after which every change is newer than the look: its start (a change
+    time can lag by a clock tick), or when the look was quicker than that, a tick before its end."""
+    return min(float(facts["started"]), float(facts["finished"]) - CLOCK_SLACK)
+
+
 class ChangeGuard:
     """Watches a workspace for refused changes; tells the agent once, the PR at the end."""
 
-    def __init__(self, box: Runner, base_commit: str, policy: ChangePolicy) -> None:
+    def __init__(self, box: Sandbox, base_commit: str, policy: ChangePolicy) -> None:
         self._box = box
         self._base = base_commit
         self._policy = policy
-        self._meta = _facts(box, base_commit)["meta"]
+        facts = _facts(box, base_commit)
+        self._meta = facts["meta"]
         self._told: set[Refusal] = set()
+        # When the agent has been told of every refusal, the container time the facts were.
+        self._checked: float | None = None if self._judged(facts) else _looked(facts)
 
     def refusals(self) -> list[Refusal]:
-        facts = _facts(self._box, self._base)
+        return self._judged(_facts(self._box, self._base))
+
+    def _judged(self, facts: dict[str, Any]) -> list[Refusal]:
         refusals = judge(_changes(facts), self._policy)
         if facts["meta"] != self._meta:
             refusals.append(
@@ -301,8 +340,12 @@ class ChangeGuard:
 
     def after_command(self) -> str:
         """A note for the agent about refusals it has not been told of yet, or ""."""
-        new = [refusal for refusal in self.refusals() if refusal not in self._told]
+        facts = _facts_if_changed(self._box, self._base, self._checked)
+        if facts is None:  # nothing changed since the agent was told of every refusal
+            return ""
+        new = [refusal for refusal in self._judged(facts) if refusal not in self._told]
         self._told.update(new)
+        self._checked = _looked(facts)
         return agent_note(new)
 
     def result(self) -> WorkspaceResult:

@@ -30,6 +30,7 @@ import socket
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -497,6 +498,9 @@ class Sandbox:
         self._owned = owned_volumes
         self._channel: ExecChannel | None = None
         self._notes: list[str] = []  # said once, at the start of the next command's output
+        # One command at a time on the one exec server, whichever thread sends it (the job runs
+        # the tests before the agent's first command while the model reads the task).
+        self._turn = threading.RLock()
         self._log = log.bind(task_id=task_id)
 
     # -- lifecycle
@@ -725,12 +729,13 @@ class Sandbox:
         It starts in the directory the previous command ended in (at first /workspace), unless
         `workdir` names another for this one command. `env` adds variables for this command only.
         """
-        notes = "".join(self._notes)
-        reply = self.run_raw(
-            command, timeout=timeout, workdir=workdir, max_output=max_output, env=env
-        )
-        notes += "".join(self._notes)
-        self._notes.clear()
+        with self._turn:  # the notes belong to this command
+            notes = "".join(self._notes)
+            reply = self.run_raw(
+                command, timeout=timeout, workdir=workdir, max_output=max_output, env=env
+            )
+            notes += "".join(self._notes)
+            self._notes.clear()
         text = notes + reply.text()
         if reply.timed_out:
             text += timeout_note(timeout)
@@ -768,15 +773,32 @@ class Sandbox:
         env: dict[str, str] | None = None,
     ) -> _Reply:
         """One command through the exec server; output as bytes (head and tail)."""
+        with self._turn:
+            return self._run_raw({"cmd": command, "env": env or {}}, timeout, workdir, max_output)
+
+    def run_python(
+        self,
+        source: str,
+        args: list[str],
+        *,
+        timeout: float,
+        workdir: str | None = None,
+        max_output: int = 64_000,
+    ) -> _Reply:
+        """The worker's own Python `source` (never agent input), `args` as its sys.argv[1:].
+
+        A fork of the exec server runs it, like a command otherwise (timeout, output cap, what
+        it leaves running is killed), without an interpreter to start or modules to import.
+        """
+        with self._turn:
+            return self._run_raw({"cmd": source, "python": args}, timeout, workdir, max_output)
+
+    def _run_raw(
+        self, request: dict[str, Any], timeout: float, workdir: str | None, max_output: int
+    ) -> _Reply:
         started = time.monotonic()
         channel = self._ensure_channel()
-        request = {
-            "cmd": command,
-            "timeout": timeout,
-            "cwd": workdir,
-            "max": max_output,
-            "env": env or {},
-        }
+        request = {**request, "timeout": timeout, "cwd": workdir, "max": max_output}
         try:
             message = channel.call(request, time.monotonic() + timeout + CLIENT_GRACE_SECONDS)
         except ChannelLost as error:

@@ -6,12 +6,15 @@ through its auth objects and git receives them through the environment (see chec
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from github import Auth, Github, GithubException, GithubIntegration
+import jwt
+from cryptography.hazmat.primitives import serialization
+from github import Auth, Consts, Github, GithubException, GithubIntegration
 
 # Our write volume per task is a handful of calls spread over minutes; PyGithub's default
 # client-side throttle (1 s between writes) would only slow the answer a user waits for.
@@ -97,6 +100,13 @@ def _explain(error: GithubException, action: str) -> GitHubError:
     return GitHubError(f"{action}: GitHub answered {error.status} {message or ''}".strip())
 
 
+@functools.cache
+def app_key(private_key: str) -> Any:
+    """The App's private key, parsed once per process: its consistency check alone takes tens of
+    milliseconds, so the task worker runs it before it forks a process per task."""
+    return serialization.load_pem_private_key(private_key.encode(), password=None)
+
+
 class GitHubApp:
     """The App itself: signs JWTs with its private key and mints installation tokens.
 
@@ -106,8 +116,13 @@ class GitHubApp:
     TOKEN_MARGIN = timedelta(minutes=5)
 
     def __init__(self, *, app_id: int, private_key: str, api_url: str) -> None:
+        key = app_key(private_key)
+
+        def sign(payload: dict) -> str:
+            return jwt.encode(payload, key, algorithm=Consts.DEFAULT_JWT_ALGORITHM)
+
         self._integration = GithubIntegration(
-            auth=Auth.AppAuth(app_id, private_key), base_url=api_url, **_CLIENT_OPTIONS
+            auth=Auth.AppAuth(app_id, sign_func=sign), base_url=api_url, **_CLIENT_OPTIONS
         )
         self.api_url = api_url
         self._tokens: dict[int, tuple[str, datetime]] = {}

@@ -7,14 +7,18 @@ with the same settings can run them.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import docker
 import structlog
@@ -27,7 +31,7 @@ from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
 from sandbox.changes import ChangeGuard, ChangePolicy, Refusal
-from sandbox.container import Sandbox
+from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import SetupFailed, setup_secret_values
 from workers import checkout, repoconfig, tasks, text
 from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
@@ -36,7 +40,7 @@ from workers.agent.trajectory import Trajectory
 from workers.github import GitHubApp, GitHubError, Pull, Repository, ReviewComment
 from workers.instructions import discover_instructions
 from workers.permissions import cached_role
-from workers.progress import Progress, ProgressView
+from workers.progress import LiveProgress, Progress, ProgressView
 from workers.testcmd import compare_runs, find_test_command
 from workers.workspace import MirrorCache, task_sandbox
 
@@ -44,6 +48,7 @@ log = structlog.get_logger()
 TEST_TIMEOUT = 900
 PROGRESS_INTERVAL = 5.0  # seconds between "step N" edits of the progress comment
 CHANGING_TOOLS = {"shell", "apply_patch"}
+T = TypeVar("T")
 
 
 class TaskFailed(Exception):
@@ -67,6 +72,31 @@ class Timings:
             self.stages[name] = round((time.monotonic() - started) * 1000)
 
 
+class Cleanup:
+    """What the job waits for only at its very end, done meanwhile: the sandbox goes while the
+    task reports. A failure is logged; what is left carries the task's labels for the reaper."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+
+    def start(self, what: str, fn: Callable[[], object]) -> None:
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._run, what, fn), name=what)
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _run(what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - after the result: for the operator, not the user
+            log.exception("cleanup failed", what=what)
+
+    def wait(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+
 @dataclass
 class Task:
     """Everything one run knows; built once at the start of the job."""
@@ -76,9 +106,10 @@ class Task:
     redis: Redis
     repo: Repository
     redact: Redactor
-    progress: Progress
+    progress: LiveProgress
     workdir: Path
     timings: Timings = field(default_factory=Timings)
+    cleanup: Cleanup = field(default_factory=Cleanup)
 
     @property
     def id(self) -> str:
@@ -113,9 +144,9 @@ class AgentControls:
     """What the task lends the agent loop: its stop flag, the comments that arrive while it
     works, and a live count of its steps for the progress comment."""
 
-    def __init__(self, task: Task, guard: ChangeGuard) -> None:
+    def __init__(self, task: Task, baseline: Future[Baseline]) -> None:
         self._task = task
-        self._guard = guard
+        self._baseline = baseline
         self._refusal_notes: list[str] = []
         self.steps = 0
         self.steered = 0
@@ -150,7 +181,7 @@ class AgentControls:
         if record.get("type") == "tool":
             self.steps += 1
             if record.get("name") in CHANGING_TOOLS:
-                note = self._guard.after_command().strip()
+                note = self._baseline.result().guard.after_command().strip()
                 if note:
                     self._refusal_notes.append(note)
             self._show_progress()
@@ -335,22 +366,23 @@ def agent_limits(config: repoconfig.RepoConfig) -> AgentLimits:
         raise TaskFailed(f"`.github/codex.yml` limits: {error}") from None
 
 
-def agent_run(
+@dataclass(frozen=True)
+class Briefing:
+    """What the agent starts with: its task and its model client."""
+
+    agent_task: AgentTask
+    model: OpenAIModel
+
+
+def brief_agent(
     task: Task,
     work: Work,
-    sandbox: Sandbox,
     start: checkout.Checkout,
     config: repoconfig.RepoConfig,
     test_command: str | None,
-    controls: AgentControls,
-) -> AgentResult:
+) -> Briefing:
     settings = task.settings
     asking = task.record.kind == "ask"
-    model = OpenAIModel(
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key.get_secret_value(),
-        model=config.model or settings.codex_model,
-    )
     agent_task = AgentTask(
         repo=task.repo.full_name,
         issue_number=task.record.number,
@@ -362,21 +394,71 @@ def agent_run(
         mode="ask" if asking else "fix",
         question=task.record.text if asking else "",
     )
-    trajectory = Trajectory(
-        trajectory_path(settings, task.id), task.redact, listener=controls.on_record
+    model = OpenAIModel(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        model=config.model or settings.codex_model,
     )
-    try:
-        return run_agent(
-            agent_task,
-            sandbox,
-            model,
-            agent_limits(config),
-            trajectory,
-            steering=controls.steering,
-            should_stop=controls.should_stop,
-        )
-    finally:
-        model.close()
+    return Briefing(agent_task, model)
+
+
+def close_model(briefing: Future[Briefing]) -> None:
+    if briefing.exception() is None:
+        briefing.result().model.close()
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The untouched workspace: the change guard's start, and the tests before."""
+
+    guard: ChangeGuard
+    tests: TestOutcome
+
+
+def take_baseline(
+    sandbox: Sandbox,
+    start: checkout.Checkout,
+    config: repoconfig.RepoConfig,
+    test_command: str | None,
+    timings: Timings,
+) -> Baseline:
+    guard = ChangeGuard(sandbox, start.base_sha, ChangePolicy.from_config(config))
+    with timings.stage("tests_before"):
+        return Baseline(guard, verify_with_tests(sandbox, test_command))
+
+
+class AfterBaseline:
+    """The sandbox as the agent sees it: a command waits until the baseline is taken, so the
+    agent never changes the workspace under the tests before."""
+
+    def __init__(self, sandbox: Sandbox, baseline: Future[Baseline]) -> None:
+        self._sandbox = sandbox
+        self._baseline = baseline
+
+    def exec(self, command: str, *, timeout: float) -> ExecResult:
+        self._baseline.result()  # raises what went wrong taking it
+        return self._sandbox.exec(command, timeout=timeout)
+
+
+def agent_run(
+    task: Task,
+    briefing: Briefing,
+    env: AfterBaseline,
+    config: repoconfig.RepoConfig,
+    controls: AgentControls,
+) -> AgentResult:
+    trajectory = Trajectory(
+        trajectory_path(task.settings, task.id), task.redact, listener=controls.on_record
+    )
+    return run_agent(
+        briefing.agent_task,
+        env,
+        briefing.model,
+        agent_limits(config),
+        trajectory,
+        steering=controls.steering,
+        should_stop=controls.should_stop,
+    )
 
 
 def trajectory_path(settings: Settings, task_id: str) -> Path:
@@ -419,23 +501,39 @@ def commit_message_for(
     )
 
 
+@dataclass(frozen=True)
+class Pushed:
+    sha: str
+    message: str
+    changed: list[str]
+
+
+def push_change(
+    task: Task, work: Work, start: checkout.Checkout, patch: bytes, result: AgentResult
+) -> Pushed:
+    """The patch committed on the task's branch and pushed; the PR is `publish`'s."""
+    with task.timings.stage("push"):
+        ensure_still_newest(task)
+        ensure_branch_unmoved(task, work, start)
+        changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
+        message = task.redact(commit_message_for(task, work, start, result, changed))
+        sha = checkout.commit_and_push(
+            start, branch=work.branch, message=message, token=task.repo.token
+        )
+    return Pushed(sha, message, changed)
+
+
 def publish(
     task: Task,
     work: Work,
-    start: checkout.Checkout,
-    patch: bytes,
+    pushed: Pushed,
     result: AgentResult,
     tests: tuple[TestOutcome, TestOutcome],
     refusals: tuple[Refusal, ...] = (),
 ) -> dict:
+    """The pull request for the pushed change, or replies on the one it follows up."""
     before, after = tests
-    ensure_still_newest(task)
-    ensure_branch_unmoved(task, work, start)
-    changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
-    message = task.redact(commit_message_for(task, work, start, result, changed))
-    sha = checkout.commit_and_push(
-        start, branch=work.branch, message=message, token=task.repo.token
-    )
+    sha, message, changed = pushed.sha, pushed.message, pushed.changed
     reason = result.reason if result.status != "finished" else ""
     draft = text.draft_line(after.run, result.status, reason) is not None
     pull_url = ""
@@ -503,7 +601,15 @@ UNFINISHED = {"limits_exceeded", "stuck", "stopped"}
 
 
 def run_work(task: Task, work: Work) -> dict:
-    """Checkout, sandbox, tests, agent, tests, patch, publish."""
+    """Checkout, sandbox, tests, agent, tests, patch, publish.
+
+    What does not wait on each other overlaps: the agent's briefing (the discussion, its model
+    client) is gathered while the container starts; the tests before run while the model reads
+    the task (the agent's first command waits for them); the change is pushed while the tests
+    run on it, and the container is removed while the pull request is opened and the task
+    reports. The agent starts only once the sandbox is ready, so a failed setup costs no model
+    call.
+    """
     timings = task.timings
     task.advance("preparing")
     with timings.stage("checkout"):
@@ -514,64 +620,94 @@ def run_work(task: Task, work: Work) -> dict:
     secrets = setup_secret_values(config.setup_secrets)
     for value in secrets.values():
         task.redact.add(value)
-    with ExitStack() as stack:
-        client = docker.from_env()
-        stack.callback(client.close)
-        # Fills the "setup", "container_start" and "workspace" timings itself.
-        sandbox, _ = stack.enter_context(
-            task_sandbox(
-                client,
-                task.redis,
-                base_image=task.settings.codex_sandbox_image,
-                config=config,
-                start=start,
-                host_mirror=mirror,
-                repo=task.repo.full_name,
-                task_id=task.id,
-                setup_secrets=secrets,
-                timings=timings.stages,
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers:
+        with ExitStack() as stack:
+            briefing = in_background(helpers, brief_agent, task, work, start, config, test_command)
+            # Also joins the briefing before a failure is reported: one thread uses task.repo.
+            stack.callback(close_model, briefing)
+            client = docker.from_env()
+            stack.callback(client.close)
+            # Fills the "setup", "container_start" and "workspace" timings itself.
+            sandbox, _ = stack.enter_context(
+                task_sandbox(
+                    client,
+                    task.redis,
+                    base_image=task.settings.codex_sandbox_image,
+                    config=config,
+                    start=start,
+                    host_mirror=mirror,
+                    repo=task.repo.full_name,
+                    task_id=task.id,
+                    setup_secrets=secrets,
+                    timings=timings.stages,
+                )
             )
-        )
-        guard = ChangeGuard(sandbox, start.base_sha, ChangePolicy.from_config(config))
-        controls = AgentControls(task, guard)
-        task.advance("testing", detail="Running the tests before changing anything.")
-        with timings.stage("tests_before"):
-            before = verify_with_tests(sandbox, test_command)
-        task.check_stop()
-        task.advance("running", detail="")
-        with timings.stage("agent"):
-            result = agent_run(task, work, sandbox, start, config, test_command, controls)
-        if result.status == "stopped" and result.reason.startswith("superseded"):
-            raise TaskStopped(result.reason)
-        task.advance("testing", detail="Running the tests on the result.")
-        with timings.stage("tests_after"):
-            after = verify_with_tests(sandbox, test_command)
-        changes = guard.result()
-        patch = changes.patch
-    if result.status == "error":
-        raise TaskFailed(f"the agent stopped with an error: {result.reason}")
-    if task.record.kind == "ask":
-        answer = result.answer or result.summary
-        return {"answer": answer, "status": result.status, "steps": result.steps}
-    if not patch.strip():
-        if result.status == "stopped":
-            raise TaskStopped(result.reason)
-        if result.status in UNFINISHED:
-            raise TaskFailed(f"{result.reason or result.status}, before changing any file")
-        raise TaskFailed("the agent finished without changing any file")
+            baseline = in_background(
+                helpers, take_baseline, sandbox, start, config, test_command, timings
+            )
+            controls = AgentControls(task, baseline)
+            try:
+                brief = briefing.result()
+                task.check_stop()
+                task.advance("running", detail="")
+                with timings.stage("agent"):
+                    result = agent_run(
+                        task, brief, AfterBaseline(sandbox, baseline), config, controls
+                    )
+            finally:
+                wait([baseline])  # the tests before finish before the container goes
+            taken = baseline.result()
+            if task.record.kind == "ask":
+                return answered(result)
+            changes = taken.guard.result()
+            ensure_something_to_publish(result, changes.patch)
+            pushing = in_background(helpers, push_change, task, work, start, changes.patch, result)
+            task.advance("testing", detail="Running the tests on the result.")
+            with timings.stage("tests_after"):
+                after = verify_with_tests(sandbox, test_command)
+            task.cleanup.start("sandbox removal", stack.pop_all().close)
+        pushed = pushing.result()
     task.advance("publishing")
     with timings.stage("publish"):
-        published = publish(task, work, start, patch, result, (before, after), changes.refusals)
+        published = publish(task, work, pushed, result, (taken.tests, after), changes.refusals)
     return {
         **published,
         "status": result.status,
         "steps": result.steps,
         "steered": controls.steered,
         "tokens": result.prompt_tokens + result.completion_tokens,
-        "tests_before": _test_json(before),
+        "tests_before": _test_json(taken.tests),
         "tests_after": _test_json(after),
-        "patch": patch.decode(errors="replace"),
+        "patch": changes.patch.decode(errors="replace"),
     }
+
+
+def ensure_agent_went_on(result: AgentResult) -> None:
+    if result.status == "stopped" and result.reason.startswith("superseded"):
+        raise TaskStopped(result.reason)
+    if result.status == "error":
+        raise TaskFailed(f"the agent stopped with an error: {result.reason}")
+
+
+def answered(result: AgentResult) -> dict:
+    ensure_agent_went_on(result)
+    answer = result.answer or result.summary
+    return {"answer": answer, "status": result.status, "steps": result.steps}
+
+
+def ensure_something_to_publish(result: AgentResult, patch: bytes) -> None:
+    ensure_agent_went_on(result)
+    if not patch.strip():
+        if result.status == "stopped":
+            raise TaskStopped(result.reason)
+        if result.status in UNFINISHED:
+            raise TaskFailed(f"{result.reason or result.status}, before changing any file")
+        raise TaskFailed("the agent finished without changing any file")
+
+
+def in_background(pool: Executor, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` on the pool, logging with this task's bound context."""
+    return pool.submit(contextvars.copy_context().run, fn, *args)
 
 
 def plan(task: Task) -> Work:
@@ -637,7 +773,10 @@ def _build_task(task_id: str, settings: Settings, redis: Redis, redact: Redactor
     view = ProgressView(
         record.state, record.id, record.kind, record.sender, link=settings.task_url(record.id)
     )
-    progress = Progress(repository, record.number, view, record.progress_comment_id)
+    own_client = app.repository(record.repo, token)
+    progress = LiveProgress(
+        Progress(own_client, record.number, view, record.progress_comment_id), own_client
+    )
     return Task(
         record=record,
         settings=settings,
@@ -684,6 +823,8 @@ def run_task(*, task_id: str) -> dict:
     finally:
         tasks.release_target(redis, task.record)
         shutil.rmtree(task.workdir, ignore_errors=True)
+        task.progress.close()  # the last state is shown before the job ends
+        task.cleanup.wait()
         task.repo.close()
         redis.close()
     task.timings.stages["enqueue_to_start"] = queued_ms or 0

@@ -1,12 +1,14 @@
 """The one progress comment per task, edited in place as the task advances.
 
 ``progress_comment`` is pure (table tests in tests/test_progress.py); ``Progress`` posts it once
-and edits it after. A failed edit is logged, never fatal: progress is a courtesy, the PR is the
+and edits it after. ``LiveProgress`` edits it from a thread of its own, so a running task never
+waits for GitHub. A failed edit is logged, never fatal: progress is a courtesy, the PR is the
 result.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import structlog
@@ -68,10 +70,17 @@ class Progress:
         self.comment_id = comment_id
 
     def update(self, state: str | None = None, **changes: object) -> None:
+        self.change(state, **changes)
+        self.post()
+
+    def change(self, state: str | None = None, **changes: object) -> None:
+        """The view changes here; `post` shows it."""
         fields = dict(changes)
         if state is not None:
             fields["state"] = state
         self.view = ProgressView(**{**self.view.__dict__, **fields})  # type: ignore[arg-type]
+
+    def post(self) -> None:
         body = progress_comment(self.view)
         try:
             if self.comment_id is None:
@@ -80,3 +89,46 @@ class Progress:
                 self._repo.edit_comment(self.comment_id, body)
         except GitHubError:
             log.warning("progress comment not updated", exc_info=True, state=self.view.state)
+
+
+class LiveProgress:
+    """A task's progress comment, posted by a thread of its own: `update` returns at once.
+
+    Updates that arrive while an edit is under way are merged: the next edit shows the latest
+    view. `close` posts whatever is pending, waits for it and closes the repository client, which
+    must be this object's alone (PyGithub's connection is not shared between threads).
+    """
+
+    def __init__(self, progress: Progress, repo: Repository) -> None:
+        self._progress = progress
+        self._repo = repo
+        self._changed = threading.Condition()
+        self._pending = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._post_changes, name="progress", daemon=True)
+        self._thread.start()
+
+    def update(self, state: str | None = None, **changes: object) -> None:
+        with self._changed:
+            self._progress.change(state, **changes)
+            self._pending = True
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self._thread.join()
+        self._repo.close()
+
+    def _post_changes(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._closing)
+                if not self._pending:
+                    return
+                self._pending = False
+            try:
+                self._progress.post()
+            except Exception:  # noqa: BLE001 - a courtesy; the thread must outlive any failure
+                log.warning("progress comment not updated", exc_info=True)

@@ -7,6 +7,12 @@ and an issue on a generated repository of ``--files`` files. The scripted model 
 seconds before each answer. Model time is the sum of the model calls' durations in the task's
 trajectory; the bot's own time is everything else from task start to PR and comment (checkout,
 container, tests before and after, tool calls, publishing). Target: at most 5 %.
+
+Total is the job's wall time, start to end, whatever runs at once inside it. What overlaps: the
+discussion and the model client are gathered while the container starts; the tests before run
+while the model answers its first request (the agent's first command waits for them); the change
+is pushed while the tests after run; the container is removed while the pull request is opened
+and the task reports. The model's time counts only its calls, so none of that hides in it.
 """
 
 from __future__ import annotations

@@ -95,6 +95,21 @@ def test_fix_command_runs_one_task_with_one_progress_comment_and_reactions(stack
     assert eyes.unix_ms / 1000 < first_model_call["time"], "👀 comes before the agent starts"
 
 
+def test_ask_command_answers_in_the_progress_comment_and_changes_nothing(stack, tmp_path):
+    number = seed(stack, tmp_path, "cmd-ask", "Where is word_count defined")
+    _, delivery = stack.github.comment(
+        "octo-org/cmd-ask", number, "/codex ask where is word_count defined?"
+    )
+    task_id = task_of(delivery)
+    stack.task_ids.append(task_id)
+    outcome = stack.wait_for_task(task_id)
+    assert "textstats/core.py:4" in outcome["answer"]
+    assert stack.github.pulls("octo-org/cmd-ask") == []
+    comments = bot_comments(stack, "octo-org/cmd-ask", number)
+    assert len(comments) == 1 and "✅ Done" in comments[0]["body"]
+    assert "textstats/core.py:4" in comments[0]["body"]
+
+
 @pytest.mark.parametrize(
     ("body", "reply"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import docker
 import pytest
 
 from sandbox.changes import (
+    CLOCK_SLACK,
     Change,
     ChangeGuard,
     ChangePolicy,
@@ -119,10 +121,11 @@ def test_texts_for_agent_and_pr() -> None:
 # ------------------------------------------------------------------ on a real container
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def changes_box(
     docker_client: docker.DockerClient, sandbox_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Sandbox, str, Path]]:
+    """A fresh sandbox per test: each one changes its workspace."""
     repo = make_repo(tmp_path_factory.mktemp("changes") / "repo")
     (repo / ".github" / "workflows").mkdir(parents=True)
     (repo / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
@@ -186,3 +189,36 @@ def test_refused_changes_are_left_out_and_reported_at_once(
     assert sorted(changed) == ["calc.py", "fine-link", "new.py"]
     # The agent's own index is untouched by all this.
     assert box.exec("git diff --cached --name-only").output == ""
+
+
+@pytest.mark.docker
+def test_the_guard_looks_again_only_when_the_workspace_changed(
+    changes_box: tuple[Sandbox, str, Path],
+) -> None:
+    box, base, _ = changes_box
+    # What changed within CLOCK_SLACK of a look counts as after it (the safe side): this is no
+    # wait for work, the checkout just written has to age past that.
+    time.sleep(2 * CLOCK_SLACK)
+    guard = ChangeGuard(box, base, ChangePolicy(max_file_bytes=1000))
+
+    def index() -> str:  # each full look writes its private index afresh: a new inode
+        return box.exec("stat -c %i /tmp/.codexbot-changes.index").output
+
+    looked = index()
+    box.exec("cat calc.py && ls -la && git log --oneline")
+    assert guard.after_command() == ""
+    assert index() == looked, "a command that only read needs no second look"
+
+    # A change right after a look, and a deletion (only the directory's times move): both seen.
+    box.exec("ln -s /etc/passwd leak")
+    assert "leak: a symlink pointing outside the workspace" in guard.after_command()
+    box.exec("rm .github/workflows/ci.yml")
+    assert ".github/workflows/ci.yml: changes to .github/workflows/" in guard.after_command()
+
+    # In a directory find cannot list, a change leaves no trace it can see: look anyway.
+    box.exec("mkdir hidden && echo x > hidden/f && chmod 300 hidden")
+    guard.after_command()
+    looked = index()
+    box.exec("echo y >> hidden/f")
+    assert guard.after_command() == ""
+    assert index() != looked

@@ -77,6 +77,29 @@ def test_exit_code_and_both_streams_are_reported(shared_box: Sandbox) -> None:
     assert result.command == "echo out; echo err >&2; exit 7"
 
 
+def test_python_source_runs_in_a_fork_of_the_exec_server_like_a_command(
+    shared_box: Sandbox,
+) -> None:
+    source = (
+        "import os, sys\n"
+        "print(sys.argv[1:], os.getcwd(), os.getuid())\n"
+        "sys.stderr.write('err\\n')\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    where = shared_box.exec("pwd").output
+    reply = shared_box.run_python(source, ["3", "two words"], timeout=10, workdir="/tmp")
+    assert reply.exit_code == 3
+    assert reply.text() == "['3', 'two words'] /tmp 1000\nerr\n"
+    crashed = shared_box.run_python("raise ValueError('boom')", [], timeout=10)
+    assert crashed.exit_code == 1 and "ValueError: boom" in crashed.text()
+    started = time.monotonic()
+    stuck = shared_box.run_python("import time\ntime.sleep(1000)", [], timeout=1)
+    assert stuck.timed_out and stuck.exit_code == 124
+    assert time.monotonic() - started < 5
+    # The server itself goes on, where the last command left it.
+    assert shared_box.exec("pwd").output == where
+
+
 def test_workdir_is_honoured(shared_box: Sandbox) -> None:
     assert shared_box.exec("pwd", workdir="/tmp").output == "/tmp\n"
     assert shared_box.exec("pwd").output == "/workspace\n"
