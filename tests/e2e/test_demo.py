@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -131,7 +134,31 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
+class StalledModel(http.server.BaseHTTPRequestHandler):
+    """A model endpoint that answers nothing until released: the task is mid-agent meanwhile."""
+
+    release = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
+        self.release.wait(60)
+        self.send_error(503)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stalled_model() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StalledModel)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    StalledModel.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path, stalled_model):
     client = docker.from_env()
     demo = subprocess.Popen(
         [
@@ -142,14 +169,20 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
             "--verbose",
             "--redis-url",
             "redis://127.0.0.1:6379/14",
+            "--model-base-url",
+            stalled_model,  # so the worker is surely busy with the task when Ctrl-C comes
+            "--model",
+            "stalled",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test-stalled"},
     )
     try:
-        # Interrupt once the receiver has answered: the worker is busy with the task then.
+        # Interrupt once the receiver has answered: the worker is busy with the task then, its
+        # agent waiting on the model.
         lines = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
