@@ -67,6 +67,7 @@ class SandboxLimits:
     memory: str = "1g"
     pids: int = 256
     cpus: float = 1.0
+    cpu_shares: int = 1024  # weight against other containers when the CPUs are busy (Docker's)
     tmp_size: str = "256m"
     home_size: str = "64m"
     file_bytes: int = 1024**3  # RLIMIT_FSIZE: no single file larger (SIGXFSZ, "File too large")
@@ -119,6 +120,7 @@ def container_options(
         "memswap_limit": limits.memory,
         "pids_limit": limits.pids,
         "nano_cpus": int(limits.cpus * 1_000_000_000),
+        "cpu_shares": limits.cpu_shares,
         "ulimits": [
             Ulimit(name="fsize", soft=limits.file_bytes, hard=limits.file_bytes),
             Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),

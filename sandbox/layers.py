@@ -36,6 +36,7 @@ stops trying layers in that process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -77,6 +78,7 @@ REGISTRY_PREFIX = "codexbot:trees:"  # zset per repository: complete trees by cr
 LOCK_PREFIX = "codexbot:trees:build:"
 LOCK_SECONDS = 900
 REBUILD_AFTER_FILES = 200
+BUILDER_CPU_SHARES = 128  # a tree is built beside a task: the task's own work goes first
 SUPERSEDED_GRACE_SECONDS = 600
 BUILD_TIMEOUT_SECONDS = 600
 
@@ -256,7 +258,7 @@ def _build_tree(
             image=image,
             task_id=f"{task_id}-tree",
             labels={REPO_LABEL: repo},
-            limits=limits,
+            limits=dataclasses.replace(limits, cpu_shares=BUILDER_CPU_SHARES),
             workspace_volume=False,
             volumes={
                 volume.name: {"bind": WORKSPACE, "mode": "rw"},

@@ -262,12 +262,14 @@ def task_sandbox(
     with ExitStack() as stack:
         began = time.monotonic()
         tree = None
+        build = None
         if _layers_fit(prepared, limits):
             distance = functools.partial(files_between, host_mirror)
             tree = layers.near_tree(client, redis, repo, start.base_sha, distance)
             if tree is None:
                 # None near this commit: this task takes a plain workspace, and a tree is made
-                # at its commit meanwhile for the next (joined when the task's sandbox is gone).
+                # at its commit beside it for the next, once this task's refresh has brought the
+                # commit to the engine-side mirror.
                 source = layers.Source(
                     repo=repo,
                     sha=start.base_sha,
@@ -280,8 +282,6 @@ def task_sandbox(
                     name=f"codexbot-tree-{task_id}",
                     daemon=True,
                 )
-                build.start()
-                stack.callback(build.join)
         box = _layered_sandbox(stack, client, tree, mounts, common) if tree else None
         if box is None:
             box = stack.enter_context(Sandbox(client, volumes=mounts, **common))
@@ -289,6 +289,9 @@ def task_sandbox(
         began = time.monotonic()
         populate(box)
         spent["workspace"] = int((time.monotonic() - began) * 1000)
+        if build is not None:
+            build.start()
+            stack.callback(build.join)  # waited for as the sandbox is removed
         yield box, prepared
 
 

@@ -33,6 +33,7 @@ def test_inspect_shows_every_hardening_flag(
     assert host["Memory"] == 1024**3
     assert host["MemorySwap"] == host["Memory"]
     assert host["NanoCpus"] == 1_000_000_000
+    assert host["CpuShares"] == 1024
     assert host["Init"] is True
     assert host["IpcMode"] == "private"
     assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}
