@@ -148,7 +148,7 @@ def newest_tree(client: docker.DockerClient, redis: Redis, repo: str) -> Tree | 
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         volume = _volume(client, name)
         labels = (volume.attrs.get("Labels") or {}) if volume is not None else {}
-        if volume is None or labels.get(REPO_LABEL) != repo:
+        if volume is None or labels.get(REPO_LABEL, "").lower() != repo.lower():
             redis.zrem(registry(repo), name)
             continue
         return Tree(volume=name, commit=labels[COMMIT_LABEL], mountpoint=volume.attrs["Mountpoint"])
