@@ -108,14 +108,20 @@ def _tips(box: Sandbox) -> set[str]:
     }
 
 
-def refresh(box: Sandbox, make_bundle: Callable[[set[str], Path], bool]) -> Refreshed:
+def refresh(
+    box: Sandbox, make_bundle: Callable[[set[str], Path], bool], *, need: str | None = None
+) -> Refreshed:
     """Bring /mirror up to date with a bundle of only what it lacks.
 
     `make_bundle(have, path)` writes the bundle (returns False when nothing is new): usually
-    `lambda have, path: workers.workspace.bundle_since(host_mirror, have, path)`.
+    `lambda have, path: workers.workspace.bundle_since(host_mirror, have, path)`. With `need`
+    (a commit), nothing is sent when /mirror already holds that commit: other branches' news can
+    wait for a task that needs them (sending them costs a root `docker exec`, ~60 ms).
     """
     started = time.monotonic()
     have = _tips(box)
+    if need is not None and (need in have or _holds(box, need)):
+        return Refreshed(0, len(have), int((time.monotonic() - started) * 1000))
     sent = 0
     with tempfile.TemporaryDirectory(prefix="codexbot-bundle-") as scratch:
         bundle = Path(scratch) / "new.bundle"
@@ -143,6 +149,15 @@ def refresh(box: Sandbox, make_bundle: Callable[[set[str], Path], bool]) -> Refr
         had_commits=len(have),
         milliseconds=int((time.monotonic() - started) * 1000),
     )
+
+
+def _holds(box: Sandbox, sha: str) -> bool:
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        return False
+    reply = box.run_raw(
+        f"git --git-dir={MIRROR_PATH} cat-file -e {sha}^{{commit}}", timeout=30, workdir="/"
+    )
+    return reply.exit_code == 0
 
 
 def checkout_script(sha: str) -> str:

@@ -234,7 +234,7 @@ def task_sandbox(
         return bundle_since(host_mirror, have, into)
 
     def populate(box: Sandbox) -> None:
-        engine_mirror.refresh(box, make_bundle)
+        engine_mirror.refresh(box, make_bundle, need=start.base_sha)
         engine_mirror.checkout(box, start.base_sha)
 
     began = time.monotonic()
@@ -274,7 +274,9 @@ def task_sandbox(
                     repo=repo,
                     sha=start.base_sha,
                     mirror_volume=volume,
-                    refresh=lambda box: engine_mirror.refresh(box, make_bundle),
+                    refresh=lambda box: engine_mirror.refresh(
+                        box, make_bundle, need=start.base_sha
+                    ),
                 )
                 build = threading.Thread(
                     target=_build_tree,

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.agent.overhead [--delay 5] [--files 200]
 
-Runs the whole bot (sim.stack: receiver, worker, sandbox, simulator) on two tasks: the demo issue
-and an issue on a generated repository of ``--files`` files. The scripted model waits ``--delay``
+Runs the whole bot (sim.stack: receiver, worker, sandbox, simulator) on the demo issue, an issue
+on a generated repository of ``--files`` files, and a second issue there (the repository's next
+task, whose workspace stands on the tree the first one left: `sandbox.layers`). The scripted model waits ``--delay``
 seconds before each answer. Model time is the sum of the model calls' durations in the task's
 trajectory; the bot's own time is everything else from task start to PR and comment (checkout,
 container, tests before and after, tool calls, publishing). Target: at most 5 %.
@@ -135,6 +136,14 @@ def main(argv: list[str] | None = None) -> None:
                 (
                     f"{args.files}-file repository",
                     lambda: stack.seed(repo, issue_file, "octo-org/big"),
+                ),
+                (
+                    # Its next task: the workspace now stands on the tree the first one left.
+                    f"{args.files}-file repository, next task",
+                    lambda: (
+                        "octo-org/big",
+                        stack.github.create_issue("octo-org/big", BIG_TITLE, "Once more."),
+                    ),
                 ),
             ):
                 full_name, issue = seed()

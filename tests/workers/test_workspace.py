@@ -142,7 +142,7 @@ def test_engine_side_mirror_sends_only_new_commits_and_the_agent_cannot_write_it
     host_mirror = cache.update(repo_name, url, token=None)
     first = git(upstream, "rev-parse", "HEAD")
 
-    def run_task(sha: str) -> engine_mirror.Refreshed:
+    def run_task(sha: str, need: str | None = None) -> engine_mirror.Refreshed:
         task = f"test-mirror-{uuid.uuid4().hex[:8]}"
         volume = engine_mirror.ensure_mirror_volume(docker_client, repo_name, task)
         try:
@@ -150,7 +150,7 @@ def test_engine_side_mirror_sends_only_new_commits_and_the_agent_cannot_write_it
                 docker_client, image=image, task_id=task, volumes=engine_mirror.mirror_mount(volume)
             ) as box:
                 refreshed = engine_mirror.refresh(
-                    box, lambda have, path: bundle_since(host_mirror, have, path)
+                    box, lambda have, path: bundle_since(host_mirror, have, path), need=need
                 )
                 engine_mirror.checkout(box, sha)
                 assert box.exec("git rev-parse HEAD").output.strip() == sha
@@ -174,6 +174,16 @@ def test_engine_side_mirror_sends_only_new_commits_and_the_agent_cannot_write_it
     cache.update(repo_name, url, token=None)
     newer = run_task(second)
     assert newer.had_commits == 1 and 0 < newer.sent_bytes < cold.sent_bytes + 60_000
+
+    # News on another branch: a task that needs only `second` sends nothing; one without a
+    # need brings the branch over.
+    git(upstream, "checkout", "-q", "-b", "topic")
+    commit(upstream, "topic.txt", "z" * 10_000)
+    git(upstream, "checkout", "-q", "main")
+    cache.update(repo_name, url, token=None)
+    assert run_task(second, need=second).sent_bytes == 0
+    assert run_task(second).sent_bytes > 0
+    assert run_task(second, need="f" * 40).sent_bytes == 0  # had it all by then: nothing new
     # The mirror volume outlives the tasks; their workspace volumes do not.
     assert docker_client.volumes.get(engine_mirror.mirror_volume_name(repo_name))
 
