@@ -250,7 +250,9 @@ def test_an_image_without_the_upper_mount_gets_plain_workspaces(
         f"FROM {tasks.image}\nUSER root\nRUN rmdir {layers.UPPER_MOUNT}\nUSER sandbox\n"
     ).encode()
     tag = f"codexbot-test-no-upper:{uuid.uuid4().hex[:8]}"
-    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none")
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none", rm=True, forcerm=True
+    )
     monkeypatch.setitem(workspace._engine, "unowned_images", set())
     tasks.image = tag
     try:
