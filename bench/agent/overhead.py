@@ -2,12 +2,12 @@
 
     .venv/bin/python -m bench.agent.overhead [--delay 5] [--files 200]
 
-Runs the whole bot (sim.stack: receiver, worker, sandbox, simulator) on the demo issue, an issue
-on a generated repository of ``--files`` files, and a second issue there (the repository's next
-task, whose workspace stands on the tree the first one left: `sandbox.layers`). The scripted model waits ``--delay``
-seconds before each answer. Model time is the sum of the model calls' durations in the task's
-trajectory; the bot's own time is everything else from task start to PR and comment (checkout,
-container, tests before and after, tool calls, publishing). Target: at most 5 %.
+Runs the whole bot (sim.stack: receiver, worker, sandbox, simulator) on the demo issue, an issue on
+a generated repository of ``--files`` files, and a second issue there (the repository's next task,
+whose workspace stands on the tree the first one left: `sandbox.layers`). The scripted model waits
+``--delay`` seconds before each answer. Model time is the sum of the model calls' durations in the
+task's trajectory; the bot's own time is everything else from task start to PR and comment
+(checkout, container, tests before and after, tool calls, publishing). Target: at most 5 %.
 
 Total is the job's wall time, start to end, whatever runs at once inside it. What overlaps: the
 discussion and the model client are gathered while the container starts; the tests before run

@@ -207,6 +207,9 @@ def workspace_ready(
     host_update = timed(lambda: cache.update(full_name, git_url, token=token))
     for volume in client.volumes.list(filters={"name": mirror_volume_name(full_name)}):
         volume.remove(force=True)
+    for volume in client.volumes.list(filters={"label": f"codexbot.repo={full_name}"}):
+        volume.remove(force=True)  # its trees: each run's history is new
+    redis.delete(f"codexbot:trees:{full_name}")
     result = {
         "pack_mb": round(pack_bytes / 1e6, 1),
         "worktree_files": 212,
