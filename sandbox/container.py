@@ -366,6 +366,22 @@ class _Reply:
     stopped: str | None = None
     lost: bool = False  # the command killed the exec server
 
+    @classmethod
+    def without_output(
+        cls, exit_code: int, started: float, *, timed_out: bool = False, lost: bool = False
+    ) -> _Reply:
+        """A command the server never answered for (it was lost, or wedged); `started` monotonic."""
+        return cls(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            total=0,
+            head=b"",
+            tail=b"",
+            cwd=WORKSPACE,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            lost=lost,
+        )
+
     @property
     def truncated(self) -> bool:
         return self.total > len(self.head) + len(self.tail)
@@ -804,30 +820,13 @@ class Sandbox:
         except ChannelLost as error:
             self._log.warning("sandbox.server_lost", error=str(error)[-500:])
             self._drop_channel()
-            return _Reply(
-                exit_code=SERVER_LOST_EXIT_CODE,
-                timed_out=False,
-                total=0,
-                head=b"",
-                tail=b"",
-                cwd=WORKSPACE,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                lost=True,
-            )
+            return _Reply.without_output(SERVER_LOST_EXIT_CODE, started, lost=True)
         except ChannelStuck:
             # The server itself is wedged (starved of memory or pids): restart the container.
             self._log.error("sandbox.server_stuck")
             self._drop_channel()
             self._restart_container()
-            return _Reply(
-                exit_code=TIMEOUT_EXIT_CODE,
-                timed_out=True,
-                total=0,
-                head=b"",
-                tail=b"",
-                cwd=WORKSPACE,
-                duration_ms=int((time.monotonic() - started) * 1000),
-            )
+            return _Reply.without_output(TIMEOUT_EXIT_CODE, started, timed_out=True)
         return _Reply(
             exit_code=int(message["exit"]),
             timed_out=bool(message["timed_out"]),

@@ -305,7 +305,7 @@ def task_layers(
         )
         made.insert(0, overlay)
     except BaseException:
-        remove_volumes(made)
+        _remove_volumes(made)
         raise
     return Layered(
         mounts={
@@ -320,16 +320,10 @@ def _layer_name(task_id: str, part: str) -> str:
     return f"codexbot-{sanitize_name(task_id)}-{part}"
 
 
-def remove_volumes(volumes: list[Any] | tuple[Any, ...]) -> list[str]:
-    problems = []
+def _remove_volumes(volumes: list[Any] | tuple[Any, ...]) -> None:
     for volume in volumes:
-        try:
+        with contextlib.suppress(docker.errors.DockerException):
             volume.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.DockerException as error:
-            problems.append(f"volume {volume.name}: {error}")
-    return problems
 
 
 def prune_trees(client: docker.DockerClient, redis: Redis, repo: str | None = None) -> int:

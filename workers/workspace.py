@@ -230,11 +230,14 @@ def task_sandbox(
     volume = ensure_mirror_volume(client, repo, task_id)
     mounts = mirror_mount(volume)
 
-    def make_bundle(have: set[str], into: Path) -> bool:
-        return bundle_since(host_mirror, have, into)
+    def refresh(box: Sandbox) -> engine_mirror.Refreshed:
+        def make_bundle(have: set[str], into: Path) -> bool:
+            return bundle_since(host_mirror, have, into)
+
+        return engine_mirror.refresh(box, make_bundle, need=start.base_sha)
 
     def populate(box: Sandbox) -> None:
-        engine_mirror.refresh(box, make_bundle, need=start.base_sha)
+        refresh(box)
         engine_mirror.checkout(box, start.base_sha)
 
     began = time.monotonic()
@@ -274,9 +277,7 @@ def task_sandbox(
                     repo=repo,
                     sha=start.base_sha,
                     mirror_volume=volume,
-                    refresh=lambda box: engine_mirror.refresh(
-                        box, make_bundle, need=start.base_sha
-                    ),
+                    refresh=refresh,
                 )
                 build = threading.Thread(
                     target=_build_tree,

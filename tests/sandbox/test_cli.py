@@ -71,6 +71,30 @@ def test_setup_secrets_come_only_from_their_prefix() -> None:
     }
 
 
+def upstream_with_config(tmp_path: Path, codex_yml: str) -> Path:
+    """A one-commit repository whose .github/codex.yml holds `codex_yml`."""
+    upstream = tmp_path / "upstream"
+    (upstream / ".github").mkdir(parents=True)
+    (upstream / ".github" / "codex.yml").write_text(codex_yml)
+    git(upstream, "init", "-q", "-b", "main")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "initial")
+    return upstream
+
+
+def cli_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str) -> None:
+    """The settings `codexbot sandbox build --git-url` needs (no GitHub or model is reached)."""
+    for name, value in {
+        "GITHUB_APP_ID": "1",
+        "GITHUB_PRIVATE_KEY": "unused",
+        "GITHUB_WEBHOOK_SECRET": "unused",
+        "OPENAI_API_KEY": "sk-unused",
+        "REDIS_URL": redis_url,
+        "CODEX_DATA_DIR": str(tmp_path / "data"),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.mark.docker
 def test_build_ls_prune_on_the_engine(
     docker_client: docker.DockerClient,
@@ -81,22 +105,9 @@ def test_build_ls_prune_on_the_engine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo_name = f"test/cli-{uuid.uuid4().hex[:8]}"
-    upstream = tmp_path / "upstream"
-    (upstream / ".github").mkdir(parents=True)
-    (upstream / ".github" / "codex.yml").write_text("setup:\n  - echo prepared > .prepared\n")
-    git(upstream, "init", "-q", "-b", "main")
-    git(upstream, "add", "-A")
-    git(upstream, "commit", "-q", "-m", "initial")
-    for name, value in {
-        "GITHUB_APP_ID": "1",
-        "GITHUB_PRIVATE_KEY": "unused",
-        "GITHUB_WEBHOOK_SECRET": "unused",
-        "OPENAI_API_KEY": "sk-unused",
-        "REDIS_URL": redis_url,
-        "CODEX_DATA_DIR": str(tmp_path / "data"),
-        "CODEX_SANDBOX_IMAGE": sandbox_image,
-    }.items():
-        monkeypatch.setenv(name, value)
+    upstream = upstream_with_config(tmp_path, "setup:\n  - echo prepared > .prepared\n")
+    cli_settings(monkeypatch, tmp_path, redis_url)
+    monkeypatch.setenv("CODEX_SANDBOX_IMAGE", sandbox_image)
     runner = CliRunner()
     try:
         args = ["build", "--repo", repo_name, "--git-url", f"file://{upstream}"]
@@ -134,21 +145,8 @@ def test_build_reports_an_invalid_config_with_its_line(
     monkeypatch: pytest.MonkeyPatch,
     docker_client: docker.DockerClient,
 ) -> None:
-    upstream = tmp_path / "upstream"
-    (upstream / ".github").mkdir(parents=True)
-    (upstream / ".github" / "codex.yml").write_text("test: ok\nsetpu: [x]\n")
-    git(upstream, "init", "-q", "-b", "main")
-    git(upstream, "add", "-A")
-    git(upstream, "commit", "-q", "-m", "initial")
-    for name, value in {
-        "GITHUB_APP_ID": "1",
-        "GITHUB_PRIVATE_KEY": "unused",
-        "GITHUB_WEBHOOK_SECRET": "unused",
-        "OPENAI_API_KEY": "sk-unused",
-        "REDIS_URL": redis_url,
-        "CODEX_DATA_DIR": str(tmp_path / "data"),
-    }.items():
-        monkeypatch.setenv(name, value)
+    upstream = upstream_with_config(tmp_path, "test: ok\nsetpu: [x]\n")
+    cli_settings(monkeypatch, tmp_path, redis_url)
     result = CliRunner().invoke(
         sandbox, ["build", "--repo", "o/bad", "--git-url", f"file://{upstream}"]
     )
