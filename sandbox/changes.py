@@ -39,6 +39,8 @@ from sandbox.container import MAX_DIFF_BYTES, Sandbox, SandboxError
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 INDEX = "/tmp/.codexbot-changes.index"  # noqa: S108 - the container's private tmpfs
 WORKFLOWS = ".github/workflows/"
+# The bot's own rules for the repository: changed by people, through review, never by the bot.
+ALWAYS_PROTECTED = ".github/codex.yml"
 
 # Runs inside the container: stage everything in a private index, list changes. With a third
 # argument, a time, it first looks for a change after it, and prints nothing when there is none.
@@ -136,7 +138,7 @@ class ChangePolicy:
         """From a `workers.repoconfig.RepoConfig` (anything with the two attributes)."""
         return cls(
             allow_workflow_changes=bool(config.allow_workflow_changes),
-            protected_paths=tuple(config.protected_paths),
+            protected_paths=(ALWAYS_PROTECTED, *config.protected_paths),
             **overrides,
         )
 
@@ -316,7 +318,7 @@ class ChangeGuard:
     def __init__(self, box: Sandbox, base_commit: str, policy: ChangePolicy) -> None:
         self._box = box
         self._base = base_commit
-        self._policy = policy
+        self.policy = policy
         facts = _facts(box, base_commit)
         self._meta = facts["meta"]
         self._told: set[Refusal] = set()
@@ -327,7 +329,7 @@ class ChangeGuard:
         return self._judged(_facts(self._box, self._base))
 
     def _judged(self, facts: dict[str, Any]) -> list[Refusal]:
-        refusals = judge(_changes(facts), self._policy)
+        refusals = judge(_changes(facts), self.policy)
         if facts["meta"] != self._meta:
             refusals.append(
                 Refusal(
@@ -351,7 +353,7 @@ class ChangeGuard:
     def result(self) -> WorkspaceResult:
         facts = _facts(self._box, self._base)
         changes = _changes(facts)
-        refusals = judge(changes, self._policy)
+        refusals = judge(changes, self.policy)
         if facts["meta"] != self._meta:
             refusals.append(Refusal(".git/", "changes under .git/ are never carried over"))
         refused = {refusal.path for refusal in refusals}

@@ -151,14 +151,22 @@ def is_lockfile(path: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in LOCKFILE_PATTERNS)
 
 
-def env_key(base_image_id: str, spec: EnvSpec, repo: str) -> str:
+def env_key(base_image_id: str, spec: EnvSpec, repo: str, scope: str = "") -> str:
     """sha256 over the base image id, the setup commands, env and the lockfiles' contents.
 
     And the repository: the image holds its workspace (checkout and what setup made there),
-    so two repositories with the same setup must never share one.
+    so two repositories with the same setup must never share one. A `scope` (a fork's code)
+    keeps less trusted code's images apart from the repository's own.
     """
     digest = hashlib.sha256()
-    inputs = {"repo": repo, "base": base_image_id, "setup": spec.setup, "env": spec.env}
+    inputs: dict[str, object] = {
+        "repo": repo,
+        "base": base_image_id,
+        "setup": spec.setup,
+        "env": spec.env,
+    }
+    if scope:
+        inputs["scope"] = scope
     digest.update(json.dumps(inputs).encode())
     for path, content in spec.lockfiles:
         digest.update(b"\0" + path.encode() + b"\0" + hashlib.sha256(content).digest())
@@ -195,6 +203,7 @@ def prepare_environment(
     spec: EnvSpec,
     repo: str,
     task_id: str,
+    scope: str = "",
     secrets: Mapping[str, str] | None = None,
     populate: Callable[[Sandbox], None] | None = None,
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
@@ -207,7 +216,7 @@ def prepare_environment(
         raise SandboxError(f"sandbox image {base_image!r} not found")
     if not spec.setup:
         return Prepared(image=base_image, key="", built=False)
-    key = env_key(str(base.id), spec, repo)
+    key = env_key(str(base.id), spec, repo, scope)
     name = image_name(key)
     if _find_image(client, name) is not None:
         touch(redis, key)

@@ -78,6 +78,7 @@ class Stack:
     queue: str = field(default_factory=lambda: "codex-" + secrets.token_hex(4))
     script_dirs: tuple[Path, ...] = (DEMO_SCRIPTS,)
     trusted_bots: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)  # more settings, e.g. setup secrets
 
     def __post_init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -146,6 +147,7 @@ class Stack:
             CODEX_TRUSTED_BOTS=self.trusted_bots,
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:

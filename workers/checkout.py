@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codexbot.redact import Redactor
+from sandbox.changes import Change
 
 GIT_TIMEOUT = 300
 BOT_NAME = "codex-bot[bot]"
@@ -68,6 +69,10 @@ class Git:
         self._redact = Redactor([token])
 
     def __call__(self, *args: str, input: bytes | None = None) -> str:
+        return self.raw(*args, input=input).decode(errors="replace").strip()
+
+    def raw(self, *args: str, input: bytes | None = None) -> bytes:
+        """What git printed, as it printed it."""
         command = ["git", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=", *args]
         try:
             done = subprocess.run(
@@ -84,7 +89,7 @@ class Git:
         if done.returncode != 0:
             stderr = self._redact(done.stderr.decode(errors="replace").strip())
             raise GitError(f"git {args[0]} failed ({done.returncode}): {stderr[-1500:]}")
-        return done.stdout.decode(errors="replace").strip()
+        return done.stdout
 
 
 def clone(git_url: str, dest: Path, *, token: str, branch: str | None = None) -> Checkout:
@@ -138,3 +143,40 @@ def commit_and_push(checkout: Checkout, *, branch: str, message: str, token: str
     git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())
     git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
     return git("rev-parse", "HEAD")
+
+
+def staged_changes(checkout: Checkout, base: str) -> list[Change]:
+    """What the index changes against commit `base`, as the change guard judges changes: path,
+    status, mode, the staged blob's size and a symlink's target, read from git's objects."""
+    git = Git(checkout.path)
+    fields = git.raw(
+        "-c",
+        "core.quotepath=off",
+        "diff",
+        "--cached",
+        "--raw",
+        "-z",
+        "--no-renames",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--abbrev=40",
+        base,
+    ).split(b"\0")
+    changes = []
+    for meta, raw_path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(b":"):
+            break
+        _, new_mode, _, new_obj, status = meta[1:].decode().split()
+        path = raw_path.decode("utf-8", "surrogateescape")
+        size, target = 0, None
+        if status[0] != "D" and new_mode != "160000":
+            size = int(git("cat-file", "-s", new_obj))
+            if new_mode == "120000":
+                target = git.raw("cat-file", "blob", new_obj).decode("utf-8", "surrogateescape")
+        changes.append(Change(path, status[0], new_mode, size, target))
+    return changes
+
+
+def merge_base(checkout: Checkout, ref: str) -> str:
+    """Where HEAD's history meets `ref` (a branch of origin, as the clone saw it)."""
+    return Git(checkout.path)("merge-base", f"refs/remotes/origin/{ref}", "HEAD")

@@ -16,6 +16,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from github import Auth, Consts, Github, GithubException, GithubIntegration
 
+from workers.text import BRANCH_PREFIX
+
 # Our write volume per task is a handful of calls spread over minutes; PyGithub's default
 # client-side throttle (1 s between writes) would only slow the answer a user waits for.
 _CLIENT_OPTIONS: dict[str, Any] = {
@@ -59,6 +61,17 @@ class Pull:
     base_ref: str
     url: str
     state: str
+
+    def from_fork(self, repo: str) -> bool:
+        return self.head_repo.lower() != repo.lower()
+
+    def owned_by(self, bot_login: str, repo: str) -> bool:
+        """Opened by this App from a branch it created: the only kind of head it pushes to."""
+        return (
+            not self.from_fork(repo)
+            and self.author.lower() == bot_login.lower()
+            and self.head_ref.startswith(BRANCH_PREFIX)
+        )
 
 
 @dataclass(frozen=True)
@@ -319,6 +332,18 @@ class Repository:
                 return None
             raise _explain(error, f"reading branch {branch}") from None
         return str(data["object"]["sha"])
+
+    def branch_protected(self, branch: str) -> bool:
+        """Whether branch protection is on for `branch` (False for a branch that does not exist)."""
+        try:
+            _, data = self._requester.requestJsonAndCheck(
+                "GET", f"{self._path}/branches/{quote(branch)}"
+            )
+        except GithubException as error:
+            if error.status == 404:
+                return False
+            raise _explain(error, f"reading branch {branch}") from None
+        return bool(data.get("protected"))
 
     def open_pull_for(self, branch: str) -> PullRequest | None:
         owner = self.full_name.split("/")[0]

@@ -20,7 +20,7 @@ from codexbot import keys
 from codexbot.commands import MARKER, help_text
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.settings import Settings, load_settings
-from workers import tasks
+from workers import tasks, text
 from workers.github import GitHubApp, Repository
 from workers.permissions import WRITE_ROLES, cached_role
 from workers.progress import Progress, ProgressView
@@ -132,23 +132,37 @@ def claims_review(run: Runtime, request: Request) -> bool:
     )
 
 
-def explain_fork(repository: Repository, request: Request) -> None:
-    """The App can read a PR from a fork but push only to this repository: say what happens."""
+def explain_where_work_goes(run: Runtime, repository: Repository, request: Request) -> bool:
+    """On a pull request the bot pushes only to a branch of its own: say so when that is not the
+    PR's head. False for a review follow-up on a PR the bot did not open: nothing to start."""
     pull = repository.pull(request.number)
-    if not pull.head_repo or pull.head_repo == request.repo:
-        return
-    reply(
-        repository,
-        request,
-        f"This pull request comes from the fork {pull.head_repo}. codex-bot can read it but "
-        f"pushes only to branches of {request.repo}, so it will push its work to "
-        f"`codex/pr-{pull.number}` here and open a pull request from that branch.",
-    )
+    if pull.owned_by(run.app.login(), request.repo):
+        return True
+    if request.kind == "review":
+        log.info("review on a pull request the bot did not open", author=pull.author)
+        return False
+    branch = text.pull_branch_name(pull.number)
+    if pull.from_fork(request.repo):
+        reply(
+            repository,
+            request,
+            f"This pull request comes from the fork {pull.head_repo}. codex-bot can read it but "
+            f"pushes only to branches of {request.repo}, so it will push its work to "
+            f"`{branch}` here and open a pull request from that branch.",
+        )
+    else:
+        reply(
+            repository,
+            request,
+            f"codex-bot pushes only to branches it created, so it will push its work to "
+            f"`{branch}` and open a pull request from there into `{pull.head_ref}`.",
+        )
+    return True
 
 
-def start_task(run: Runtime, repository: Repository, request: Request) -> None:
-    if request.is_pull:
-        explain_fork(repository, request)
+def start_task(run: Runtime, repository: Repository, request: Request) -> bool:
+    if request.is_pull and not explain_where_work_goes(run, repository, request):
+        return False
     record = tasks.TaskRecord(
         id=request.task_id,
         kind=request.kind,
@@ -184,6 +198,7 @@ def start_task(run: Runtime, repository: Repository, request: Request) -> None:
         description=f"{record.kind} {record.repo}#{record.number}",
     )
     log.info("task queued", superseded=previous)
+    return True
 
 
 def accept(**fields: object) -> str:
@@ -217,7 +232,8 @@ def accept(**fields: object) -> str:
         elif request.kind == "steer":
             pass_comment_to_running_task(run, request)
         elif request.kind in TASK_KINDS and claims_review(run, request):
-            start_task(run, repository, request)
+            if not start_task(run, repository, request):
+                return "not the bot's pull request"
         else:
             return "nothing to do"
         return request.kind

@@ -8,6 +8,7 @@ with the same settings can run them.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import json
 import shutil
 import threading
@@ -30,18 +31,19 @@ from codexbot.commands import MARKER
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
-from sandbox.changes import ChangeGuard, ChangePolicy, Refusal
+from sandbox.changes import ChangeGuard, ChangePolicy, Refusal, judge
 from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import SetupFailed, setup_secret_values
-from workers import checkout, repoconfig, tasks, text
+from workers import checkout, policy, repoconfig, tasks, text
 from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
 from workers.agent.text import Comment, Discussion, fence
 from workers.agent.trajectory import Trajectory
 from workers.github import GitHubApp, GitHubError, Pull, Repository, ReviewComment
 from workers.instructions import discover_instructions
 from workers.permissions import cached_role
+from workers.policy import Policy
 from workers.progress import LiveProgress, Progress, ProgressView
-from workers.testcmd import compare_runs, find_test_command
+from workers.testcmd import compare_runs
 from workers.workspace import MirrorCache, task_sandbox
 
 log = structlog.get_logger()
@@ -108,12 +110,16 @@ class Task:
     redact: Redactor
     progress: LiveProgress
     workdir: Path
+    app: GitHubApp
     timings: Timings = field(default_factory=Timings)
     cleanup: Cleanup = field(default_factory=Cleanup)
 
     @property
     def id(self) -> str:
         return self.record.id
+
+    def bot_login(self) -> str:
+        return self.app.login()
 
     def check_stop(self) -> None:
         reason = tasks.stop_reason(self.redis, self.id)
@@ -136,6 +142,8 @@ class Work:
     base_branch: str
     start_ref: str | None  # the branch to clone, when it exists already
     closes_issue: bool
+    opens_pull: bool = True  # else the work goes onto the bot's own pull request's branch
+    from_fork: bool = False  # the code comes from a fork: no setup secrets, judged as a whole
     review_comments: tuple[ReviewComment, ...] = ()
     pull: Pull | None = None
 
@@ -255,15 +263,28 @@ def plan_pull_follow_up(task: Task) -> Work:
             parts.append(describe_review_comments(comments))
     if record.text:
         parts.append(f"@{record.sender} asked:\n{fence(record.text)}")
-    from_fork = pull.head_repo != task.repo.full_name
-    branch = f"codex/pr-{pull.number}" if from_fork else pull.head_ref
+    from_fork = pull.from_fork(task.repo.full_name)
+    owned = pull.owned_by(task.bot_login(), task.repo.full_name)
+    if record.kind == "review" and not owned:
+        raise TaskStopped(f"pull request #{pull.number} was not opened by {task.bot_login()}")
+    start_ref: str | None = pull.head_ref
+    if owned:  # the bot's own pull request: more commits on its branch
+        branch, base_branch = pull.head_ref, pull.head_ref
+    else:
+        # Never someone else's branch: a branch of the bot's own, with a pull request into the
+        # head it starts from (into the base branch, for a fork, which the App cannot push to).
+        branch = text.pull_branch_name(pull.number)
+        base_branch = pull.base_ref if from_fork else pull.head_ref
+        start_ref = branch if task.repo.branch_head(branch) is not None else None
     return Work(
         title=f"Follow up on pull request #{pull.number}: {pull.title}",
         instructions="\n\n".join(part for part in parts if part),
         branch=branch,
-        base_branch=pull.base_ref if from_fork else pull.head_ref,
-        start_ref=None if from_fork else pull.head_ref,
+        base_branch=base_branch,
+        start_ref=start_ref,
         closes_issue=False,
+        opens_pull=not owned,
+        from_fork=from_fork,
         review_comments=tuple(comments),
         pull=pull,
     )
@@ -282,11 +303,28 @@ def prepare_workspace(task: Task, work: Work) -> tuple[checkout.Checkout, Path]:
     return start, mirror
 
 
-def read_config(start: checkout.Checkout) -> repoconfig.RepoConfig:
+def read_policy(task: Task, work: Work, start: checkout.Checkout, mirror: Path) -> Policy:
+    """The rules of the base repository's default branch, whatever the task works on."""
     try:
-        return repoconfig.load(start.path)
-    except repoconfig.RepoConfigError as error:
-        raise TaskFailed(f"`.github/codex.yml` is not valid: {error}") from None
+        return policy.read_policy(
+            mirror,
+            task.repo.default_branch,
+            start,
+            task.workdir / "policy",
+            from_fork=work.from_fork,
+        )
+    except policy.PolicyError as error:
+        raise TaskFailed(str(error)) from None
+
+
+def setup_secrets_for(task: Task, rules: Policy) -> dict[str, str]:
+    """The setup secrets the policy names; none for code from a fork, whatever it says."""
+    if rules.from_fork:
+        return {}
+    secrets = setup_secret_values(rules.config.setup_secrets)
+    for value in secrets.values():
+        task.redact.add(value)
+    return secrets
 
 
 @dataclass(frozen=True)
@@ -508,14 +546,51 @@ class Pushed:
     changed: list[str]
 
 
+def ensure_push_target(task: Task, work: Work) -> None:
+    """The bot pushes only to branches of its own: never the default or a protected branch."""
+    branch = work.branch
+    if (
+        not branch.startswith(text.BRANCH_PREFIX)
+        or branch == task.repo.default_branch
+        or task.repo.branch_protected(branch)
+    ):
+        raise TaskFailed(
+            f"`{branch}` is not a branch codex-bot created (or it is protected), so I did not "
+            "push to it"
+        )
+
+
+def ensure_fork_branch_allowed(start: checkout.Checkout, work: Work, policy: ChangePolicy) -> None:
+    """A fork's branch pushed here is judged whole against the base branch: a workflow or a
+    protected path that came with the fork would land in this repository, where workflows run
+    with its secrets. Workflow changes from a fork are refused whatever the config allows."""
+    base = checkout.merge_base(start, work.base_branch)
+    strict = dataclasses.replace(policy, allow_workflow_changes=False)
+    refusals = judge(checkout.staged_changes(start, base), strict)
+    if refusals:
+        listed = "; ".join(f"`{refusal.path}`: {refusal.reason}" for refusal in refusals[:10])
+        raise TaskFailed(
+            f"the branch would bring changes from the fork into `{work.base_branch}`'s "
+            f"repository that codex-bot does not push: {listed}"
+        )
+
+
 def push_change(
-    task: Task, work: Work, start: checkout.Checkout, patch: bytes, result: AgentResult
+    task: Task,
+    work: Work,
+    start: checkout.Checkout,
+    patch: bytes,
+    result: AgentResult,
+    policy: ChangePolicy,
 ) -> Pushed:
     """The patch committed on the task's branch and pushed; the PR is `publish`'s."""
     with task.timings.stage("push"):
         ensure_still_newest(task)
+        ensure_push_target(task, work)
         ensure_branch_unmoved(task, work, start)
         changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
+        if work.from_fork:
+            ensure_fork_branch_allowed(start, work, policy)
         message = task.redact(commit_message_for(task, work, start, result, changed))
         sha = checkout.commit_and_push(
             start, branch=work.branch, message=message, token=task.repo.token
@@ -537,7 +612,7 @@ def publish(
     reason = result.reason if result.status != "finished" else ""
     draft = text.draft_line(after.run, result.status, reason) is not None
     pull_url = ""
-    if work.closes_issue or work.start_ref is None:
+    if work.opens_pull:
         body = text.pr_body(
             issue_number=task.record.number,
             summary=result.summary,
@@ -614,12 +689,9 @@ def run_work(task: Task, work: Work) -> dict:
     task.advance("preparing")
     with timings.stage("checkout"):
         start, mirror = prepare_workspace(task, work)
-    config = read_config(start)
-    found = find_test_command(start.path, config.test)
-    test_command = found.command if found else None
-    secrets = setup_secret_values(config.setup_secrets)
-    for value in secrets.values():
-        task.redact.add(value)
+    rules = read_policy(task, work, start, mirror)
+    config, test_command = rules.config, rules.test_command
+    secrets = setup_secrets_for(task, rules)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers:
         with ExitStack() as stack:
             briefing = in_background(helpers, brief_agent, task, work, start, config, test_command)
@@ -639,6 +711,7 @@ def run_work(task: Task, work: Work) -> dict:
                     repo=task.repo.full_name,
                     task_id=task.id,
                     setup_secrets=secrets,
+                    env_scope=f"fork {work.pull.head_repo}" if work.from_fork and work.pull else "",
                     timings=timings.stages,
                 )
             )
@@ -661,7 +734,9 @@ def run_work(task: Task, work: Work) -> dict:
                 return answered(result)
             changes = taken.guard.result()
             ensure_something_to_publish(result, changes.patch)
-            pushing = in_background(helpers, push_change, task, work, start, changes.patch, result)
+            pushing = in_background(
+                helpers, push_change, task, work, start, changes.patch, result, taken.guard.policy
+            )
             task.advance("testing", detail="Running the tests on the result.")
             with timings.stage("tests_after"):
                 after = verify_with_tests(sandbox, test_command)
@@ -785,6 +860,7 @@ def _build_task(task_id: str, settings: Settings, redis: Redis, redact: Redactor
         redact=redact,
         progress=progress,
         workdir=settings.codex_data_dir / "work" / task_id,
+        app=app,
     )
 
 

@@ -66,8 +66,16 @@ def slugify(text: str, limit: int = 40) -> str:
     return slug or (words[0][:limit] if words else "task")
 
 
+BRANCH_PREFIX = "codex/"  # every branch the bot pushes to starts so; it pushes to no other
+
+
 def branch_name(issue_number: int, title: str) -> str:
-    return f"codex/issue-{issue_number}-{slugify(title)}"
+    return f"{BRANCH_PREFIX}issue-{issue_number}-{slugify(title)}"
+
+
+def pull_branch_name(pull_number: int) -> str:
+    """The bot's branch for work on a pull request whose head is not its own."""
+    return f"{BRANCH_PREFIX}pr-{pull_number}"
 
 
 def commit_subject(subject: str, limit: int = SUBJECT_LIMIT) -> str:

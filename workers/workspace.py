@@ -219,8 +219,12 @@ def task_sandbox(
     setup_secrets: Mapping[str, str] | None = None,
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
     timings: dict[str, int] | None = None,
+    env_scope: str = "",
 ) -> Iterator[tuple[Sandbox, Prepared]]:
     """The agent's sandbox for `start`: prepared environment, workspace from the mirror.
+
+    `env_scope` keeps the prepared environment of less trusted code (a fork's) apart from the
+    repository's own: setup ran over that code, so its image is never reused for the repository.
 
     Raises `SetupFailed` (before any agent step) when a setup command fails. `timings` receives
     milliseconds for `setup` (0 when reused), `container_start` and `workspace`.
@@ -247,6 +251,7 @@ def task_sandbox(
         base_image=config.image or base_image,
         spec=EnvSpec.build(config.setup, config.env_dict, lockfile_contents(start.path)),
         repo=repo,
+        scope=env_scope,
         task_id=task_id,
         secrets=setup_secrets,
         populate=populate,

@@ -565,6 +565,7 @@ def commit_json(urls: Urls, repo: Repo, info: CommitInfo, users: dict[str, User]
 
 def branch_json(urls: Urls, repo: Repo, branch: str, head: dict[str, Any]) -> dict[str, Any]:
     api = urls.repo_api(repo.full_name)
+    protected = branch in repo.protected_branches
     return {
         "name": branch,
         "commit": head,
@@ -572,9 +573,9 @@ def branch_json(urls: Urls, repo: Repo, branch: str, head: dict[str, Any]) -> di
             "self": f"{api}/branches/{branch}",
             "html": f"{urls.repo_html(repo.full_name)}/tree/{branch}",
         },
-        "protected": False,
+        "protected": protected,
         "protection": {
-            "enabled": False,
+            "enabled": protected,
             "required_status_checks": {
                 "enforcement_level": "off",
                 "contexts": [],

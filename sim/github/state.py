@@ -64,6 +64,7 @@ class Repo:
     labels: dict[str, Label] = field(default_factory=dict)
     permissions: dict[str, str] = field(default_factory=dict)
     fork_of: str | None = None  # the parent's full name, for a fork
+    protected_branches: set[str] = field(default_factory=set)
 
     @property
     def full_name(self) -> str:
