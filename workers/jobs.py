@@ -515,6 +515,10 @@ def push_change(
     with task.timings.stage("push"):
         ensure_still_newest(task)
         ensure_branch_unmoved(task, work, start)
+        if kinds := task.redact.found(patch):
+            raise TaskFailed(
+                f"the change holds a secret the bot knows ({', '.join(kinds)}); nothing was pushed"
+            )
         changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
         message = task.redact(commit_message_for(task, work, start, result, changed))
         sha = checkout.commit_and_push(
@@ -617,7 +621,7 @@ def run_work(task: Task, work: Work) -> dict:
     config = read_config(start)
     found = find_test_command(start.path, config.test)
     test_command = found.command if found else None
-    secrets = setup_secret_values(config.setup_secrets)
+    secrets = setup_secret_values(config.setup_secrets, repo=task.repo.full_name)
     for value in secrets.values():
         task.redact.add(value)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers:
@@ -804,7 +808,7 @@ def run_task(*, task_id: str) -> dict:
     log.info("task started", number=task.record.number, kind=task.record.kind, queued_ms=queued_ms)
     try:
         task.check_stop()
-        outcome = run_work(task, plan(task))
+        outcome = redact.within(run_work(task, plan(task)))  # RQ stores it; comments show it
         task.record.pr_url = outcome.get("pr_url", "")
         task.advance("done", step=None, **_final_view(outcome))
         _react(task, "rocket")
