@@ -552,7 +552,10 @@ def publish(
             tokens=result.prompt_tokens + result.completion_tokens,
             notes=[
                 *(note for note in (result.not_done,) if note),
-                *(f"`{refusal.path}` was left out: {refusal.reason}" for refusal in refusals),
+                *(
+                    f"{text.code_span(refusal.path)} was left out: {refusal.reason}"
+                    for refusal in refusals
+                ),
             ],
             status=result.status,
             reason=reason,
