@@ -8,13 +8,20 @@ secret goes only to the repositories the operator lists for it.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import secrets
+import shutil
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+from redis import Redis
 
 from codexbot.redact import MASK, Redactor
 from sandbox.prepared import SetupFailed, SetupSecretRefused, setup_secret_values
+from sim.stack import DEMO_REPO, Stack, StackError
+from tests.conftest import REDIS_URL
 
 SECRET = "ghs_Zx8+/pQ=Secret_Value-4u"  # '+', '/' and '=' make every encoding differ
 OTHER = "sk-sim-0123456789abcdef"
@@ -130,3 +137,45 @@ def test_a_repository_naming_a_secret_not_listed_for_it_is_refused(
         f"repositories in CODEX_SETUP_SECRET_{refused}_REPOS"
     )
     assert "secret-value" not in str(refusal.value)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_change_holding_a_known_secret_in_any_form_is_not_pushed(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The worst agent writes the bot's model key, hex-encoded, into a file it adds."""
+    key = "sk-sim-" + secrets.token_hex(20)
+    title = "Keep the key somewhere"
+    script = {
+        "name": "leak_encoded",
+        "match": title,
+        "steps": [
+            {"tool": "shell", "arguments": {"command": f"echo {key.encode().hex()} > KEY.txt"}},
+            {"tool": "finish", "arguments": {"title": "Add KEY.txt", "summary": "Adds it."}},
+        ],
+    }
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "leak.json").write_text(json.dumps(script))
+    source = tmp_path / "source"
+    shutil.copytree(DEMO_REPO, source, ignore=shutil.ignore_patterns("issue.md", "__pycache__"))
+    Redis.from_url(redis_url).flushdb()
+    with Stack(
+        data_dir=tmp_path / "stack",
+        redis_url=REDIS_URL,
+        script_dirs=(scripts,),
+        openai_api_key=key,
+    ) as stack:
+        repo = "octo-org/leaky"
+        stack.github.create_repo(repo, source)
+        stack.github.set_permission(repo, "octo-maintainer", "maintain")
+        issue = stack.github.create_issue(repo, title, "Write the key down.")
+        _, task_id = stack.label(repo, issue["number"])
+        with pytest.raises(StackError, match="a secret the bot knows"):
+            stack.wait_for_task(task_id, timeout=240)
+        assert stack.github.pulls(repo) == []
+        assert not [push for push in stack.github.pushes if "codex/" in push.ref]
+        comments = json.dumps(stack.github.issue_comments(repo, issue["number"]))
+        assert "a secret the bot knows (hex); nothing was pushed" in comments
+        assert Redactor([key]).found(comments + stack.logs()) == []
