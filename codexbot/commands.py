@@ -1,7 +1,8 @@
 """Reading `/codex` commands out of comment text. Pure functions; table tests in tests/.
 
 A command is a line that starts with `/codex` (leading spaces allowed, case-insensitive), outside
-fenced code blocks and `>` quotes. Only the first command in a text counts.
+fenced code blocks, `>` quotes and HTML comments (`<!-- ... -->`, which GitHub does not show; one
+left open hides the rest of the text). Only the first command in a text counts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ COMMANDS = {
 MARKER = "<!-- codex-bot -->"  # hidden in every comment the bot posts, so it never answers itself
 _COMMAND_LINE = re.compile(r"^ {0,3}/codex(?:\s+(?P<word>\S+))?(?:[ \t]+(?P<rest>.*))?$", re.I)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CLOSED_COMMENT = re.compile(r"<!--.*?-->")
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,15 @@ class Command:
 
 
 def _live_lines(text: str) -> list[tuple[int, str]]:
-    """Lines outside fenced code blocks and quotes, with their index."""
+    """Lines outside fenced code blocks, quotes and HTML comments, with their index."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     live: list[tuple[int, str]] = []
     fence: str | None = None
+    in_comment = False
     for index, line in enumerate(lines):
+        if in_comment:
+            in_comment = "-->" not in line
+            continue
         opener = _FENCE.match(line)
         if fence is not None:
             if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
@@ -47,7 +53,9 @@ def _live_lines(text: str) -> list[tuple[int, str]]:
             continue
         if line.lstrip().startswith(">"):
             continue
-        live.append((index, line))
+        shown, opens, _ = _CLOSED_COMMENT.sub("", line).partition("<!--")
+        in_comment = bool(opens)
+        live.append((index, shown))
     return live
 
 

@@ -228,7 +228,7 @@ def build(
             host_mirror=mirror,
             repo=full_name,
             task_id=f"build-{re.sub(r'[^A-Za-z0-9]+', '-', full_name)}-{int(time.time())}",
-            setup_secrets=setup_secret_values(config.setup_secrets),
+            setup_secrets=setup_secret_values(config.setup_secrets, repo=full_name),
             timings=timings,
         ) as (_, prepared):
             pass

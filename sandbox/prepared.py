@@ -16,8 +16,10 @@ the others wait, then reuse).
 Setup runs in a container with the same hardening as the agent's except a writable root and home
 (what setup installs must be committed), network "none" (the operator may allow one; this
 machine has none). Setup secrets reach setup commands only, through the exec server's per-command
-environment: never the container's config, never argv. Before the commit, every file setup
-changed is searched for each secret's value; a hit fails setup, so a secret never lands in an
+environment: never the container's config, never argv. A secret is given only to the
+repositories the operator lists for it (`CODEX_SETUP_SECRET_<NAME>_REPOS`). Before the commit,
+every file setup changed is searched for each secret in every form a script trivially makes of it
+(as is, base64, hex, reversed, URL-encoded); a hit fails setup, so a secret never lands in an
 image. Whatever setup left untracked in the workspace (a .venv, node_modules, build output) is
 listed in .git/info/exclude, so it never shows up in the agent's diff.
 
@@ -42,6 +44,7 @@ import docker.errors
 import structlog
 from redis import Redis
 
+from codexbot.redact import Redactor
 from sandbox.container import (
     CREATED_LABEL,
     KIND_LABEL,
@@ -125,25 +128,62 @@ class Prepared:
 
 
 SECRET_ENV_PREFIX = "CODEX_SETUP_SECRET_"  # noqa: S105 - a name prefix, not a secret
+REPOS_SUFFIX = "_REPOS"  # CODEX_SETUP_SECRET_<NAME>_REPOS: the repositories it is given to
+
+
+class SetupSecretRefused(SetupFailed):
+    """The repository names a setup secret the operator did not allow for it."""
+
+    def __init__(self, name: str, repo: str) -> None:
+        Exception.__init__(
+            self,
+            f"setup secret {name} is not allowed for {repo}; the operator lists the "
+            f"repositories in {SECRET_ENV_PREFIX}{name}{REPOS_SUFFIX}",
+        )
+        self.command = "(setup secrets)"
+        self.exit_code = 1
+        self.output_tail = ""
+        self.reason = str(self)
+
+
+def secret_allowed(patterns: str, repo: str) -> bool:
+    """Whether ``repo`` (owner/name) matches one of the comma-separated ``patterns``.
+
+    Patterns are shell-style (`owner/*`) and case-insensitive, as GitHub's names are.
+    """
+    wanted = repo.lower()
+    return any(
+        fnmatch.fnmatchcase(wanted, pattern.strip().lower())
+        for pattern in patterns.split(",")
+        if pattern.strip()
+    )
 
 
 def setup_secret_values(
-    names: tuple[str, ...] | list[str], environ: Mapping[str, str] | None = None
+    names: tuple[str, ...] | list[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    repo: str,
 ) -> dict[str, str]:
     """The values of the declared setup secrets, from the bot's own environment.
 
     `setup_secrets: [NPM_TOKEN]` in .github/codex.yml is looked up as CODEX_SETUP_SECRET_NPM_TOKEN;
     the repository names a secret, it cannot read an arbitrary variable of the bot's (its API key).
-    Names the operator did not define are left out.
+    Names the operator did not define are left out. A defined secret goes only to the
+    repositories listed in CODEX_SETUP_SECRET_NPM_TOKEN_REPOS (none when that is not set):
+    any other repository naming it is refused with `SetupSecretRefused`.
     """
     import os
 
     source = os.environ if environ is None else environ
-    return {
-        name: source[SECRET_ENV_PREFIX + name]
-        for name in names
-        if SECRET_ENV_PREFIX + name in source
-    }
+    values = {}
+    for name in names:
+        if SECRET_ENV_PREFIX + name not in source:
+            continue
+        if not secret_allowed(source.get(SECRET_ENV_PREFIX + name + REPOS_SUFFIX, ""), repo):
+            raise SetupSecretRefused(name, repo)
+        values[name] = source[SECRET_ENV_PREFIX + name]
+    return values
 
 
 def is_lockfile(path: str) -> bool:
@@ -178,10 +218,8 @@ def image_name(key: str) -> str:
 
 
 def mask(text: str, secrets: Mapping[str, str]) -> str:
-    for value in secrets.values():
-        if value:
-            text = text.replace(value, MASK)
-    return text
+    """``text`` with each secret masked in every form (as is, base64, hex, reversed ...)."""
+    return Redactor(secrets.values(), mask=MASK)(text)
 
 
 def _find_image(client: docker.DockerClient, name: str) -> docker.models.images.Image | None:
@@ -335,7 +373,7 @@ def _exclude_setup_leftovers(box: Sandbox) -> None:
 
 
 def _refuse_stored_secrets(box: Sandbox, secrets: dict[str, str]) -> None:
-    """Fail if a secret's value is in any file setup changed: it would be in the image."""
+    """Fail if a secret is in any file setup changed, in any form: it would be in the image."""
     if not secrets:
         return
     changed = box.client.api.diff(box.container_id) or []
@@ -355,14 +393,16 @@ def _refuse_stored_secrets(box: Sandbox, secrets: dict[str, str]) -> None:
         return
     listing = "\n".join(top)
     for name, value in secrets.items():
-        if not value:
+        # grep -F takes one pattern a line: every single-line form (a PEM's lines are forms).
+        patterns = [form for form in Redactor([value]).forms() if len(form.splitlines()) == 1]
+        if not patterns:
             continue
         reply = box.run_raw(
             f"printf '%s\\n' {_shell_words(listing)} "
             "| xargs -d '\\n' grep -rlsF -e \"$CODEXBOT_SECRET\" -- | head -5",
             timeout=300,
             workdir="/",
-            env={"CODEXBOT_SECRET": value},
+            env={"CODEXBOT_SECRET": "\n".join(patterns)},
         )
         found = reply.data().decode(errors="replace").strip()
         if found:
@@ -370,7 +410,8 @@ def _refuse_stored_secrets(box: Sandbox, secrets: dict[str, str]) -> None:
             raise SetupFailed(
                 "(after the setup commands)",
                 1,
-                f"the value of setup secret {name} was left in: {files}",
+                f"the value of setup secret {name} was left in: {files} (searched for as is, "
+                "in base64, hex, reversed and URL-encoded)",
                 reason=(
                     "left a setup secret in a file that would be kept in the prepared image; "
                     "setup secrets may be used during setup but not stored"

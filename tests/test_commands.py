@@ -18,6 +18,11 @@ from codexbot.commands import parse_command
         ("first line\r\n/codex ask why?\r\n", "ask", "why?"),
         ("```\n/codex fix\n```\n/codex ask real one", "ask", "real one"),
         ("~~~~\n/codex fix\n~~~\nstill fenced\n~~~~\n/codex stop", "stop", ""),
+        ("<!--\n/codex fix\n-->\n/codex stop", "stop", ""),
+        ("<!-- a note --> \n/codex ask shown", "ask", "shown"),
+        ("/codex fix it <!-- not this -->", "fix", "it"),
+        ("<!-- x --> /codex stop", "stop", ""),
+        ("```\n<!--\n```\n/codex fix", "fix", ""),  # in a fence, `<!--` opens no comment
     ],
 )
 def test_commands_are_found(text, name, argument):
@@ -40,6 +45,11 @@ def test_commands_are_found(text, name, argument):
         "    /codex fix",  # four spaces: a code block in Markdown
         "/codexfix",
         "/codex-fix",
+        "<!--\n/codex fix\n-->",  # a hidden comment is not a command
+        "<!-- one\n two\n/codex fix -->",
+        "<!-- left open\n/codex fix\n\nstill hidden",
+        "text <!-- hidden\n/codex fix",
+        "<!-- a --><!--\n/codex fix",
     ],
 )
 def test_no_command(text):

@@ -321,7 +321,7 @@ def setup_secrets_for(task: Task, rules: Policy) -> dict[str, str]:
     """The setup secrets the policy names; none for code from a fork, whatever it says."""
     if rules.from_fork:
         return {}
-    secrets = setup_secret_values(rules.config.setup_secrets)
+    secrets = setup_secret_values(rules.config.setup_secrets, repo=task.repo.full_name)
     for value in secrets.values():
         task.redact.add(value)
     return secrets
@@ -568,7 +568,9 @@ def ensure_fork_branch_allowed(start: checkout.Checkout, work: Work, policy: Cha
     strict = dataclasses.replace(policy, allow_workflow_changes=False)
     refusals = judge(checkout.staged_changes(start, base), strict)
     if refusals:
-        listed = "; ".join(f"`{refusal.path}`: {refusal.reason}" for refusal in refusals[:10])
+        listed = "; ".join(
+            f"{text.code_span(refusal.path)}: {refusal.reason}" for refusal in refusals[:10]
+        )
         raise TaskFailed(
             f"the branch would bring changes from the fork into `{work.base_branch}`'s "
             f"repository that codex-bot does not push: {listed}"
@@ -588,6 +590,10 @@ def push_change(
         ensure_still_newest(task)
         ensure_push_target(task, work)
         ensure_branch_unmoved(task, work, start)
+        if kinds := task.redact.found(patch):
+            raise TaskFailed(
+                f"the change holds a secret the bot knows ({', '.join(kinds)}); nothing was pushed"
+            )
         changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
         if work.from_fork:
             ensure_fork_branch_allowed(start, work, policy)
@@ -623,7 +629,10 @@ def publish(
             tokens=result.prompt_tokens + result.completion_tokens,
             notes=[
                 *(note for note in (result.not_done,) if note),
-                *(f"`{refusal.path}` was left out: {refusal.reason}" for refusal in refusals),
+                *(
+                    f"{text.code_span(refusal.path)} was left out: {refusal.reason}"
+                    for refusal in refusals
+                ),
             ],
             status=result.status,
             reason=reason,
@@ -880,7 +889,7 @@ def run_task(*, task_id: str) -> dict:
     log.info("task started", number=task.record.number, kind=task.record.kind, queued_ms=queued_ms)
     try:
         task.check_stop()
-        outcome = run_work(task, plan(task))
+        outcome = redact.within(run_work(task, plan(task)))  # RQ stores it; comments show it
         task.record.pr_url = outcome.get("pr_url", "")
         task.advance("done", step=None, **_final_view(outcome))
         _react(task, "rocket")

@@ -15,6 +15,7 @@ import structlog
 
 from codexbot.commands import MARKER
 from workers.github import GitHubError, Repository
+from workers.text import close_fences, defuse
 
 log = structlog.get_logger()
 
@@ -51,7 +52,7 @@ def progress_comment(view: ProgressView) -> str:
     lines = [f"**codex-bot: {headline}**", ""]
     lines.append(f"Task `{view.task_id}`: {kind} asked by @{view.requested_by}.")
     if view.detail:
-        lines += ["", view.detail.strip()]
+        lines += ["", close_fences(defuse(view.detail.strip()))]
     if view.link:
         lines += ["", f"Details: {view.link}"]
     if view.steered:

@@ -30,27 +30,64 @@ class TestRun:
         return self.exit_code == 0
 
 
+# Every keyword GitHub closes an issue with, before `#N`, `GH-N`, `owner/repo#N` or an issue URL.
 CLOSING_REFERENCE = re.compile(
-    r"(?i)\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(\s*:?\s+)"
-    r"((?:[\w.-]+/[\w.-]+)?#(\d+)|https?://\S+?/(?:issues|pull)/(\d+))"
+    r"(?i)\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(\s*:?\s*)"
+    r"((?:[\w.-]+/[\w.-]+)?#(\d+)|gh-(\d+)|https?://\S+?/(?:issues|pull)/(\d+))"
 )
-MENTION = re.compile(r"(?<![\w`/@])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)\b")
+MENTION = re.compile(r"(?<![\w@])@(?=[A-Za-z0-9])")
+HTML_COMMENT_START = re.compile(r"<!--")
+ZWJ = "\u200d"  # zero-width joiner: invisible, and GitHub no longer sees a mention or a keyword
 
 
 def defuse(text: str, own_issue: int | None = None) -> str:
-    """Model-written text, unable to close other issues or to ping people.
+    """Text from the model or a repository, unable to close issues, ping people or hide text.
 
-    A closing keyword before a reference to anything but ``own_issue`` (in this repository) gets
-    the reference in a code span, which GitHub does not act on; ``@name`` becomes `` `@name` ``.
+    A closing keyword before a reference to anything but ``own_issue`` (in this repository) is
+    split from it and the `#` from the number by a zero-width joiner, so GitHub acts on neither;
+    so is the `@` of a mention (`@team`, `@org/team`) and an HTML comment's `<!--`.
     """
 
     def keep_own(match: re.Match[str]) -> str:
-        reference = match.group(3)
+        keyword, gap, reference = match.group(1), match.group(2), match.group(3)
         if own_issue is not None and reference == f"#{own_issue}":
             return match.group(0)
-        return f"{match.group(1)}{match.group(2)}`{reference}`"
+        reference = re.sub(r"(#|-)(?=\d)", rf"\1{ZWJ}", reference, count=1)
+        return f"{keyword}{ZWJ}{gap or ' '}{reference}"
 
-    return MENTION.sub(r"`@\1`", CLOSING_REFERENCE.sub(keep_own, text))
+    text = CLOSING_REFERENCE.sub(keep_own, text)
+    text = MENTION.sub("@" + ZWJ, text)
+    return HTML_COMMENT_START.sub("<" + ZWJ + "!--", text)
+
+
+def code_span(text: str) -> str:
+    """``text`` as one inline code span that nothing in it can end or break into lines.
+
+    Control characters (a newline in a file name) are shown escaped, as `\\x0a`; the span's
+    backtick run is longer than any inside it.
+    """
+    shown = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", defuse(text))
+    ticks = _backticks_beyond(shown, 1)
+    pad = " " if shown.startswith("`") or shown.endswith("`") or not shown.strip() else ""
+    return f"{ticks}{pad}{shown}{pad}{ticks}"
+
+
+_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def close_fences(text: str) -> str:
+    """Markdown with a code fence left open closed at its end, so it cannot swallow what follows."""
+    fence: str | None = None
+    for line in text.splitlines():
+        opener = _FENCE_LINE.match(line)
+        if opener is None:
+            continue
+        mark = opener.group(1)
+        if fence is None:
+            fence = mark
+        elif mark[0] == fence[0] and len(mark) >= len(fence) and not line.strip()[len(mark) :]:
+            fence = None
+    return text if fence is None else f"{text.rstrip()}\n{fence}"
 
 
 def slugify(text: str, limit: int = 40) -> str:
@@ -80,9 +117,8 @@ def pull_branch_name(pull_number: int) -> str:
 
 def commit_subject(subject: str, limit: int = SUBJECT_LIMIT) -> str:
     """One line, no trailing period, capitalised, at most ``limit`` characters (cut at a word)."""
-    line = " ".join(defuse(subject).replace("`", "").split())
-    line = CLOSING_REFERENCE.sub("", line)
-    line = line.rstrip(".!;:, ").strip()
+    line = " ".join(CLOSING_REFERENCE.sub("", subject.replace("`", "")).split())
+    line = defuse(line).rstrip(".!;:, ").strip()
     if not line:
         return "Update code"
     line = line[0].upper() + line[1:]
@@ -124,6 +160,7 @@ CONVENTIONAL = re.compile(
     r"^(feat|fix|docs|style|refactor|perf|test|tests|build|ci|chore|revert)(\([^)]{1,40}\))?!?: "
 )
 COMPONENT = re.compile(r"^([A-Za-z0-9_.\-/]{1,40}): \S")
+PLAIN_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}")
 REVERT_OR_MERGE = re.compile(r"^(Merge |Revert |fixup! |squash! )")
 
 
@@ -179,7 +216,8 @@ def component_for(changed_files: Sequence[str]) -> str | None:
         parts = path.split("/")
         heads.append(parts[0] if len(parts) > 1 else parts[0].rsplit(".", 1)[0])
     head, _ = Counter(heads).most_common(1)[0]
-    return head or None
+    # A directory's name is data: only a plain name becomes a prefix (never `Closes #2: ...`).
+    return head if PLAIN_COMPONENT.fullmatch(head) else None
 
 
 def conventional_subject(
@@ -241,8 +279,13 @@ def commit_message(
     return "\n\n".join(parts) + "\n"
 
 
+def _backticks_beyond(text: str, at_least: int) -> str:
+    """A backtick run longer than any in ``text`` (and ``at_least`` long): nothing in it ends it."""
+    return "`" * max(at_least, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+
+
 def _fenced(text: str) -> str:
-    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    fence = _backticks_beyond(text, 3)
     return f"{fence}\n{text.rstrip()}\n{fence}"
 
 
@@ -267,7 +310,7 @@ def draft_line(
     """The PR's first line when it is a draft, or None when it is ready for review."""
     if status != "finished":
         why = STOP_REASONS.get(status, f"the agent ended with status {status}")
-        detail = f": {reason.strip()}" if reason.strip() else ""
+        detail = f": {defuse(reason.strip())}" if reason.strip() else ""
         return f"**Draft: {why}{detail}. The work so far is on this branch.**"
     if tests_after is None:
         return "**Draft: no test command was found, so nothing proves this change.**"
@@ -295,18 +338,18 @@ def pr_body(
     first = draft_line(tests_after, status, reason)
     if first:
         lines += [first, ""]
-    summary = defuse(summary, issue_number)
-    notes = [defuse(note, issue_number) for note in notes]
+    summary = close_fences(defuse(summary, issue_number))
+    notes = [" ".join(defuse(note, issue_number).split()) for note in notes]
     lines += ["## Summary", "", summary.strip() or "(the agent gave no summary)", ""]
     lines += ["## Changes", ""]
-    lines += [f"- `{path}`" for path in changed_files] or ["- (none)"]
+    lines += [f"- {code_span(path)}" for path in changed_files] or ["- (none)"]
     lines += ["", "## Tests", ""]
     if tests_before or tests_after:
         command = (tests_after or tests_before).command  # type: ignore[union-attr]
-        lines += [f"Command: `{command}`", ""]
+        lines += [f"Command: {code_span(command)}", ""]
     lines += [_test_line("Before", tests_before), _test_line("After", tests_after)]
     if pre_existing:
-        shown = ", ".join(f"`{name}`" for name in list(pre_existing)[:20])
+        shown = ", ".join(code_span(name) for name in list(pre_existing)[:20])
         more = f" and {len(pre_existing) - 20} more" if len(pre_existing) > 20 else ""
         lines += ["", f"Failing before this change too (pre-existing): {shown}{more}."]
     for label, run in (("before", tests_before), ("after", tests_after)):
@@ -346,7 +389,7 @@ def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str
 
 def answer_comment(answer: str, task_url: str | None = None) -> str:
     link = f"\n\n<sub>[How I found this]({task_url})</sub>" if task_url else ""
-    return f"{answer.strip()}{link}\n\n{MARKER}\n"
+    return f"{close_fences(defuse(answer.strip()))}{link}\n\n{MARKER}\n"
 
 
 def tail_lines(text: str, lines: int = 15, limit: int = 2000) -> str:

@@ -65,10 +65,13 @@ def test_plan_prune_removes_stale_then_least_recently_used_over_budget() -> None
 
 
 def test_setup_secrets_come_only_from_their_prefix() -> None:
-    environ = {"CODEX_SETUP_SECRET_NPM_TOKEN": "n", "OPENAI_API_KEY": "sk-x"}
-    assert setup_secret_values(("NPM_TOKEN", "OPENAI_API_KEY", "MISSING"), environ) == {
-        "NPM_TOKEN": "n"
+    environ = {
+        "CODEX_SETUP_SECRET_NPM_TOKEN": "n",
+        "CODEX_SETUP_SECRET_NPM_TOKEN_REPOS": "octo/*",
+        "OPENAI_API_KEY": "sk-x",
     }
+    names = ("NPM_TOKEN", "OPENAI_API_KEY", "MISSING")
+    assert setup_secret_values(names, environ, repo="octo/widgets") == {"NPM_TOKEN": "n"}
 
 
 def upstream_with_config(tmp_path: Path, codex_yml: str) -> Path:

@@ -267,6 +267,36 @@ def test_a_secret_stored_by_setup_fails_setup_and_no_image_is_made(
     assert not docker_client.images.list(filters={"label": f"{REPO_LABEL}={project[0]}"})
 
 
+ENCODED_BY_SETUP = {
+    "base64": 'printf %s "$INDEX_TOKEN" | base64 > ~/.indexrc',
+    "base64 inside a longer text": 'printf "auth=%s" "$INDEX_TOKEN" | base64 -w0 > ~/.npmrc',
+    "hex": 'printf %s "$INDEX_TOKEN" | od -An -tx1 | tr -d " \\n" > ~/.indexrc',
+    "reversed": 'printf %s "$INDEX_TOKEN" | rev > ~/.indexrc',
+    "URL-encoded": (
+        "python3 -c 'import os, urllib.parse as u; "
+        'print(u.quote(os.environ["INDEX_TOKEN"], safe=""))\' > ~/.indexrc'
+    ),
+}
+ENCODED_SECRET = "s3cr3t/INDEX+token=5b1f0c"  # URL-encoding changes it
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", ENCODED_BY_SETUP.values(), ids=ENCODED_BY_SETUP.keys())
+def test_a_secret_stored_encoded_by_setup_fails_setup_too(
+    docker_client: docker.DockerClient,
+    sandbox_image: str,
+    redis: Redis,
+    project,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    config = RepoConfig(setup=(command,))
+    secrets = {"INDEX_TOKEN": ENCODED_SECRET}
+    with pytest.raises(SetupFailed, match=r"setup secret INDEX_TOKEN was left in: /home/sandbox"):
+        run(docker_client, redis, sandbox_image, project, tmp_path, config, secrets=secrets)
+    assert not docker_client.images.list(filters={"label": f"{REPO_LABEL}={project[0]}"})
+
+
 @pytest.mark.docker
 def test_concurrent_tasks_with_one_key_build_it_once(
     docker_client: docker.DockerClient, sandbox_image: str, redis: Redis, project, tmp_path: Path
