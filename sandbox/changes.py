@@ -209,6 +209,15 @@ def symlink_escapes(path: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
+def touches_workflows(change: Change) -> bool:
+    """`.github/workflows` itself, anything under it, or a symlink standing in for a directory on
+    its way (`.github` -> elsewhere): all of them change which workflows GitHub runs."""
+    path = change.path
+    if path == WORKFLOWS.rstrip("/") or path.startswith(WORKFLOWS):
+        return True
+    return change.mode == "120000" and WORKFLOWS.startswith(path + "/")
+
+
 def judge(changes: list[Change], policy: ChangePolicy) -> list[Refusal]:
     """The refusals for these changes under this policy; one per path, the first reason found."""
     protected = [(glob, glob_regex(glob)) for glob in policy.protected_paths]
@@ -228,11 +237,7 @@ def judge(changes: list[Change], policy: ChangePolicy) -> list[Refusal]:
                 f"the file is {change.size} bytes, over the {policy.max_file_bytes}-byte cap "
                 "for one file"
             )
-        if (
-            reason is None
-            and change.path.startswith(WORKFLOWS)
-            and not policy.allow_workflow_changes
-        ):
+        if reason is None and touches_workflows(change) and not policy.allow_workflow_changes:
             reason = (
                 "changes to .github/workflows/ are refused unless .github/codex.yml says "
                 "allow_workflow_changes: true (GitHub also refuses them without the workflows "

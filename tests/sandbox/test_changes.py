@@ -87,6 +87,15 @@ POLICY = ChangePolicy(protected_paths=("migrations/**",), max_file_bytes=100)
             Change(".github/workflows/ci.yml", "M", "100644", 5),
             "changes to .github/workflows/ are refused unless",
         ),
+        (
+            Change(".github/workflows", "A", "120000", 4, "evil"),
+            "changes to .github/workflows/ are refused unless",
+        ),
+        (
+            Change(".github", "T", "120000", 4, "evil"),
+            "changes to .github/workflows/ are refused unless",
+        ),
+        (Change(".github/workflows-notes.md", "A", "100644", 5), None),
         (Change(".github/dependabot.yml", "M", "100644", 5), None),
         (
             Change("migrations/0002.py", "A", "100644", 5),
