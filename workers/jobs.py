@@ -509,13 +509,18 @@ class Pushed:
 
 
 def push_change(
-    task: Task, work: Work, start: checkout.Checkout, patch: bytes, result: AgentResult
+    task: Task,
+    work: Work,
+    start: checkout.Checkout,
+    patch: bytes,
+    result: AgentResult,
+    policy: ChangePolicy,
 ) -> Pushed:
     """The patch committed on the task's branch and pushed; the PR is `publish`'s."""
     with task.timings.stage("push"):
         ensure_still_newest(task)
         ensure_branch_unmoved(task, work, start)
-        changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
+        changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
         message = task.redact(commit_message_for(task, work, start, result, changed))
         sha = checkout.commit_and_push(
             start, branch=work.branch, message=message, token=task.repo.token
@@ -661,7 +666,9 @@ def run_work(task: Task, work: Work) -> dict:
                 return answered(result)
             changes = taken.guard.result()
             ensure_something_to_publish(result, changes.patch)
-            pushing = in_background(helpers, push_change, task, work, start, changes.patch, result)
+            pushing = in_background(
+                helpers, push_change, task, work, start, changes.patch, result, taken.guard.policy
+            )
             task.advance("testing", detail="Running the tests on the result.")
             with timings.stage("tests_after"):
                 after = verify_with_tests(sandbox, test_command)

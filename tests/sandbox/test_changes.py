@@ -210,8 +210,8 @@ def test_the_guard_looks_again_only_when_the_workspace_changed(
     time.sleep(2 * CLOCK_SLACK)
     guard = ChangeGuard(box, base, ChangePolicy(max_file_bytes=1000))
 
-    def index() -> str:  # each full look writes its private index afresh: a new inode
-        return box.exec("stat -c %i /tmp/.codexbot-changes.index").output
+    def index() -> str:  # each full look stages in a git directory of its own, under a new name
+        return box.exec("ls -d /tmp/.codexbot-guard-*").output
 
     looked = index()
     box.exec("cat calc.py && ls -la && git log --oneline")
