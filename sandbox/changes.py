@@ -142,7 +142,7 @@ def meta():
 afresh()
 git("read-tree", base)
 git("add", "-A")
-fields = git("diff", "--cached", "--raw", "-z", "--no-renames", "--no-ext-diff",
+fields = git("diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff",
              "--ignore-submodules=none", base, "--").split(b"\0")
 changes = []
 blobs = []
@@ -161,10 +161,11 @@ while i + 1 < len(fields) and fields[i].startswith(b":"):
                 pass
     changes.append(entry)
 if blobs:  # the size git will carry, which is not always the file's (filters, encodings)
-    listing = git("cat-file", "--batch-check=%(objectsize)",
-                  input="\n".join(oid for oid, _ in blobs).encode()).split()
-    for (_, entry), size in zip(blobs, listing):
-        entry["size"] = int(size) if size.isdigit() else 0
+    listing = git("cat-file", "--batch-check=%(objectname) %(objectsize)",
+                  input="\n".join(oid for oid, _ in blobs).encode())
+    sizes = dict(line.split() for line in listing.decode().splitlines())
+    for oid, entry in blobs:
+        entry["size"] = int(sizes[oid])
 nested = []
 for root, dirs, files in os.walk(work):
     if root == work:

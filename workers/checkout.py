@@ -171,8 +171,8 @@ def staged_changes(git: Git | Path, base: str) -> list[Change]:
     if not isinstance(git, Git):
         git = Git(git)
     listing = git.raw(
-        "diff", "--cached", "--raw", "-z", "--no-renames", "--no-ext-diff", "--no-textconv",
-        "--ignore-submodules=none", base, "--",
+        "diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff",
+        "--no-textconv", "--ignore-submodules=none", base, "--",
     )  # fmt: skip
     fields = listing.split(b"\0")
     entries = []
@@ -182,11 +182,11 @@ def staged_changes(git: Git | Path, base: str) -> list[Change]:
         _, new_mode, _, new_oid, status = fields[i][1:].decode().split()
         path = fields[i + 1].decode("utf-8", "surrogateescape")
         entries.append((path, status[0], new_mode, new_oid))
-    blobs = [oid for _, status, mode, oid in entries if status != "D" and mode != "160000"]
-    sizes = _blob_sizes(git, blobs)
+    has_blob = [status != "D" and mode != "160000" for _, status, mode, _ in entries]
+    sizes = _blob_sizes(git, [e[3] for e, blob in zip(entries, has_blob, strict=True) if blob])
     changes = []
-    for path, status, mode, oid in entries:
-        size = sizes.get(oid, 0) if status != "D" else 0
+    for (path, status, mode, oid), blob in zip(entries, has_blob, strict=True):
+        size = sizes[oid] if blob else 0
         target = None
         if mode == "120000" and status != "D":
             target = git.raw("cat-file", "blob", oid).decode("utf-8", "surrogateescape")
