@@ -100,9 +100,9 @@ def afresh():
     old = sys.argv[-1]
     if old.startswith(PREFIX) and "/" not in old[len(PREFIX):]:
         subprocess.run(["/bin/rm", "-rf", "--", old], env=env, stderr=subprocess.DEVNULL)
-    os.mkdir(git_dir, 0o700)  # fails if it exists: no one made it for us
+    os.mkdir(git_dir, 0o755)  # fails if it exists: no one made it for us
     for name in ("home", "objects", "refs", "info"):
-        os.mkdir(os.path.join(git_dir, name), 0o700)
+        os.mkdir(os.path.join(git_dir, name), 0o755)
     files = {"HEAD": b"ref: refs/heads/codexbot-guard\n",
              "config": b"[core]\n\trepositoryformatversion = 0\n\tbare = false\n"}
     exclude = os.path.join(work, ".git/info/exclude")
