@@ -13,9 +13,14 @@ Refused, each with a reason the agent and the PR reader can act on:
   (GitHub refuses them too without the workflows permission);
 - paths matching `protected_paths` globs.
 
-The facts (status, mode, size, link target) are gathered inside the container by one small
-script; judging them is pure (`judge`) and table-tested. Refused paths are reset to the start
-commit in a private index before the diff, so the patch simply does not contain them.
+The facts (status, mode, size of the blob git will carry, link target) are gathered inside the
+container by one small script; judging them is pure (`judge`) and table-tested. Refused paths
+are reset to the start commit in a private index before the diff, so the patch simply does not
+contain them. That script runs git by absolute path in a git directory of its own, made afresh
+for each look, with an environment of its own: the agent's `$HOME`, `.git/config`, attributes,
+filters and environment steer neither the facts nor the patch. Still, the container is where the
+agent works: the worker judges again what it staged from the patch (`workers.checkout`), with
+this same `judge`, and that verdict decides.
 
 The script runs in a fork of the sandbox's exec server (`Sandbox.run_python`), which has Python
 started and most modules imported. After a command, it gathers the facts again only when
@@ -385,10 +390,14 @@ class ChangeGuard:
     def policy(self) -> ChangePolicy:
         return self._policy
 
-    def _look(self, since: float | None = None) -> dict[str, Any] | None:
-        facts = _facts_if_changed(self._box, self._base, since, self._dir)
-        if facts is None and since is None:
+    def _look(self) -> dict[str, Any]:
+        facts = self._look_since(None)
+        if facts is None:
             raise SandboxError("could not list the changes: the script printed nothing")
+        return facts
+
+    def _look_since(self, since: float | None) -> dict[str, Any] | None:
+        facts = _facts_if_changed(self._box, self._base, since, self._dir)
         if facts is not None:
             self._dir = str(facts["dir"])
         return facts
@@ -410,7 +419,7 @@ class ChangeGuard:
 
     def after_command(self) -> str:
         """A note for the agent about refusals it has not been told of yet, or ""."""
-        facts = self._look(self._checked)
+        facts = self._look_since(self._checked)
         if facts is None:  # nothing changed since the agent was told of every refusal
             return ""
         new = [refusal for refusal in self._judged(facts) if refusal not in self._told]
