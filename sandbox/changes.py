@@ -13,9 +13,14 @@ Refused, each with a reason the agent and the PR reader can act on:
   (GitHub refuses them too without the workflows permission);
 - paths matching `protected_paths` globs.
 
-The facts (status, mode, size, link target) are gathered inside the container by one small
-script; judging them is pure (`judge`) and table-tested. Refused paths are reset to the start
-commit in a private index before the diff, so the patch simply does not contain them.
+The facts (status, mode, size of the blob git will carry, link target) are gathered inside the
+container by one small script; judging them is pure (`judge`) and table-tested. Refused paths
+are reset to the start commit in a private index before the diff, so the patch simply does not
+contain them. That script runs git by absolute path in a git directory of its own, made afresh
+for each look, with an environment of its own: the agent's `$HOME`, `.git/config`, attributes,
+filters and environment steer neither the facts nor the patch. Still, the container is where the
+agent works: the worker judges again what it staged from the patch (`workers.checkout`), with
+this same `judge`, and that verdict decides.
 
 The script runs in a fork of the sandbox's exec server (`Sandbox.run_python`), which has Python
 started and most modules imported. After a command, it gathers the facts again only when
@@ -30,41 +35,93 @@ import base64
 import json
 import posixpath
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.container import MAX_DIFF_BYTES, Sandbox, SandboxError
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
-INDEX = "/tmp/.codexbot-changes.index"  # noqa: S108 - the container's private tmpfs
 WORKFLOWS = ".github/workflows/"
 # The bot's own rules for the repository: changed by people, through review, never by the bot.
 ALWAYS_PROTECTED = ".github/codex.yml"
+# The guard's own git directory: a new one, under a name no one can guess, for every full look
+# (HEAD, config, an index, the objects its `git add` writes; the workspace's objects are reached
+# as alternates), so nothing the agent wrote between looks is read. No agent process runs during
+# a look: the exec server kills what a command leaves behind.
+GUARD_DIR_PREFIX = "/tmp/.codexbot-guard-"  # noqa: S108 - the container's private tmpfs
 
-# Runs inside the container: stage everything in a private index, list changes. With a third
-# argument, a time, it first looks for a change after it, and prints nothing when there is none.
-# The loose objects its own `git add` writes are no change (they change no diff); an error of
-# find (a directory it cannot list) counts as one.
-FACTS_SCRIPT = r"""
-import json, os, subprocess, sys, time
+# Runs inside the container, in a fork of the exec server, with git by absolute path and an
+# environment of its own: no user, system or repository config, no attributes but the tree's own
+# (which are content), no hooks, no filters, explicit prefixes. The agent's $HOME, .git/config,
+# .git/info/attributes and environment steer nothing here.
+#   look BASE [TIME] OLD: stage everything in a new git directory's index, print the changes and
+#     that directory as JSON; remove OLD, the last look's. With a time, it first looks for a
+#     change after it and prints nothing when there is none (the loose objects the agent's git
+#     writes change no diff; an error of find counts as a change).
+#   diff BASE B64 DIR: reset the paths listed (NUL-separated, base64) to BASE in the index of
+#     DIR, the look just before, then write the binary diff of what is left.
+GUARD_SCRIPT = r"""
+PREFIX = "%s"
+import base64, json, os, subprocess, sys, time
 started = time.time()
-base = sys.argv[1]
-env = dict(os.environ, GIT_INDEX_FILE=sys.argv[2])
-if len(sys.argv) > 3:
-    found = subprocess.run(["find", ".", "-path", "./.git/objects/??", "-prune", "-o",
-                            "!", "-path", "./.git/objects", "-newerct", "@" + sys.argv[3],
-                            "-print", "-quit"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    if found.returncode == 0 and not found.stdout:
-        sys.exit(0)
-def git(*args):
-    done = subprocess.run(["git", "-c", "core.quotepath=off", *args], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+mode, base = sys.argv[1], sys.argv[2]
+work = "/workspace"
+if mode == "diff":
+    git_dir = sys.argv[-1]
+else:
+    git_dir = "%s%s" % (PREFIX, os.urandom(12).hex())
+env = {"PATH": "/usr/bin:/bin", "HOME": git_dir + "/home", "XDG_CONFIG_HOME": git_dir + "/home",
+       "LANG": "C", "LC_ALL": "C", "GIT_DIR": git_dir, "GIT_WORK_TREE": work,
+       "GIT_INDEX_FILE": git_dir + "/index", "GIT_OBJECT_DIRECTORY": git_dir + "/objects",
+       "GIT_ALTERNATE_OBJECT_DIRECTORIES": work + "/.git/objects",
+       "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
+       "GIT_NO_REPLACE_OBJECTS": "1", "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+GIT = ["/usr/bin/git", "-c", "core.quotepath=off", "-c", "core.hooksPath=/dev/null",
+       "-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false"]
+def git(*args, **kwargs):
+    done = subprocess.run(GIT + list(args), env=kwargs.pop("env", env), cwd=work,
+                          stdout=kwargs.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE,
+                          **kwargs)
     if done.returncode:
         sys.stderr.write(done.stderr.decode("utf-8", "replace"))
         sys.exit(done.returncode)
     return done.stdout
+if mode == "diff":
+    paths = base64.b64decode(sys.argv[3])
+    if paths:
+        git("reset", "-q", "--pathspec-from-file=-", "--pathspec-file-nul", base, "--",
+            input=paths, env=dict(env, GIT_LITERAL_PATHSPECS="1"))
+    sys.stdout.flush()
+    git("diff", "--cached", "--binary", "--no-renames", "--no-ext-diff", "--no-textconv",
+        "--no-color", "--src-prefix=a/", "--dst-prefix=b/", "--ignore-submodules=none", base,
+        "--", stdout=None)
+    sys.exit(0)
+if len(sys.argv) > 4:
+    found = subprocess.run(["/usr/bin/find", ".", "-path", "./.git/objects/??", "-prune", "-o",
+                            "!", "-path", "./.git/objects", "-newerct", "@" + sys.argv[3],
+                            "-print", "-quit"], env=env, cwd=work,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if found.returncode == 0 and not found.stdout:
+        sys.exit(0)
+def afresh():
+    old = sys.argv[-1]
+    if old.startswith(PREFIX) and "/" not in old[len(PREFIX):]:
+        subprocess.run(["/bin/rm", "-rf", "--", old], env=env, stderr=subprocess.DEVNULL)
+    os.mkdir(git_dir, 0o755)  # fails if it exists: no one made it for us
+    for name in ("home", "objects", "refs", "info"):
+        os.mkdir(os.path.join(git_dir, name), 0o755)
+    files = {"HEAD": b"ref: refs/heads/codexbot-guard\n",
+             "config": b"[core]\n\trepositoryformatversion = 0\n\tbare = false\n"}
+    exclude = os.path.join(work, ".git/info/exclude")
+    if os.path.isfile(exclude):
+        try:
+            with open(exclude, "rb") as f:
+                files["info/exclude"] = f.read(65536)
+        except OSError:
+            pass
+    for name, data in files.items():
+        with open(os.path.join(git_dir, name), "wb") as f:
+            f.write(data)
 def meta():
     try:  # the built-in hash: hashlib would load OpenSSL, 5 ms a look
         from _sha2 import sha256
@@ -76,11 +133,11 @@ def meta():
     digest = sha256()
     for name in ("config", "info/attributes", "info/exclude", "objects/info/alternates"):
         try:
-            with open(os.path.join(".git", name), "rb") as f:
+            with open(os.path.join(work, ".git", name), "rb") as f:
                 digest.update(name.encode() + b"\0" + f.read() + b"\0")
         except OSError:
             pass
-    for root, dirs, files in os.walk(".git/hooks"):
+    for root, dirs, files in os.walk(os.path.join(work, ".git/hooks")):
         for name in sorted(files):
             path = os.path.join(root, name)
             try:
@@ -89,40 +146,45 @@ def meta():
             except OSError:
                 pass
     return digest.hexdigest()
-try:
-    os.unlink(sys.argv[2])
-except OSError:
-    pass
+afresh()
 git("read-tree", base)
 git("add", "-A")
-fields = git("diff", "--cached", "--raw", "-z", "--no-renames", "--no-ext-diff", base).split(b"\0")
+fields = git("diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff",
+             "--ignore-submodules=none", base, "--").split(b"\0")
 changes = []
+blobs = []
 i = 0
 while i + 1 < len(fields) and fields[i].startswith(b":"):
-    old_mode, new_mode, _, _, status = fields[i][1:].decode().split()
+    old_mode, new_mode, _, oid, status = fields[i][1:].decode().split()
     path = fields[i + 1].decode("utf-8", "surrogateescape")
     i += 2
     entry = {"path": path, "status": status[0], "mode": new_mode, "size": 0, "target": None}
-    if status[0] != "D":
-        try:
-            info = os.lstat(path)
-            entry["size"] = info.st_size
-            if new_mode == "120000":
-                entry["target"] = os.readlink(path)
-        except OSError:
-            pass
+    if status[0] != "D" and new_mode != "160000":
+        blobs.append((oid, entry))
+        if new_mode == "120000":
+            try:
+                entry["target"] = os.readlink(os.path.join(work, path))
+            except OSError:
+                pass
     changes.append(entry)
+if blobs:  # the size git will carry, which is not always the file's (filters, encodings)
+    listing = git("cat-file", "--batch-check=%(objectname) %(objectsize)",
+                  input="\n".join(oid for oid, _ in blobs).encode())
+    sizes = dict(line.split() for line in listing.decode().splitlines())
+    for oid, entry in blobs:
+        entry["size"] = int(sizes[oid])
 nested = []
-for root, dirs, files in os.walk("."):
-    if root == ".":
+for root, dirs, files in os.walk(work):
+    if root == work:
         dirs[:] = [d for d in dirs if d != ".git"]
     for name in dirs + files:
-        if name.lower() == ".git" and root != ".":
-            nested.append(os.path.join(root, name)[2:])
+        if name.lower() == ".git" and root != work:
+            nested.append(os.path.join(root, name)[len(work) + 1:])
 digest = meta()
 print(json.dumps({"changes": changes, "meta": digest, "nested_git": nested[:50],
-                  "started": started, "finished": time.time()}))
+                  "dir": git_dir, "started": started, "finished": time.time()}))
 """
+GUARD_SCRIPT = GUARD_SCRIPT.replace('PREFIX = "%s"', f"PREFIX = {GUARD_DIR_PREFIX!r}", 1)
 # A change time is read from a clock that may lag the one `time.time()` reads by a tick.
 CLOCK_SLACK = 0.015
 
@@ -211,6 +273,15 @@ def symlink_escapes(path: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
+def touches_workflows(change: Change) -> bool:
+    """`.github/workflows` itself, anything under it, or a symlink standing in for a directory on
+    its way (`.github` -> elsewhere): all of them change which workflows GitHub runs."""
+    path = change.path
+    if path == WORKFLOWS.rstrip("/") or path.startswith(WORKFLOWS):
+        return True
+    return change.mode == "120000" and WORKFLOWS.startswith(path + "/")
+
+
 def judge(changes: list[Change], policy: ChangePolicy) -> list[Refusal]:
     """The refusals for these changes under this policy; one per path, the first reason found."""
     protected = [(glob, glob_regex(glob)) for glob in policy.protected_paths]
@@ -230,11 +301,7 @@ def judge(changes: list[Change], policy: ChangePolicy) -> list[Refusal]:
                 f"the file is {change.size} bytes, over the {policy.max_file_bytes}-byte cap "
                 "for one file"
             )
-        if (
-            reason is None
-            and change.path.startswith(WORKFLOWS)
-            and not policy.allow_workflow_changes
-        ):
+        if reason is None and touches_workflows(change) and not policy.allow_workflow_changes:
             reason = (
                 "changes to .github/workflows/ are refused unless .github/codex.yml says "
                 "allow_workflow_changes: true (GitHub also refuses them without the workflows "
@@ -274,20 +341,15 @@ def pr_section(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
 # ---------------------------------------------------------------------------- in the sandbox
 
 
-def _facts(box: Sandbox, base_commit: str) -> dict[str, Any]:
-    facts = _facts_if_changed(box, base_commit, None)
-    if facts is None:
-        raise SandboxError("could not list the changes: the script printed nothing")
-    return facts
-
-
-def _facts_if_changed(box: Sandbox, base_commit: str, since: float | None) -> dict[str, Any] | None:
+def _facts_if_changed(
+    box: Sandbox, base_commit: str, since: float | None, old_dir: str
+) -> dict[str, Any] | None:
     """The facts, or None when nothing in the workspace changed after `since` (container time)."""
-    args = [base_commit, INDEX]
+    args = ["look", base_commit]
     if since is not None:
         args.append(f"{since:.6f}")
     reply = box.run_python(
-        FACTS_SCRIPT, args, timeout=120, workdir="/workspace", max_output=8 * 1024 * 1024
+        GUARD_SCRIPT, [*args, old_dir], timeout=120, workdir="/", max_output=8 * 1024 * 1024
     )
     if reply.exit_code != 0 or reply.truncated:
         raise SandboxError(
@@ -318,15 +380,32 @@ class ChangeGuard:
     def __init__(self, box: Sandbox, base_commit: str, policy: ChangePolicy) -> None:
         self._box = box
         self._base = base_commit
-        self.policy = policy
-        facts = _facts(box, base_commit)
+        self._policy = policy
+        self._dir = ""  # the git directory of the last full look
+        facts = self._look()
         self._meta = facts["meta"]
         self._told: set[Refusal] = set()
         # When the agent has been told of every refusal, the container time the facts were.
         self._checked: float | None = None if self._judged(facts) else _looked(facts)
 
+    @property
+    def policy(self) -> ChangePolicy:
+        return self._policy
+
+    def _look(self) -> dict[str, Any]:
+        facts = self._look_since(None)
+        if facts is None:
+            raise SandboxError("could not list the changes: the script printed nothing")
+        return facts
+
+    def _look_since(self, since: float | None) -> dict[str, Any] | None:
+        facts = _facts_if_changed(self._box, self._base, since, self._dir)
+        if facts is not None:
+            self._dir = str(facts["dir"])
+        return facts
+
     def refusals(self) -> list[Refusal]:
-        return self._judged(_facts(self._box, self._base))
+        return self._judged(self._look())
 
     def _judged(self, facts: dict[str, Any]) -> list[Refusal]:
         refusals = judge(_changes(facts), self.policy)
@@ -342,7 +421,7 @@ class ChangeGuard:
 
     def after_command(self) -> str:
         """A note for the agent about refusals it has not been told of yet, or ""."""
-        facts = _facts_if_changed(self._box, self._base, self._checked)
+        facts = self._look_since(self._checked)
         if facts is None:  # nothing changed since the agent was told of every refusal
             return ""
         new = [refusal for refusal in self._judged(facts) if refusal not in self._told]
@@ -351,29 +430,19 @@ class ChangeGuard:
         return agent_note(new)
 
     def result(self) -> WorkspaceResult:
-        facts = _facts(self._box, self._base)
+        facts = self._look()
         changes = _changes(facts)
         refusals = judge(changes, self.policy)
         if facts["meta"] != self._meta:
             refusals.append(Refusal(".git/", "changes under .git/ are never carried over"))
         refused = {refusal.path for refusal in refusals}
-        reset = ""
         paths = [c.path for c in changes if c.path in refused and c.mode != "040000"]
-        if paths:
-            listing = base64.b64encode("\0".join(paths).encode("utf-8", "surrogateescape"))
-            reset = (
-                f"printf %s {listing.decode()} | base64 -d | GIT_LITERAL_PATHSPECS=1 git reset "
-                f"-q --pathspec-from-file=- --pathspec-file-nul {shlex.quote(self._base)} && "
-            )
-        command = (
-            f"export GIT_INDEX_FILE={INDEX} && {reset}git -c core.quotepath=off diff "
-            f"--no-ext-diff --no-textconv --binary --cached {shlex.quote(self._base)}"
-        )
-        reply = self._box.run_raw(
-            command + " 2>/tmp/.codexbot-changes.err || { s=$?; cat /tmp/.codexbot-changes.err; "
-            "exit $s; }",
+        listing = base64.b64encode("\0".join(paths).encode("utf-8", "surrogateescape")).decode()
+        reply = self._box.run_python(
+            GUARD_SCRIPT,
+            ["diff", self._base, listing, self._dir],
             timeout=120,
-            workdir="/workspace",
+            workdir="/",
             max_output=MAX_DIFF_BYTES,
         )
         if reply.exit_code != 0:

@@ -24,6 +24,9 @@ A request with `"python": [args]` is the worker's own Python script (`cmd` its s
 sys.argv[1:]), run the same way by a fork of this server instead of bash: no interpreter to start,
 no module to import again (tens of milliseconds for a script the worker runs after every step).
 
+The server is not dumpable (`prctl(PR_SET_DUMPABLE, 0)`): a command runs as the same user, yet
+it cannot attach to the server or read its memory, which holds the worker's requests.
+
 Standard library only: it runs on whatever Python the image has (3.7+). Its source arrives as the
 first line on stdin (BOOTSTRAP below), so `ps` in the sandbox shows one short line for it.
 """
@@ -43,6 +46,7 @@ DEFAULT_CWD = os.environ.get("CODEXBOT_WORKSPACE", "/workspace")
 KILL_ROUNDS = 200
 NAME_TRIES = 20
 TRAP_PREFIX = "bash -c trap 'pwd -P"
+PR_SET_DUMPABLE = 4
 
 
 def _pids():
@@ -81,6 +85,17 @@ def _oom_kills():
         except (OSError, ValueError):
             continue
     return None
+
+
+def _set_dumpable(value):
+    """Whether processes of the same user may inspect this one (ptrace, /proc/PID/mem); True
+    when set. A non-dumpable process's /proc files belong to root, also for itself."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, value, 0, 0, 0) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
 
 
 def _name(pid):
@@ -134,8 +149,10 @@ class Forked:
             os.chdir(cwd)
             os.environ.clear()
             os.environ.update(env)
+            _set_dumpable(1)  # to write its own /proc file; no command runs meanwhile
             with open("/proc/self/oom_score_adj", "w") as adj:
                 adj.write("1000")
+            _set_dumpable(0)
             sys.argv = ["-c"] + list(args)
             exec(compile(source, "<request>", "exec"), {"__name__": "__main__"})  # noqa: S102
             code = 0
@@ -222,13 +239,27 @@ class Server:
         return [name for name in names if name is not None][:20]
 
     def usage(self, root):
+        """Bytes in use under `root`. A directory its owner made unreadable (the command's user
+        is ours) is opened for the count and given its mode back once its subtree is counted."""
         total = 0
         stack = [root]
         while stack:
-            try:
-                entries = os.scandir(stack.pop())
-            except OSError:
+            path = stack.pop()
+            if isinstance(path, tuple):  # a subtree is done: its directory's mode goes back
+                try:
+                    os.chmod(path[0], path[1])
+                except OSError:
+                    pass
                 continue
+            if os.access(path, os.R_OK | os.X_OK):
+                try:
+                    entries = os.scandir(path)
+                except OSError:
+                    continue
+            else:  # listed but not entered (mode 0600) hides the sizes as well as 0300 does
+                entries = self._opened(path, stack)
+                if entries is None:
+                    continue
             with entries:
                 for entry in entries:
                     try:
@@ -239,6 +270,18 @@ class Server:
                     except OSError:
                         pass
         return total
+
+    def _opened(self, path, stack):
+        try:
+            mode = os.lstat(path).st_mode & 0o7777
+            os.chmod(path, mode | 0o500)
+        except OSError:
+            return None
+        stack.append((path, mode))
+        try:
+            return os.scandir(path)
+        except OSError:
+            return None
 
     def run(self, request):
         started = time.monotonic()
@@ -400,6 +443,7 @@ class Server:
         }
 
     def serve(self):
+        _set_dumpable(0)
         self.sweep()
         self.send({"ready": True, "pid": os.getpid()})
         for line in sys.stdin.buffer:

@@ -3,6 +3,10 @@
 Credentials reach git only through the environment (``GIT_CONFIG_COUNT`` with an
 ``http.extraHeader``), never through a URL, argv or log line. The repository's own
 hooks and config never run here: we only clone, apply a patch and commit.
+
+What the sandbox sent is judged again here, on what is staged (`judge_staged`), with the same
+pure `sandbox.changes.judge` and policy as the guard in the container: the container is where the
+agent works, so its verdict is advice; this one decides.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codexbot.redact import Redactor
-from sandbox.changes import Change
+from sandbox.changes import Change, ChangePolicy, Refusal, judge
 
 GIT_TIMEOUT = 300
 BOT_NAME = "codex-bot[bot]"
@@ -23,6 +27,20 @@ BOT_EMAIL = "codex-bot[bot]@users.noreply.github.com"
 
 class GitError(Exception):
     """A git command failed; the message is redacted and safe to show."""
+
+
+class RefusedChange(GitError):
+    """The staged change holds what the change guard refuses: the sandbox's patch disagrees with
+    the guard's verdict there, so the container cannot be trusted and nothing is pushed."""
+
+    def __init__(self, refusals: list[Refusal]) -> None:
+        self.refusals = refusals
+        listed = "; ".join(f"{refusal.path!r}: {refusal.reason}" for refusal in refusals[:20])
+        more = f" (and {len(refusals) - 20} more)" if len(refusals) > 20 else ""
+        super().__init__(
+            "the sandbox's patch holds changes the guard refuses, so nothing was pushed: "
+            f"{listed}{more}"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,9 @@ def _base_env(home: Path) -> dict[str, str]:
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_NO_REPLACE_OBJECTS": "1",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ASKPASS": "/bin/false",
         "GIT_AUTHOR_NAME": BOT_NAME,
@@ -72,7 +93,7 @@ class Git:
         return self.raw(*args, input=input).decode(errors="replace").strip()
 
     def raw(self, *args: str, input: bytes | None = None) -> bytes:
-        """What git printed, as it printed it."""
+        """The command's output as git wrote it (paths in -z listings are bytes, not text)."""
         command = ["git", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=", *args]
         try:
             done = subprocess.run(
@@ -124,17 +145,74 @@ def fetch_pull_head(start: Checkout, number: int, *, token: str) -> Checkout:
     )
 
 
-def apply_patch(checkout: Checkout, *, patch: bytes, branch: str) -> list[str]:
+def apply_patch(
+    checkout: Checkout, *, patch: bytes, branch: str, policy: ChangePolicy
+) -> list[str]:
     """Put the sandbox's patch on a new branch from the start commit; return the changed paths.
 
     ``git apply`` refuses paths under ``.git/`` and outside the tree, so a hostile patch
-    cannot reach the worker's own repository metadata.
+    cannot reach the worker's own repository metadata. What it staged is judged under `policy`;
+    any refusal raises `RefusedChange` (the guard in the sandbox had left those paths out).
     """
     git = Git(checkout.path)
     git("checkout", "--quiet", "-B", branch, checkout.base_sha)
-    git("apply", "--index", "--binary", "--whitespace=nowarn", "-", input=patch)
+    git("apply", "--index", "--binary", "-p1", "--whitespace=nowarn", "-", input=patch)
+    refusals = judge_staged(git, checkout.base_sha, policy)
+    if refusals:
+        raise RefusedChange(refusals)
     names = git("diff", "--cached", "--name-only", "-z")
     return [name for name in names.split("\0") if name]
+
+
+def staged_changes(git: Git | Path, base: str) -> list[Change]:
+    """What the index changes against `base`: path, status, new mode, the staged blob's size and
+    a symlink's target, read from the objects (never from the work tree, which is not committed).
+    """
+    if not isinstance(git, Git):
+        git = Git(git)
+    listing = git.raw(
+        "diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff",
+        "--no-textconv", "--ignore-submodules=none", base, "--",
+    )  # fmt: skip
+    fields = listing.split(b"\0")
+    entries = []
+    for i in range(0, len(fields) - 1, 2):
+        if not fields[i].startswith(b":"):
+            break
+        _, new_mode, _, new_oid, status = fields[i][1:].decode().split()
+        path = fields[i + 1].decode("utf-8", "surrogateescape")
+        entries.append((path, status[0], new_mode, new_oid))
+    has_blob = [status != "D" and mode != "160000" for _, status, mode, _ in entries]
+    sizes = _blob_sizes(git, [e[3] for e, blob in zip(entries, has_blob, strict=True) if blob])
+    changes = []
+    for (path, status, mode, oid), blob in zip(entries, has_blob, strict=True):
+        size = sizes[oid] if blob else 0
+        target = None
+        if mode == "120000" and status != "D":
+            target = git.raw("cat-file", "blob", oid).decode("utf-8", "surrogateescape")
+        changes.append(Change(path=path, status=status, mode=mode, size=size, target=target))
+    return changes
+
+
+def _blob_sizes(git: Git, oids: list[str]) -> dict[str, int]:
+    if not oids:
+        return {}
+    listing = git(
+        "cat-file", "--batch-check=%(objectname) %(objectsize)", input="\n".join(oids).encode()
+    )
+    sizes = {}
+    for line in listing.splitlines():
+        oid, _, size = line.partition(" ")
+        if not size.isdigit():
+            raise GitError(f"the staged object {oid} is missing")
+        sizes[oid] = int(size)
+    return sizes
+
+
+def judge_staged(git: Git | Path, base: str, policy: ChangePolicy) -> list[Refusal]:
+    """What the change guard refuses in the index against `base` (any commit: the task's start,
+    or a base branch a whole fork branch is judged against after `git read-tree`)."""
+    return judge(staged_changes(git, base), policy)
 
 
 def commit_and_push(checkout: Checkout, *, branch: str, message: str, token: str) -> str:
@@ -143,38 +221,6 @@ def commit_and_push(checkout: Checkout, *, branch: str, message: str, token: str
     git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())
     git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
     return git("rev-parse", "HEAD")
-
-
-def staged_changes(checkout: Checkout, base: str) -> list[Change]:
-    """What the index changes against commit `base`, as the change guard judges changes: path,
-    status, mode, the staged blob's size and a symlink's target, read from git's objects."""
-    git = Git(checkout.path)
-    fields = git.raw(
-        "-c",
-        "core.quotepath=off",
-        "diff",
-        "--cached",
-        "--raw",
-        "-z",
-        "--no-renames",
-        "--no-ext-diff",
-        "--no-textconv",
-        "--abbrev=40",
-        base,
-    ).split(b"\0")
-    changes = []
-    for meta, raw_path in zip(fields[0::2], fields[1::2], strict=False):
-        if not meta.startswith(b":"):
-            break
-        _, new_mode, _, new_obj, status = meta[1:].decode().split()
-        path = raw_path.decode("utf-8", "surrogateescape")
-        size, target = 0, None
-        if status[0] != "D" and new_mode != "160000":
-            size = int(git("cat-file", "-s", new_obj))
-            if new_mode == "120000":
-                target = git.raw("cat-file", "blob", new_obj).decode("utf-8", "surrogateescape")
-        changes.append(Change(path, status[0], new_mode, size, target))
-    return changes
 
 
 def merge_base(checkout: Checkout, ref: str) -> str:

@@ -31,7 +31,7 @@ from codexbot.commands import MARKER
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
-from sandbox.changes import ChangeGuard, ChangePolicy, Refusal, judge
+from sandbox.changes import ChangeGuard, ChangePolicy, Refusal
 from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import SetupFailed, setup_secret_values
 from workers import checkout, policy, repoconfig, tasks, text
@@ -566,7 +566,7 @@ def ensure_fork_branch_allowed(start: checkout.Checkout, work: Work, policy: Cha
     with its secrets. Workflow changes from a fork are refused whatever the config allows."""
     base = checkout.merge_base(start, work.base_branch)
     strict = dataclasses.replace(policy, allow_workflow_changes=False)
-    refusals = judge(checkout.staged_changes(start, base), strict)
+    refusals = checkout.judge_staged(start.path, base, strict)
     if refusals:
         listed = "; ".join(
             f"{text.code_span(refusal.path)}: {refusal.reason}" for refusal in refusals[:10]
@@ -594,7 +594,7 @@ def push_change(
             raise TaskFailed(
                 f"the change holds a secret the bot knows ({', '.join(kinds)}); nothing was pushed"
             )
-        changed = checkout.apply_patch(start, patch=patch, branch=work.branch)
+        changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
         if work.from_fork:
             ensure_fork_branch_allowed(start, work, policy)
         message = task.redact(commit_message_for(task, work, start, result, changed))

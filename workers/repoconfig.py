@@ -30,8 +30,43 @@ MAX_CONFIG_BYTES = 64 * 1024
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 # Variables setup and the agent may not override: they would break the sandbox or leak through it.
-RESERVED_ENV = frozenset({"PATH", "HOME", "USER", "LD_PRELOAD", "LD_LIBRARY_PATH"})
+RESERVED_ENV = frozenset({"PATH", "HOME", "USER"})
 RESERVED_PREFIX = "CODEXBOT_"
+# Variables that change how a shell, git, the dynamic loader or an interpreter starts: each could
+# run code or steer git in a step the bot runs. By name, then by prefix; a few plain behaviour
+# switches of Python stay allowed.
+STARTUP_ENV: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND", "PS4", "IFS", "CDPATH",
+            "GLOBIGNORE", "EXECIGNORE", "POSIXLY_CORRECT", "INPUTRC",
+        ),
+        "how shells start",
+    ),
+    "XDG_CONFIG_HOME": "which configuration git reads",
+    **dict.fromkeys(("GCONV_PATH", "LOCPATH", "GLIBC_TUNABLES"), "what the C library loads"),
+    **dict.fromkeys(
+        (
+            "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS",
+            "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "LUA_INIT",
+        ),
+        "how an interpreter starts",
+    ),
+}  # fmt: skip
+STARTUP_PREFIXES = (
+    ("BASH_", "how shells start"),
+    ("GIT_", "how git runs"),
+    ("LD_", "what the dynamic loader loads"),
+    ("PYTHON", "how Python starts"),
+)
+# Plain switches, and PYTHONPATH: how a project says where its code is (`src/`). The bot's own
+# Python in the sandbox runs isolated (`python3 -I`), so these steer only the project's code.
+PYTHON_SWITCHES = frozenset(
+    {
+        "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONIOENCODING",
+        "PYTHONUTF8", "PYTHONFAULTHANDLER", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONPATH",
+    }
+)  # fmt: skip
 
 
 class RepoConfigError(ValueError):
@@ -127,6 +162,18 @@ def _limits(value: Any, line: int) -> Limits:
     )
 
 
+def startup_effect(name: str) -> str | None:
+    """What setting `name` would change about how programs start, or None when it is plain."""
+    if name in STARTUP_ENV:
+        return STARTUP_ENV[name]
+    if name in PYTHON_SWITCHES:
+        return None
+    for prefix, effect in STARTUP_PREFIXES:
+        if name.startswith(prefix):
+            return effect
+    return None
+
+
 def _env(value: Any, line: int) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise _fail(line, "env must be a mapping of NAME: value")
@@ -138,6 +185,9 @@ def _env(value: Any, line: int) -> tuple[tuple[str, str], ...]:
             raise _fail(where, f"env: {name!r} is not a valid variable name")
         if name in RESERVED_ENV or name.startswith(RESERVED_PREFIX):
             raise _fail(where, f"env: {name} is reserved and cannot be set")
+        steers = startup_effect(name)
+        if steers:
+            raise _fail(where, f"env: {name} cannot be set: it changes {steers}")
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise _fail(where, f"env.{name} must be a string or a number")
         pairs.append((name, str(item)))

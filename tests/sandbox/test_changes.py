@@ -87,6 +87,15 @@ POLICY = ChangePolicy(protected_paths=("migrations/**",), max_file_bytes=100)
             Change(".github/workflows/ci.yml", "M", "100644", 5),
             "changes to .github/workflows/ are refused unless",
         ),
+        (
+            Change(".github/workflows", "A", "120000", 4, "evil"),
+            "changes to .github/workflows/ are refused unless",
+        ),
+        (
+            Change(".github", "T", "120000", 4, "evil"),
+            "changes to .github/workflows/ are refused unless",
+        ),
+        (Change(".github/workflows-notes.md", "A", "100644", 5), None),
         (Change(".github/dependabot.yml", "M", "100644", 5), None),
         (
             Change("migrations/0002.py", "A", "100644", 5),
@@ -201,8 +210,8 @@ def test_the_guard_looks_again_only_when_the_workspace_changed(
     time.sleep(2 * CLOCK_SLACK)
     guard = ChangeGuard(box, base, ChangePolicy(max_file_bytes=1000))
 
-    def index() -> str:  # each full look writes its private index afresh: a new inode
-        return box.exec("stat -c %i /tmp/.codexbot-changes.index").output
+    def index() -> str:  # each full look stages in a git directory of its own, under a new name
+        return box.exec("ls -d /tmp/.codexbot-guard-*").output
 
     looked = index()
     box.exec("cat calc.py && ls -la && git log --oneline")

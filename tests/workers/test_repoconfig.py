@@ -75,6 +75,20 @@ def test_config_is_frozen_and_hashable() -> None:
         ("env:\n  A: 1\n  9BAD: x\n", "line 3: env: '9BAD' is not a valid variable name"),
         ("env:\n  PATH: /evil\n", "line 2: env: PATH is reserved"),
         ("env:\n  CODEXBOT_WORKSPACE_MAX: 0\n", "line 2: env: CODEXBOT_WORKSPACE_MAX is reserved"),
+        ("env:\n  A: 1\n  BASH_ENV: /workspace/x\n", "line 3: env: BASH_ENV cannot be set"),
+        ("env:\n  ENV: /workspace/x\n", "line 2: env: ENV cannot be set: it changes how shells"),
+        ("env:\n  GIT_CONFIG_COUNT: 1\n", "line 2: env: GIT_CONFIG_COUNT cannot be set"),
+        ("env:\n  GIT_DIR: /tmp\n", "line 2: env: GIT_DIR cannot be set: it changes how git"),
+        ("env:\n  LD_PRELOAD: /x.so\n", "line 2: env: LD_PRELOAD cannot be set"),
+        ("env:\n  LD_AUDIT: /x.so\n", "line 2: env: LD_AUDIT cannot be set"),
+        ("env:\n  PYTHONSTARTUP: x.py\n", "line 2: env: PYTHONSTARTUP cannot be set"),
+        ("env:\n  PROMPT_COMMAND: x\n", "line 2: env: PROMPT_COMMAND cannot be set"),
+        ("env:\n  SHELLOPTS: xtrace\n", "line 2: env: SHELLOPTS cannot be set"),
+        ("env:\n  BASHOPTS: x\n", "line 2: env: BASHOPTS cannot be set"),
+        ("env:\n  IFS: x\n", "line 2: env: IFS cannot be set"),
+        ("env:\n  CDPATH: /tmp\n", "line 2: env: CDPATH cannot be set"),
+        ("env:\n  XDG_CONFIG_HOME: /tmp\n", "line 2: env: XDG_CONFIG_HOME cannot be set"),
+        ("env:\n  NODE_OPTIONS: -r x\n", "line 2: env: NODE_OPTIONS cannot be set"),
         ("env:\n  A: [1]\n", "line 2: env.A must be a string or a number"),
         ("env: [A]\n", "line 1: env must be a mapping"),
         ("test: ''\n", "line 1: test must be a non-empty string"),
@@ -118,3 +132,16 @@ def test_symlinked_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / ".github" / "codex.yml").symlink_to("/etc/passwd")
     with pytest.raises(RepoConfigError, match="regular file"):
         load(tmp_path)
+
+
+def test_plain_variables_stay_allowed() -> None:
+    text = (
+        "env:\n  TMPDIR: /tmp/t\n  PYTHONPATH: src\n  PYTHONHASHSEED: 0\n"
+        "  DJANGO_SETTINGS_MODULE: app.settings\n"
+    )
+    assert parse(text).env_dict == {
+        "TMPDIR": "/tmp/t",
+        "PYTHONPATH": "src",
+        "PYTHONHASHSEED": "0",
+        "DJANGO_SETTINGS_MODULE": "app.settings",
+    }
