@@ -18,7 +18,14 @@ from typing import Any, Literal
 import structlog
 
 from workers.agent import actions
-from workers.agent.model import Model, ModelError, ModelReply, OpenAIModel, ToolCall
+from workers.agent.model import (
+    Model,
+    ModelError,
+    ModelReply,
+    ModelTimeout,
+    OpenAIModel,
+    ToolCall,
+)
 from workers.agent.text import (
     AgentTask,
     Comment,
@@ -267,7 +274,14 @@ def query(run: _Run) -> ModelReply:
     compact(run)
     run.trajectory.record("request", run.steps, messages=run.messages, tools=run.tools)
     started = time.monotonic()
-    reply = run.model.complete(run.messages, run.tools)
+    try:
+        reply = run.model.complete(run.messages, run.tools, seconds=max(run.seconds_left(), 0))
+    except ModelTimeout as error:
+        run.model_seconds += time.monotonic() - started
+        raise LimitsExceeded(
+            f"time limit reached ({run.limits.wall_seconds:g} seconds) waiting for the model: "
+            f"{error}"
+        ) from None
     duration = time.monotonic() - started
     run.model_seconds += duration
     run.prompt_tokens += reply.usage.prompt_tokens
