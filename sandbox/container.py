@@ -415,6 +415,8 @@ class ExecChannel:
         self._lines = bytearray()
         self._stderr = CappedOutput(SIDE_OUTPUT_BYTES)
         self._next_id = 0
+        self._running: int | None = None  # the id of the command the server runs now
+        self._send_lock = threading.Lock()  # a cancel comes from another thread
         ready = self._read_message(time.monotonic() + SERVER_READY_SECONDS)
         if not ready.get("ready"):
             raise ChannelLost(f"the exec server did not start: {ready}")
@@ -424,15 +426,34 @@ class ExecChannel:
         self._next_id += 1
         request = {**request, "id": self._next_id}
         try:
-            _sendall(self._sock, json.dumps(request).encode() + b"\n")
+            with self._send_lock:
+                self._send(request)
+                self._running = self._next_id
+            while True:
+                message = self._read_message(deadline)
+                if message.get("id") == self._next_id:
+                    return message
+                if "error" in message:
+                    raise SandboxError(f"the exec server failed: {message['error']}")
+        finally:
+            self._running = None
+
+    def cancel(self, reason: str) -> bool:
+        """Kill the command running now, from any thread; False when none runs."""
+        with self._send_lock:
+            if self._running is None:
+                return False
+            try:
+                self._send({"cancel": self._running, "reason": reason})
+            except ChannelLost:
+                return False  # the command's own call sees the lost server
+            return True
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            _sendall(self._sock, json.dumps(message).encode() + b"\n")
         except OSError as error:
             raise ChannelLost(f"could not send to the exec server: {error}") from error
-        while True:
-            message = self._read_message(deadline)
-            if message.get("id") == self._next_id:
-                return message
-            if "error" in message:
-                raise SandboxError(f"the exec server failed: {message['error']}")
 
     def _read_message(self, deadline: float) -> dict[str, Any]:
         while True:
@@ -791,6 +812,13 @@ class Sandbox:
         """One command through the exec server; output as bytes (head and tail)."""
         with self._turn:
             return self._run_raw({"cmd": command, "env": env or {}}, timeout, workdir, max_output)
+
+    def cancel(self, reason: str) -> bool:
+        """Stop the command running now (from another thread than the one that runs it): its
+        process group and whatever it left are killed at once, and its output ends with
+        ``[stopped: <reason>; ...]``. False when no command runs."""
+        channel = self._channel
+        return channel.cancel(reason) if channel is not None else False
 
     def run_python(
         self,

@@ -11,6 +11,10 @@ Reply, one line on stdout:
     {"id": 1, "exit": 0, "timed_out": false, "total": 123, "head": <b64>, "tail": <b64>,
      "cwd": "/workspace/sub", "ms": 12, "strays": [], "stopped": null}
 
+While a command runs, the server still reads its stdin: `{"cancel": 1, "reason": "..."}` kills
+command 1 at once (its process group and whatever it left), and its reply's `stopped` says why; a
+cancel for a command that already ended is ignored.
+
 Each command runs in `bash -c` in a session and process group of its own, stdout and stderr on
 one pipe; the server keeps the first and last `max // 2` bytes and counts the rest. On timeout the
 whole group is killed. When the command returns, every process it left behind (also those that
@@ -81,6 +85,17 @@ def _oom_kills():
         except (OSError, ValueError):
             continue
     return None
+
+
+def _cancel_message(line):
+    """The cancel request a line holds, or None for anything else."""
+    if b'"cancel"' not in line:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) and "cancel" in message else None
 
 
 def _name(pid):
@@ -187,6 +202,11 @@ class Server:
             self.protected.add(min(init_children))
         self.cwd = DEFAULT_CWD
         self.out = sys.stdout.buffer
+        # Requests are read from the raw stdin (select sees it while a command runs); the
+        # worker sends nothing before "ready", so the bootstrap's buffered readline kept nothing.
+        self.inbox = bytearray()
+        self.queued = []  # request lines that arrived while a command ran
+        self.stdin_open = True
         self.workspace_max = int(os.environ.get("CODEXBOT_WORKSPACE_MAX", "0") or 0)
         # A child's exit wakes the select below at once (it would otherwise wait out its tick
         # while a background job still holds the output pipe).
@@ -334,7 +354,17 @@ class Server:
                         os.killpg(process.pid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
-            ready, _, _ = select.select([read_fd, self.wakeup_read], [], [], 0.05)
+            watched = [read_fd, self.wakeup_read] + ([0] if self.stdin_open else [])
+            ready, _, _ = select.select(watched, [], [], 0.05)
+            if 0 in ready and self.receive() and ended_at is None and stopped is None:
+                reason = self.cancel_requested(request.get("id"))
+                if reason is not None:
+                    stopped = "%s; the command and its processes were killed" % reason
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    self.sweep()
             if self.wakeup_read in ready:
                 try:
                     os.read(self.wakeup_read, 4096)
@@ -399,12 +429,42 @@ class Server:
             "stopped": stopped,
         }
 
+    def receive(self):
+        """Reads what stdin holds now into complete lines; False at its end."""
+        data = os.read(0, READ_SIZE)
+        if not data:
+            self.stdin_open = False
+            return False
+        self.inbox += data
+        while b"\n" in self.inbox:
+            line, _, rest = bytes(self.inbox).partition(b"\n")
+            self.inbox = bytearray(rest)
+            if line.strip():
+                self.queued.append(line)
+        return True
+
+    def cancel_requested(self, request_id):
+        """The reason of a cancel for `request_id` among the lines read so far, or None."""
+        reason = None
+        kept = []
+        for line in self.queued:
+            message = _cancel_message(line)
+            if message is None:
+                kept.append(line)
+            elif message.get("cancel") == request_id:
+                reason = str(message.get("reason") or "stopped")
+        self.queued = kept
+        return reason
+
     def serve(self):
         self.sweep()
         self.send({"ready": True, "pid": os.getpid()})
-        for line in sys.stdin.buffer:
-            if not line.strip():
+        while self.queued or (self.stdin_open and self.receive()):
+            if not self.queued:
                 continue
+            line = self.queued.pop(0)
+            if _cancel_message(line) is not None:
+                continue  # for a command that already ended
             try:
                 request = json.loads(line)
                 reply = self.run(request)

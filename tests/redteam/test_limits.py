@@ -9,14 +9,21 @@ a sandbox in Docker, the stop flag in Redis, real files.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+from redis import Redis
 
+from bench.stop import SCRIPT as STOP_SCRIPT
+from bench.stop import run_and_stop, sleepers
 from codexbot.redact import Redactor
-from sandbox.container import ExecResult
+from sandbox.container import ExecResult, Sandbox
+from sandbox.image import DEFAULT_IMAGE, ensure_image
 from sim.model import Script, ScriptedModel
+from tests.sandbox.conftest import make_repo
 from workers.agent import AgentLimits, AgentTask, OpenAIModel, Trajectory, run_agent
 
 API_KEY = "sk-sim-redteam-limits-0123456789"
@@ -36,6 +43,7 @@ SCRIPTS = [
         match=TRICKLING,
         steps=[shell("echo first"), {"trickle": TRICKLE_SECONDS}, shell("echo second"), FINISH],
     ),
+    STOP_SCRIPT,
 ]
 
 
@@ -43,6 +51,18 @@ SCRIPTS = [
 def model_server() -> Iterator[ScriptedModel]:
     with ScriptedModel(SCRIPTS, api_key=API_KEY) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def box(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Sandbox]:
+    ensure_image(docker_client, DEFAULT_IMAGE)
+    repo = make_repo(tmp_path_factory.mktemp("limits") / "repo")
+    task = f"test-limits-{uuid.uuid4().hex[:8]}"
+    with Sandbox(docker_client, image=DEFAULT_IMAGE, task_id=task) as sandbox:
+        sandbox.put_workspace(repo)
+        yield sandbox
 
 
 @pytest.fixture
@@ -84,3 +104,26 @@ def test_a_trickling_model_is_cut_off_at_the_wall_limit(
     assert result.steps == 2  # the first answer came whole; the second trickled
     # The SDK's own 60 s read timeout restarts with every byte; the run ends near its 3 s.
     assert elapsed < 20
+
+
+# ------------------------------------------------------------------------------ stop
+
+
+@pytest.mark.docker
+def test_a_stop_kills_the_running_command_at_once(
+    box: Sandbox, redis: Redis, model_server: ScriptedModel, trajectory: Trajectory
+) -> None:
+    model = OpenAIModel(model_server.base_url, API_KEY, MODEL_NAME, timeout=30, max_retries=2)
+    try:
+        result, seconds = run_and_stop(box, redis, model, trajectory, "stopped by @octocat")
+    finally:
+        model.close()
+
+    assert result.status == "stopped" and result.reason == "stopped by @octocat"
+    assert result.steps == 1
+    # The command sleeps 60 s; the stop ends it (and the run) long before. Measured: bench.stop.
+    assert seconds < 30
+    assert sleepers(box) == []  # both sleeps, also the one that left with setsid
+    output = "\n".join(r.get("output", "") for r in trajectory.read() if r["type"] == "tool")
+    assert "[stopped: stopped by @octocat; the command and its processes were killed]" in output
+    assert box.exec("echo still works", timeout=10).output == "still works\n"
