@@ -111,6 +111,7 @@ class ExecResult:
     duration_ms: int
     cwd: str = WORKSPACE  # where the next command starts
     killed_leftovers: tuple[str, ...] = ()  # processes the command left running, now killed
+    notes: tuple[str, ...] = ()  # what it ran into: killed for memory, /tmp full (also in output)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -364,6 +365,7 @@ class _Reply:
     duration_ms: int
     strays: list[str] = field(default_factory=list)
     stopped: str | None = None
+    notes: list[str] = field(default_factory=list)  # out of memory, /tmp full
     lost: bool = False  # the command killed the exec server
 
     @classmethod
@@ -780,6 +782,7 @@ class Sandbox:
             text += stopped_note(reply.stopped)
         if reply.strays:
             text += leftovers_note(reply.strays)
+        text += "".join(f"\n[{note}]" for note in reply.notes)
         if reply.lost:
             text += SERVER_LOST_NOTE
         self._log.info(
@@ -798,6 +801,7 @@ class Sandbox:
             duration_ms=reply.duration_ms,
             cwd=reply.cwd or WORKSPACE,
             killed_leftovers=tuple(reply.strays),
+            notes=tuple(reply.notes),
         )
 
     def run_raw(
@@ -865,6 +869,7 @@ class Sandbox:
             duration_ms=int(message["ms"]),
             strays=list(message.get("strays") or []),
             stopped=message.get("stopped"),
+            notes=[str(note) for note in message.get("notes") or []],
         )
 
     def _open_channel(self) -> ExecChannel:

@@ -9,7 +9,7 @@ Request, one line on stdin:
     {"id": 1, "cmd": "pytest -q", "timeout": 60, "cwd": null, "max": 64000, "env": {}}
 Reply, one line on stdout:
     {"id": 1, "exit": 0, "timed_out": false, "total": 123, "head": <b64>, "tail": <b64>,
-     "cwd": "/workspace/sub", "ms": 12, "strays": [], "stopped": null}
+     "cwd": "/workspace/sub", "ms": 12, "strays": [], "stopped": null, "notes": []}
 
 While a command runs, the server still reads its stdin: `{"cancel": 1, "reason": "..."}` kills
 command 1 at once (its process group and whatever it left), and its reply's `stopped` says why; a
@@ -21,8 +21,10 @@ whole group is killed. When the command returns, every process it left behind (a
 left its group with setsid) is killed and named in `strays`. The working directory a command ends
 in is the next command's (`cwd: null`); an explicit `cwd` runs one command elsewhere. While a
 command runs, the workspace's disk use is sampled; past `workspace_max` bytes the command is
-stopped (`stopped` says why). Nothing here reads the worker's secrets: `env` holds only what the
-worker chose to pass for this one command (setup secrets, in the setup phase alone).
+stopped (`stopped` says why). `notes` says what else the command ran into: the kernel killed
+it for memory, or /tmp or the home directory is full. Nothing here reads the worker's secrets:
+`env` holds only what the worker chose to pass for this one command (setup secrets, in the setup
+phase alone).
 
 A request with `"python": [args]` is the worker's own Python script (`cmd` its source, `args` its
 sys.argv[1:]), run the same way by a fork of this server instead of bash: no interpreter to start,
@@ -47,6 +49,8 @@ DEFAULT_CWD = os.environ.get("CODEXBOT_WORKSPACE", "/workspace")
 KILL_ROUNDS = 200
 NAME_TRIES = 20
 TRAP_PREFIX = "bash -c trap 'pwd -P"
+FULL_WATCH = ("/tmp", os.environ.get("HOME") or "/home/sandbox")  # noqa: S108
+FULL_BELOW = 1 << 20  # free bytes under which a scratch file system counts as full
 
 
 def _pids():
@@ -85,6 +89,35 @@ def _oom_kills():
         except (OSError, ValueError):
             continue
     return None
+
+
+def _memory_limit():
+    """The container's memory limit in bytes, None when unlimited or unknown."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                value = int(limit.read().strip())
+        except (OSError, ValueError):
+            continue
+        return value if value < 1 << 60 else None
+    return None
+
+
+def _full_mounts():
+    """Notes for the scratch file systems (/tmp, the home directory) that have no room left."""
+    notes = []
+    for path in FULL_WATCH:
+        try:
+            info = os.statvfs(path)
+        except OSError:
+            continue
+        size = info.f_blocks * info.f_frsize
+        if size and info.f_bavail * info.f_frsize < FULL_BELOW:
+            notes.append(
+                '%s is full (%d MiB): writing there fails with "No space left on device" '
+                "until you delete files in it" % (path, size >> 20)
+            )
+    return notes
 
 
 def _cancel_message(line):
@@ -395,11 +428,21 @@ class Server:
             exit_code = 124
         self.sweep()
         oom_after = _oom_kills()
-        if oom_before is not None and oom_after is not None and oom_after > oom_before:
-            stopped = "out of memory: the kernel killed %d process(es) of the command" % (
-                oom_after - oom_before
+        notes = _full_mounts()
+        out_of_memory = oom_before is not None and oom_after is not None and oom_after > oom_before
+        if out_of_memory:
+            limit = _memory_limit()
+            notes.insert(
+                0,
+                "killed: out of memory: the kernel killed %d process(es) of the command%s"
+                % (
+                    oom_after - oom_before,
+                    "; the sandbox has %d MiB of memory, files in /tmp included" % (limit >> 20)
+                    if limit
+                    else "",
+                ),
             )
-        strays = [] if timed_out or stopped else leftovers
+        strays = [] if timed_out or stopped or out_of_memory else leftovers
         end_cwd = None
         try:
             ready, _, _ = select.select([cwd_read], [], [], 0)
@@ -411,9 +454,11 @@ class Server:
             self.cwd = end_cwd
         if note:
             stopped = note if stopped is None else stopped + "; " + note
-        return self.reply(
+        reply = self.reply(
             request, exit_code, timed_out, head, tail, total, started, strays, stopped
         )
+        reply["notes"] = notes
+        return reply
 
     def reply(self, request, exit_code, timed_out, head, tail, total, started, strays, stopped):
         return {

@@ -24,6 +24,7 @@ from bench.stop import SCRIPT as STOP_SCRIPT
 from bench.stop import run_and_stop, sleepers
 from codexbot.redact import Redactor
 from sandbox.container import ExecResult, Sandbox
+from sandbox.hardening import SandboxLimits
 from sandbox.image import DEFAULT_IMAGE, ensure_image
 from sim.model import Script, ScriptedModel
 from tests.sandbox.conftest import make_repo
@@ -38,6 +39,10 @@ API_KEY = "sk-sim-redteam-limits-0123456789"
 MODEL_NAME = "scripted-model"
 TRICKLING = "a model that trickles its answer"
 TRICKLE_SECONDS = 2.0  # between two bytes: the whole answer would take many minutes
+FILLS_TMP = "an agent fills /tmp"
+EATS_MEMORY = "an agent eats all the memory"
+EAT_MEMORY = "python3 -c 'b = bytearray(); [b.extend(bytes(16 << 20)) for _ in range(1000)]'"
+LIMITS = SandboxLimits(memory="256m", tmp_size="32m")
 
 
 def shell(command: str) -> dict[str, object]:
@@ -52,6 +57,16 @@ SCRIPTS = [
         steps=[shell("echo first"), {"trickle": TRICKLE_SECONDS}, shell("echo second"), FINISH],
     ),
     STOP_SCRIPT,
+    Script(
+        name="fill-tmp",
+        match=FILLS_TMP,
+        steps=[shell("dd if=/dev/zero of=/tmp/fill bs=1M"), shell("echo still here"), FINISH],
+    ),
+    Script(
+        name="eat-memory",
+        match=EATS_MEMORY,
+        steps=[shell(EAT_MEMORY), shell("echo still here"), FINISH],
+    ),
 ]
 
 
@@ -68,7 +83,7 @@ def box(
     ensure_image(docker_client, DEFAULT_IMAGE)
     repo = make_repo(tmp_path_factory.mktemp("limits") / "repo")
     task = f"test-limits-{uuid.uuid4().hex[:8]}"
-    with Sandbox(docker_client, image=DEFAULT_IMAGE, task_id=task) as sandbox:
+    with Sandbox(docker_client, image=DEFAULT_IMAGE, task_id=task, limits=LIMITS) as sandbox:
         sandbox.put_workspace(repo)
         yield sandbox
 
@@ -132,9 +147,54 @@ def test_a_stop_kills_the_running_command_at_once(
     # The command sleeps 60 s; the stop ends it (and the run) long before. Measured: bench.stop.
     assert seconds < 30
     assert sleepers(box) == []  # both sleeps, also the one that left with setsid
-    output = "\n".join(r.get("output", "") for r in trajectory.read() if r["type"] == "tool")
+    output = "\n".join(tool_outputs(trajectory))
     assert "[stopped: stopped by @octocat; the command and its processes were killed]" in output
     assert box.exec("echo still works", timeout=10).output == "still works\n"
+
+
+# ------------------------------------------------------------------------------ /tmp and memory
+
+
+def tool_outputs(trajectory: Trajectory) -> list[str]:
+    return [r["output"] for r in trajectory.read() if r["type"] == "tool" and "output" in r]
+
+
+def run_in_box(box: Sandbox, server: ScriptedModel, title: str, trajectory: Trajectory) -> Any:
+    model = OpenAIModel(server.base_url, API_KEY, MODEL_NAME, timeout=30, max_retries=2)
+    try:
+        return run_agent(task_titled(title), box, model, AgentLimits(), trajectory)
+    finally:
+        model.close()
+
+
+@pytest.mark.docker
+def test_an_agent_that_fills_tmp_is_told_so_and_keeps_working(
+    box: Sandbox, model_server: ScriptedModel, trajectory: Trajectory
+) -> None:
+    try:
+        result = run_in_box(box, model_server, FILLS_TMP, trajectory)
+    finally:
+        box.exec("rm -f /tmp/fill", timeout=10)
+
+    assert result.status == "finished"
+    filled, after = tool_outputs(trajectory)
+    assert "No space left on device" in filled
+    assert '[/tmp is full (32 MiB): writing there fails with "No space left on device"' in filled
+    assert "exit code: 0\n```output\nstill here\n" in after
+    assert "/tmp is full" not in box.exec("true", timeout=10).output  # said while it is full
+
+
+@pytest.mark.docker
+def test_an_agent_that_eats_memory_is_told_it_was_killed(
+    box: Sandbox, model_server: ScriptedModel, trajectory: Trajectory
+) -> None:
+    result = run_in_box(box, model_server, EATS_MEMORY, trajectory)
+
+    assert result.status == "finished"
+    eaten, after = tool_outputs(trajectory)
+    assert "[killed: out of memory: the kernel killed 1 process(es) of the command; " in eaten
+    assert "the sandbox has 256 MiB of memory, files in /tmp included]" in eaten
+    assert "exit code: 0\n```output\nstill here\n" in after
 
 
 # ------------------------------------------------------------------------------ repository files
