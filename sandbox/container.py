@@ -111,6 +111,7 @@ class ExecResult:
     duration_ms: int
     cwd: str = WORKSPACE  # where the next command starts
     killed_leftovers: tuple[str, ...] = ()  # processes the command left running, now killed
+    notes: tuple[str, ...] = ()  # what it ran into: killed for memory, /tmp full (also in output)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -364,6 +365,7 @@ class _Reply:
     duration_ms: int
     strays: list[str] = field(default_factory=list)
     stopped: str | None = None
+    notes: list[str] = field(default_factory=list)  # out of memory, /tmp full
     lost: bool = False  # the command killed the exec server
 
     @classmethod
@@ -415,6 +417,8 @@ class ExecChannel:
         self._lines = bytearray()
         self._stderr = CappedOutput(SIDE_OUTPUT_BYTES)
         self._next_id = 0
+        self._running: int | None = None  # the id of the command the server runs now
+        self._send_lock = threading.Lock()  # a cancel comes from another thread
         ready = self._read_message(time.monotonic() + SERVER_READY_SECONDS)
         if not ready.get("ready"):
             raise ChannelLost(f"the exec server did not start: {ready}")
@@ -424,15 +428,34 @@ class ExecChannel:
         self._next_id += 1
         request = {**request, "id": self._next_id}
         try:
-            _sendall(self._sock, json.dumps(request).encode() + b"\n")
+            with self._send_lock:
+                self._send(request)
+                self._running = self._next_id
+            while True:
+                message = self._read_message(deadline)
+                if message.get("id") == self._next_id:
+                    return message
+                if "error" in message:
+                    raise SandboxError(f"the exec server failed: {message['error']}")
+        finally:
+            self._running = None
+
+    def cancel(self, reason: str) -> bool:
+        """Kill the command running now, from any thread; False when none runs."""
+        with self._send_lock:
+            if self._running is None:
+                return False
+            try:
+                self._send({"cancel": self._running, "reason": reason})
+            except ChannelLost:
+                return False  # the command's own call sees the lost server
+            return True
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            _sendall(self._sock, json.dumps(message).encode() + b"\n")
         except OSError as error:
             raise ChannelLost(f"could not send to the exec server: {error}") from error
-        while True:
-            message = self._read_message(deadline)
-            if message.get("id") == self._next_id:
-                return message
-            if "error" in message:
-                raise SandboxError(f"the exec server failed: {message['error']}")
 
     def _read_message(self, deadline: float) -> dict[str, Any]:
         while True:
@@ -759,6 +782,7 @@ class Sandbox:
             text += stopped_note(reply.stopped)
         if reply.strays:
             text += leftovers_note(reply.strays)
+        text += "".join(f"\n[{note}]" for note in reply.notes)
         if reply.lost:
             text += SERVER_LOST_NOTE
         self._log.info(
@@ -777,6 +801,7 @@ class Sandbox:
             duration_ms=reply.duration_ms,
             cwd=reply.cwd or WORKSPACE,
             killed_leftovers=tuple(reply.strays),
+            notes=tuple(reply.notes),
         )
 
     def run_raw(
@@ -791,6 +816,13 @@ class Sandbox:
         """One command through the exec server; output as bytes (head and tail)."""
         with self._turn:
             return self._run_raw({"cmd": command, "env": env or {}}, timeout, workdir, max_output)
+
+    def cancel(self, reason: str) -> bool:
+        """Stop the command running now (from another thread than the one that runs it): its
+        process group and whatever it left are killed at once, and its output ends with
+        ``[stopped: <reason>; ...]``. False when no command runs."""
+        channel = self._channel
+        return channel.cancel(reason) if channel is not None else False
 
     def run_python(
         self,
@@ -837,6 +869,7 @@ class Sandbox:
             duration_ms=int(message["ms"]),
             strays=list(message.get("strays") or []),
             stopped=message.get("stopped"),
+            notes=[str(note) for note in message.get("notes") or []],
         )
 
     def _open_channel(self) -> ExecChannel:

@@ -9,7 +9,11 @@ Request, one line on stdin:
     {"id": 1, "cmd": "pytest -q", "timeout": 60, "cwd": null, "max": 64000, "env": {}}
 Reply, one line on stdout:
     {"id": 1, "exit": 0, "timed_out": false, "total": 123, "head": <b64>, "tail": <b64>,
-     "cwd": "/workspace/sub", "ms": 12, "strays": [], "stopped": null}
+     "cwd": "/workspace/sub", "ms": 12, "strays": [], "stopped": null, "notes": []}
+
+While a command runs, the server still reads its stdin: `{"cancel": 1, "reason": "..."}` kills
+command 1 at once (its process group and whatever it left), and its reply's `stopped` says why; a
+cancel for a command that already ended is ignored.
 
 Each command runs in `bash -c` in a session and process group of its own, stdout and stderr on
 one pipe; the server keeps the first and last `max // 2` bytes and counts the rest. On timeout the
@@ -17,8 +21,10 @@ whole group is killed. When the command returns, every process it left behind (a
 left its group with setsid) is killed and named in `strays`. The working directory a command ends
 in is the next command's (`cwd: null`); an explicit `cwd` runs one command elsewhere. While a
 command runs, the workspace's disk use is sampled; past `workspace_max` bytes the command is
-stopped (`stopped` says why). Nothing here reads the worker's secrets: `env` holds only what the
-worker chose to pass for this one command (setup secrets, in the setup phase alone).
+stopped (`stopped` says why). `notes` says what else the command ran into: the kernel killed
+it for memory, or /tmp or the home directory is full. Nothing here reads the worker's secrets:
+`env` holds only what the worker chose to pass for this one command (setup secrets, in the setup
+phase alone).
 
 A request with `"python": [args]` is the worker's own Python script (`cmd` its source, `args` its
 sys.argv[1:]), run the same way by a fork of this server instead of bash: no interpreter to start,
@@ -47,6 +53,8 @@ KILL_ROUNDS = 200
 NAME_TRIES = 20
 TRAP_PREFIX = "bash -c trap 'pwd -P"
 PR_SET_DUMPABLE = 4
+FULL_WATCH = ("/tmp", os.environ.get("HOME") or "/home/sandbox")  # noqa: S108
+FULL_BELOW = 1 << 20  # free bytes under which a scratch file system counts as full
 
 
 def _pids():
@@ -96,6 +104,46 @@ def _set_dumpable(value):
         return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, value, 0, 0, 0) == 0
     except (ImportError, OSError, AttributeError):
         return False
+
+
+def _memory_limit():
+    """The container's memory limit in bytes, None when unlimited or unknown."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                value = int(limit.read().strip())
+        except (OSError, ValueError):
+            continue
+        return value if value < 1 << 60 else None
+    return None
+
+
+def _full_mounts():
+    """Notes for the scratch file systems (/tmp, the home directory) that have no room left."""
+    notes = []
+    for path in FULL_WATCH:
+        try:
+            info = os.statvfs(path)
+        except OSError:
+            continue
+        size = info.f_blocks * info.f_frsize
+        if size and info.f_bavail * info.f_frsize < FULL_BELOW:
+            notes.append(
+                '%s is full (%d MiB): writing there fails with "No space left on device" '
+                "until you delete files in it" % (path, size >> 20)
+            )
+    return notes
+
+
+def _cancel_message(line):
+    """The cancel request a line holds, or None for anything else."""
+    if b'"cancel"' not in line:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) and "cancel" in message else None
 
 
 def _name(pid):
@@ -204,6 +252,11 @@ class Server:
             self.protected.add(min(init_children))
         self.cwd = DEFAULT_CWD
         self.out = sys.stdout.buffer
+        # Requests are read from the raw stdin (select sees it while a command runs); the
+        # worker sends nothing before "ready", so the bootstrap's buffered readline kept nothing.
+        self.inbox = bytearray()
+        self.queued = []  # request lines that arrived while a command ran
+        self.stdin_open = True
         self.workspace_max = int(os.environ.get("CODEXBOT_WORKSPACE_MAX", "0") or 0)
         # A child's exit wakes the select below at once (it would otherwise wait out its tick
         # while a background job still holds the output pipe).
@@ -377,7 +430,17 @@ class Server:
                         os.killpg(process.pid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
-            ready, _, _ = select.select([read_fd, self.wakeup_read], [], [], 0.05)
+            watched = [read_fd, self.wakeup_read] + ([0] if self.stdin_open else [])
+            ready, _, _ = select.select(watched, [], [], 0.05)
+            if 0 in ready and self.receive() and ended_at is None and stopped is None:
+                reason = self.cancel_requested(request.get("id"))
+                if reason is not None:
+                    stopped = "%s; the command and its processes were killed" % reason
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    self.sweep()
             if self.wakeup_read in ready:
                 try:
                     os.read(self.wakeup_read, 4096)
@@ -408,11 +471,21 @@ class Server:
             exit_code = 124
         self.sweep()
         oom_after = _oom_kills()
-        if oom_before is not None and oom_after is not None and oom_after > oom_before:
-            stopped = "out of memory: the kernel killed %d process(es) of the command" % (
-                oom_after - oom_before
+        notes = _full_mounts()
+        out_of_memory = oom_before is not None and oom_after is not None and oom_after > oom_before
+        if out_of_memory:
+            limit = _memory_limit()
+            notes.insert(
+                0,
+                "killed: out of memory: the kernel killed %d process(es) of the command%s"
+                % (
+                    oom_after - oom_before,
+                    "; the sandbox has %d MiB of memory, files in /tmp included" % (limit >> 20)
+                    if limit
+                    else "",
+                ),
             )
-        strays = [] if timed_out or stopped else leftovers
+        strays = [] if timed_out or stopped or out_of_memory else leftovers
         end_cwd = None
         try:
             ready, _, _ = select.select([cwd_read], [], [], 0)
@@ -424,9 +497,11 @@ class Server:
             self.cwd = end_cwd
         if note:
             stopped = note if stopped is None else stopped + "; " + note
-        return self.reply(
+        reply = self.reply(
             request, exit_code, timed_out, head, tail, total, started, strays, stopped
         )
+        reply["notes"] = notes
+        return reply
 
     def reply(self, request, exit_code, timed_out, head, tail, total, started, strays, stopped):
         return {
@@ -442,13 +517,43 @@ class Server:
             "stopped": stopped,
         }
 
+    def receive(self):
+        """Reads what stdin holds now into complete lines; False at its end."""
+        data = os.read(0, READ_SIZE)
+        if not data:
+            self.stdin_open = False
+            return False
+        self.inbox += data
+        while b"\n" in self.inbox:
+            line, _, rest = bytes(self.inbox).partition(b"\n")
+            self.inbox = bytearray(rest)
+            if line.strip():
+                self.queued.append(line)
+        return True
+
+    def cancel_requested(self, request_id):
+        """The reason of a cancel for `request_id` among the lines read so far, or None."""
+        reason = None
+        kept = []
+        for line in self.queued:
+            message = _cancel_message(line)
+            if message is None:
+                kept.append(line)
+            elif message.get("cancel") == request_id:
+                reason = str(message.get("reason") or "stopped")
+        self.queued = kept
+        return reason
+
     def serve(self):
         _set_dumpable(0)
         self.sweep()
         self.send({"ready": True, "pid": os.getpid()})
-        for line in sys.stdin.buffer:
-            if not line.strip():
+        while self.queued or (self.stdin_open and self.receive()):
+            if not self.queued:
                 continue
+            line = self.queued.pop(0)
+            if _cancel_message(line) is not None:
+                continue  # for a command that already ended
             try:
                 request = json.loads(line)
                 reply = self.run(request)

@@ -9,8 +9,9 @@ issue title).
 
 Fault injection: a step may carry ``{"error": 429, "retry_after": 1}`` or ``{"error": 500}``
 (answered once per conversation and step, so the client's retry then succeeds) and
-``{"delay": 0.5}`` (seconds to wait before answering). A step holding only fault keys applies to
-the next real step.
+``{"delay": 0.5}`` (seconds to wait before answering) and ``{"trickle": 2}`` (the answer is sent one
+byte every that many seconds, like a stalled server that keeps the connection alive). A step
+holding only fault keys applies to the next real step.
 
     python -m sim.model --port 8600 --script sim/scripts/demo_fix.json
 """
@@ -25,7 +26,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from werkzeug.serving import make_server
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("scripted-model",)
-FAULT_KEYS = frozenset({"error", "retry_after", "delay"})
+FAULT_KEYS = frozenset({"error", "retry_after", "delay", "trickle"})
 ANSWER_KEYS = frozenset({"tool", "arguments", "tool_calls", "content"})
 API_KEY_ENV = "SIM_MODEL_API_KEY"
 OUT_OF_SCRIPT = {
@@ -75,6 +76,7 @@ class Turn:
     error: int | None = None
     retry_after: float | None = None
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between the bytes of the answer
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,14 +131,7 @@ def turns_of(script: Script) -> list[Turn]:
         answer = {key: step[key] for key in ANSWER_KEYS & set(step)}
         if not answer:
             continue
-        turns.append(
-            Turn(
-                answer=answer,
-                error=pending.get("error"),
-                retry_after=pending.get("retry_after"),
-                delay=float(pending.get("delay", 0.0)),
-            )
-        )
+        turns.append(Turn(answer=answer, **_fault_fields(pending)))
         pending = {}
     if pending:  # faults at the very end apply to the out-of-script finish
         turns.append(Turn(answer=finish_step(OUT_OF_SCRIPT), **_fault_fields(pending)))
@@ -148,6 +143,7 @@ def _fault_fields(pending: Mapping[str, Any]) -> dict[str, Any]:
         "error": pending.get("error"),
         "retry_after": pending.get("retry_after"),
         "delay": float(pending.get("delay", 0.0)),
+        "trickle": float(pending.get("trickle", 0.0)),
     }
 
 
@@ -409,7 +405,25 @@ class ScriptedModel:
                 response.headers["Retry-After"] = str(turn.retry_after)
             return response
         message = assistant_message(turn.answer, f"call_{fault_key[0][:8]}_{fault_key[1]}")
-        return _json(completion_body(model, message, json.dumps(messages)), 200)
+        response = _json(completion_body(model, message, json.dumps(messages)), 200)
+        if turn.trickle:
+            return _trickled(response, turn.trickle)
+        return response
+
+
+def _trickled(response: Response, seconds: float) -> Response:
+    """The same answer, one byte every `seconds`; ends when the client hangs up."""
+    body = response.get_data()
+
+    def one_byte_at_a_time() -> Iterator[bytes]:
+        for index in range(len(body)):
+            yield body[index : index + 1]
+            time.sleep(seconds)  # the fault itself: a server that stalls between bytes
+
+    trickled = Response(one_byte_at_a_time(), status=response.status_code)
+    trickled.headers["Content-Type"] = response.headers["Content-Type"]
+    trickled.headers["Content-Length"] = str(len(body))
+    return trickled
 
 
 def _json(body: Any, status: int) -> Response:

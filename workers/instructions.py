@@ -14,6 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+from workers.repofiles import RepoFileError, read_repo_file
+
+log = structlog.get_logger(__name__)
+
 AGENTS = "AGENTS.md"
 FALLBACKS = ("CLAUDE.md", ".github/copilot-instructions.md")
 MAX_FILES = 50
@@ -37,12 +43,14 @@ class InstructionFile:
 
 
 def _read(root: Path, relative: str) -> InstructionFile | None:
-    path = root / relative
-    if path.is_symlink() or not path.is_file():  # a link could point outside the checkout
+    """The file's first MAX_BYTES; None when missing or not a regular file of the checkout (a
+    link could point outside it, a FIFO would never end): skipped, with a note in the log."""
+    try:
+        data = read_repo_file(root, relative, MAX_BYTES, cut=True)
+    except RepoFileError as error:
+        log.warning("instructions.file_skipped", reason=str(error))
         return None
-    with path.open("rb") as file:
-        data = file.read(MAX_BYTES)
-    return InstructionFile(relative, data.decode("utf-8", errors="replace"))
+    return None if data is None else InstructionFile(relative, data.decode("utf-8", "replace"))
 
 
 def discover_instructions(root: Path) -> list[InstructionFile]:

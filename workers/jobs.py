@@ -477,6 +477,10 @@ class AfterBaseline:
         self._baseline.result()  # raises what went wrong taking it
         return self._sandbox.exec(command, timeout=timeout)
 
+    def cancel(self, reason: str) -> bool:
+        """A stop kills the command running now, the tests before included."""
+        return self._sandbox.cancel(reason)
+
 
 def agent_run(
     task: Task,

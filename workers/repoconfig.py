@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from workers.repofiles import RepoFileError, read_repo_file
+
 CONFIG_PATH = ".github/codex.yml"
 MAX_CONFIG_BYTES = 64 * 1024
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -248,12 +250,11 @@ def parse(text: str) -> RepoConfig:
 
 def load(checkout: Path) -> RepoConfig:
     """The config of the repository checked out at `checkout`; defaults when there is none."""
-    path = checkout / CONFIG_PATH
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise _fail(None, "must be a regular file")
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = read_repo_file(checkout, CONFIG_PATH, MAX_CONFIG_BYTES)
+    except RepoFileError as error:
+        raise RepoConfigError(str(error)) from None
+    if raw is None:
         return DEFAULT
     try:
         text = raw.decode("utf-8")

@@ -6,7 +6,26 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+from workers.repofiles import RepoFileError, read_repo_file
+
+log = structlog.get_logger(__name__)
+
 PYTEST = "python3 -m pytest -q"
+MAX_READ_BYTES = 1_000_000  # of a file detection searches: its first megabyte
+AGENTS_MD_BYTES = 100_000
+
+
+def _text(root: Path, name: str, max_bytes: int = MAX_READ_BYTES) -> str:
+    """The start of a file detection reads; "" when it is missing or not a regular file of the
+    checkout (a symlink, a FIFO: skipped, with a note in the log)."""
+    try:
+        data = read_repo_file(root, name, max_bytes, cut=True)
+    except RepoFileError as error:
+        log.warning("testcmd.file_skipped", reason=str(error))
+        return ""
+    return "" if data is None else data.decode("utf-8", errors="replace")
 
 
 def _has_pytest_config(root: Path) -> bool:
@@ -17,18 +36,14 @@ def _has_pytest_config(root: Path) -> bool:
         ("setup.cfg", "[tool:pytest]"),
         ("tox.ini", "[pytest]"),
     ):
-        path = root / name
-        if path.is_file() and marker in path.read_text(errors="replace"):
+        if marker in _text(root, name):
             return True
     tests = root / "tests"
     return tests.is_dir() and any(tests.glob("test_*.py"))
 
 
 def _makefile_has_test(root: Path) -> bool:
-    makefile = root / "Makefile"
-    return makefile.is_file() and bool(
-        re.search(r"(?m)^test:", makefile.read_text(errors="replace"))
-    )
+    return bool(re.search(r"(?m)^test:", _text(root, "Makefile")))
 
 
 def detect_test_command(root: Path) -> str | None:
@@ -81,11 +96,9 @@ def find_test_command(root: Path, configured: str | None = None) -> TestCommand 
     """``configured`` (from codex.yml) wins; then the root AGENTS.md; then detection."""
     if configured and configured.strip():
         return TestCommand(configured.strip(), ".github/codex.yml")
-    agents = root / "AGENTS.md"
-    if agents.is_file() and not agents.is_symlink():
-        command = command_from_agents_md(agents.read_text(errors="replace")[:100_000])
-        if command:
-            return TestCommand(command, "AGENTS.md")
+    command = command_from_agents_md(_text(root, "AGENTS.md", AGENTS_MD_BYTES))
+    if command:
+        return TestCommand(command, "AGENTS.md")
     detected = detect_test_command(root)
     return TestCommand(detected, "detected") if detected else None
 

@@ -9,16 +9,25 @@ final record is written in ``finally``, so every run leaves one.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import structlog
 
 from workers.agent import actions
-from workers.agent.model import Model, ModelError, ModelReply, OpenAIModel, ToolCall
+from workers.agent.model import (
+    Model,
+    ModelError,
+    ModelReply,
+    ModelTimeout,
+    OpenAIModel,
+    ToolCall,
+)
 from workers.agent.text import (
     AgentTask,
     Comment,
@@ -66,6 +75,7 @@ NUDGE = (
 ELIDED = "[older tool output removed to fit the context window: {size} characters]"
 CONTEXT_SHARE = 0.8  # compact the history when it passes this share of the context window
 KEEP_RECENT = 3  # the most recent tool results are never elided
+STOP_POLL_SECONDS = 0.25  # how often the stop flag is read while a command runs
 
 Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
 
@@ -157,6 +167,7 @@ class _Run:
     format_errors: int = 0  # in a row
     seen_calls: Counter[str] = field(default_factory=Counter)
     instruction_files: list[str] = field(default_factory=list)
+    stop_reason: str | None = None  # a stop that arrived while a command ran
 
     def result(self, status: Status, **values: str) -> AgentResult:
         return AgentResult(
@@ -185,7 +196,9 @@ def run_agent(
     should_stop: Callable[[], str | None] | None = None,
 ) -> AgentResult:
     """Runs the task to an end. ``steering`` returns comments that arrived since its last call;
-    ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step."""
+    ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step,
+    and ``should_stop`` also while a command runs: an environment with ``cancel(reason)`` then has
+    the command killed at once."""
     tools = ASK_TOOLS if task.mode == "ask" else TOOLS
     run = _Run(
         task,
@@ -267,7 +280,14 @@ def query(run: _Run) -> ModelReply:
     compact(run)
     run.trajectory.record("request", run.steps, messages=run.messages, tools=run.tools)
     started = time.monotonic()
-    reply = run.model.complete(run.messages, run.tools)
+    try:
+        reply = run.model.complete(run.messages, run.tools, seconds=max(run.seconds_left(), 0))
+    except ModelTimeout as error:
+        run.model_seconds += time.monotonic() - started
+        raise LimitsExceeded(
+            f"time limit reached ({run.limits.wall_seconds:g} seconds) waiting for the model: "
+            f"{error}"
+        ) from None
     duration = time.monotonic() - started
     run.model_seconds += duration
     run.prompt_tokens += reply.usage.prompt_tokens
@@ -340,6 +360,8 @@ def act(run: _Run, reply: ModelReply) -> None:
             )
             note_format_error(run, str(error))
         run.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        if run.stop_reason:
+            raise Stopped(run.stop_reason)
         note_repeat(run, call, content)
 
 
@@ -368,7 +390,8 @@ def execute(run: _Run, call: ToolCall) -> str:
         run.trajectory.record("tool", run.steps, call_id=call.id, name=call.name, **asdict(action))
         raise Submitted(action)
     started = time.monotonic()
-    outcome = actions.perform(action, run.workspace, run.limits, run.seconds_left())
+    with stop_watch(run):
+        outcome = actions.perform(action, run.workspace, run.limits, run.seconds_left())
     duration = round(time.monotonic() - started, 3)
     run.trajectory.record(
         "tool",
@@ -387,6 +410,39 @@ def execute(run: _Run, call: ToolCall) -> str:
         detail=run.trajectory.redact(outcome.summary)[:200],
     )
     return outcome.shown + more_instructions(run, outcome.paths)
+
+
+@contextmanager
+def stop_watch(run: _Run) -> Iterator[None]:
+    """While a tool runs, a stop (``/codex stop``, a newer task) cancels its command at once."""
+    cancel: Callable[[str], object] | None = getattr(run.env, "cancel", None)
+    if run.should_stop is None or cancel is None:
+        yield
+        return
+    should_stop = run.should_stop
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(STOP_POLL_SECONDS):
+            try:
+                reason = should_stop()
+            except Exception as error:  # noqa: BLE001 - the loop asks again after the tool
+                log.warning("agent.stop_watch_failed", error=str(error)[:200])
+                return
+            if reason:
+                run.stop_reason = reason
+                cancel(reason)
+                while not done.wait(STOP_POLL_SECONDS):
+                    cancel(reason)  # a tool of several commands: each one that starts
+                return
+
+    watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def more_instructions(run: _Run, paths: list[str]) -> str:

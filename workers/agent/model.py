@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,12 +31,22 @@ class ModelReply:
 
 class Model(Protocol):
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-    ) -> ModelReply: ...
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        seconds: float | None = None,
+    ) -> ModelReply:
+        """The model's next reply; ModelTimeout when it takes longer than ``seconds`` in all."""
+        ...
 
 
 class ModelError(Exception):
     """The model API cannot answer: bad key, unknown model, or still failing after retries."""
+
+
+class ModelTimeout(ModelError):
+    """The model took longer than the time the run had left, retries and slow bytes included."""
 
 
 def reply_from_completion(completion: Any) -> ModelReply:
@@ -93,6 +104,10 @@ class OpenAIModel:
 
     The SDK retries 408/409/429/5xx and connection errors ``max_retries`` times with backoff,
     honouring Retry-After; 401/403/404 fail at once. Every failure surfaces as ModelError.
+
+    The SDK's timeout bounds each read, and a server that sends a byte now and then restarts it
+    every time. ``seconds`` bounds the whole call: it runs in a thread of its own, and when the
+    time is up its connection is closed (which ends the thread) and the next call gets a fresh one.
     """
 
     def __init__(
@@ -104,16 +119,57 @@ class OpenAIModel:
         max_retries: int = 3,
     ) -> None:
         self.model = model
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
-        )
+        self._timeout = timeout
+        self._options = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "timeout": timeout,
+            "max_retries": max_retries,
+        }
+        self._client = openai.OpenAI(**self._options)  # type: ignore[arg-type]
 
-    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        seconds: float | None = None,
+    ) -> ModelReply:
+        if seconds is None:
+            return self._create(self._client, messages, tools, self._timeout)
+        client = self._client
+        outcome: list[ModelReply | Exception] = []
+
+        def call() -> None:
+            try:
+                outcome.append(self._create(client, messages, tools, min(self._timeout, seconds)))
+            except Exception as error:  # noqa: BLE001 - raised again by the caller's thread
+                outcome.append(error)
+
+        worker = threading.Thread(target=call, name="model-call", daemon=True)
+        worker.start()
+        worker.join(max(seconds, 0.0))
+        if not outcome:
+            self._client = openai.OpenAI(**self._options)  # type: ignore[arg-type]
+            client.close()  # ends the abandoned call at its next read
+            raise ModelTimeout(f"the model did not answer within {seconds:.0f} s")
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    def _create(
+        self,
+        client: openai.OpenAI,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        timeout: float,
+    ) -> ModelReply:
         try:
-            completion = self._client.chat.completions.create(
+            completion = client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
                 tools=tools,  # type: ignore[arg-type]
+                timeout=timeout,
             )
         except openai.OpenAIError as error:
             raise ModelError(describe_api_error(error)) from None
