@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.container import MAX_DIFF_BYTES, Sandbox, SandboxError
+from sandbox.hardening import BOT_SCRATCH
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 WORKFLOWS = ".github/workflows/"
@@ -48,7 +49,7 @@ ALWAYS_PROTECTED = ".github/codex.yml"
 # (HEAD, config, an index, the objects its `git add` writes; the workspace's objects are reached
 # as alternates), so nothing the agent wrote between looks is read. No agent process runs during
 # a look: the exec server kills what a command leaves behind.
-GUARD_DIR_PREFIX = "/tmp/.codexbot-guard-"  # noqa: S108 - the container's private tmpfs
+GUARD_DIR_PREFIX = f"{BOT_SCRATCH}/guard-"  # a tmpfs of the bot's, not the agent's /tmp
 
 # Runs inside the container, in a fork of the exec server, with git by absolute path and an
 # environment of its own: no user, system or repository config, no attributes but the tree's own

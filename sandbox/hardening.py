@@ -2,8 +2,8 @@
 
 The container has no network, a read-only root, no capabilities, no way to gain privileges, an
 init as pid 1, no Docker socket, and bounded memory (no swap), processes, CPU, file size and open
-files. Only /tmp, the home directory and the workspace volume are writable; the exec server stops
-a command whose workspace grows past `workspace_bytes`.
+files. Only /tmp, the home directory, the bot's own scratch space and the workspace volume are
+writable; the exec server stops a command whose workspace grows past `workspace_bytes`.
 
 The setup phase (`setup_phase=True`) differs in one way only: its root filesystem and home are
 writable, because what setup installs is committed as the prepared image. Its network stays
@@ -22,6 +22,9 @@ SANDBOX_GID = 1000
 SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_GID}"
 SANDBOX_HOME = "/home/sandbox"
 WORKSPACE = "/workspace"
+# The bot's own working files in the sandbox (the change guard's git directories): a tmpfs of
+# their own, so an agent that fills /tmp or its home does not stop the bot from judging its work.
+BOT_SCRATCH = "/run/codexbot"
 
 # Everything the agent runs sees exactly this environment plus what the caller passes: never the
 # worker's own environment, which holds tokens and keys.
@@ -70,6 +73,7 @@ class SandboxLimits:
     cpu_shares: int = 1024  # weight against other containers when the CPUs are busy (Docker's)
     tmp_size: str = "256m"
     home_size: str = "64m"
+    bot_scratch_size: str = "512m"
     file_bytes: int = 1024**3  # RLIMIT_FSIZE: no single file larger (SIGXFSZ, "File too large")
     open_files: int = 4096
     workspace_bytes: int = 8 * 1024**3  # the exec server stops a command past this; 0: no check
@@ -83,6 +87,10 @@ def tmpfs_mounts(limits: SandboxLimits) -> dict[str, str]:
         "/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}",  # noqa: S108 - a private tmpfs
         SANDBOX_HOME: (
             f"rw,nosuid,nodev,size={limits.home_size},uid={SANDBOX_UID},gid={SANDBOX_GID},mode=0700"
+        ),
+        BOT_SCRATCH: (
+            f"rw,nosuid,nodev,noexec,size={limits.bot_scratch_size},uid={SANDBOX_UID},"
+            f"gid={SANDBOX_GID},mode=0700"
         ),
     }
 

@@ -57,6 +57,10 @@ class TaskFailed(Exception):
     """The task cannot go on; the message is shown to the user as the reason."""
 
 
+class TaskError(Exception):
+    """What a failed task leaves in RQ: the reason the user was shown, secrets masked."""
+
+
 class TaskStopped(Exception):
     """A user stopped the task, a newer request superseded it, or a human moved the branch."""
 
@@ -472,10 +476,16 @@ class AfterBaseline:
     def __init__(self, sandbox: Sandbox, baseline: Future[Baseline]) -> None:
         self._sandbox = sandbox
         self._baseline = baseline
+        self.ran_into: list[str] = []  # what the agent's commands ran into, once each kind
 
     def exec(self, command: str, *, timeout: float) -> ExecResult:
         self._baseline.result()  # raises what went wrong taking it
-        return self._sandbox.exec(command, timeout=timeout)
+        result = self._sandbox.exec(command, timeout=timeout)
+        for note in result.notes:
+            kind = note.split(":")[0].split("(")[0]
+            if not any(seen.startswith(kind) for seen in self.ran_into):
+                self.ran_into.append(note)
+        return result
 
     def cancel(self, reason: str) -> bool:
         """A stop kills the command running now, the tests before included."""
@@ -615,6 +625,7 @@ def publish(
     result: AgentResult,
     tests: tuple[TestOutcome, TestOutcome],
     refusals: tuple[Refusal, ...] = (),
+    ran_into: tuple[str, ...] = (),
 ) -> dict:
     """The pull request for the pushed change, or replies on the one it follows up."""
     before, after = tests
@@ -637,6 +648,7 @@ def publish(
                     f"{text.code_span(refusal.path)} was left out: {refusal.reason}"
                     for refusal in refusals
                 ),
+                *(f"A command of the agent's ran into this: {note}" for note in ran_into),
             ],
             status=result.status,
             reason=reason,
@@ -732,14 +744,13 @@ def run_work(task: Task, work: Work) -> dict:
                 helpers, take_baseline, sandbox, start, config, test_command, timings
             )
             controls = AgentControls(task, baseline)
+            agent_env = AfterBaseline(sandbox, baseline)
             try:
                 brief = briefing.result()
                 task.check_stop()
                 task.advance("running", detail="")
                 with timings.stage("agent"):
-                    result = agent_run(
-                        task, brief, AfterBaseline(sandbox, baseline), config, controls
-                    )
+                    result = agent_run(task, brief, agent_env, config, controls)
             finally:
                 wait([baseline])  # the tests before finish before the container goes
             taken = baseline.result()
@@ -757,7 +768,15 @@ def run_work(task: Task, work: Work) -> dict:
         pushed = pushing.result()
     task.advance("publishing")
     with timings.stage("publish"):
-        published = publish(task, work, pushed, result, (taken.tests, after), changes.refusals)
+        published = publish(
+            task,
+            work,
+            pushed,
+            result,
+            (taken.tests, after),
+            changes.refusals,
+            tuple(agent_env.ran_into),
+        )
     return {
         **published,
         "status": result.status,
@@ -898,17 +917,19 @@ def run_task(*, task_id: str) -> dict:
         task.advance("done", step=None, **_final_view(outcome))
         _react(task, "rocket")
     except TaskStopped as stop:
-        task.record.reason = str(stop)
-        task.advance("stopped", detail=f"Stopped: {stop}", step=None)
-        log.info("task stopped", reason=str(stop))
-        return {"task_id": task_id, "status": "stopped", "reason": str(stop)}
+        task.record.reason = redact(str(stop))
+        task.advance("stopped", detail=f"Stopped: {task.record.reason}", step=None)
+        log.info("task stopped", reason=task.record.reason)
+        return {"task_id": task_id, "status": "stopped", "reason": task.record.reason}
     except Exception as error:
         reason = _user_reason(error, redact)
         log.exception("task failed")
         task.record.reason = reason
         task.advance("failed", detail=f"I could not finish this task: {reason}", step=None)
         _react(task, "confused")
-        raise
+        # RQ keeps what is raised here in Redis: the reason as shown, redacted; the traceback is
+        # in the operator's log, which is redacted too.
+        raise TaskError(reason) from None
     finally:
         tasks.release_target(redis, task.record)
         shutil.rmtree(task.workdir, ignore_errors=True)

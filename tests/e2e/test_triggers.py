@@ -401,3 +401,15 @@ def test_a_run_that_hits_its_limit_opens_a_draft_and_a_later_fix_resumes_it(stac
         check=True,
     ).stdout
     assert changes == "- first half\n- second half\n"
+
+
+def test_what_the_agents_commands_ran_into_is_reported_in_the_pr(stack, tmp_path):
+    number = seed(stack, tmp_path, "fill-tmp", "Fill the scratch space and log it")
+    outcome = stack.wait_for_task(
+        task_of(stack.github.add_label("octo-org/fill-tmp", number, "codex"))
+    )
+    pull = next(
+        p for p in stack.github.pulls("octo-org/fill-tmp") if p["html_url"] == outcome["pr_url"]
+    )
+    assert "/tmp is full" in pull["body"]
+    assert "CHANGES.md" in outcome["changed_files"]

@@ -276,3 +276,20 @@ def test_an_unreadable_directory_does_not_hide_bytes_from_the_workspace_limit(
     )
     assert "the workspace grew past 16777216 bytes" in result.output, result.output
     assert box.exec("stat -c %a hidden").output == "0\n"  # the agent's mode is left as it was
+
+
+@pytest.mark.docker
+def test_a_full_tmp_and_home_do_not_stop_the_guard(
+    make_box: Box, repo: Path, tmp_path: Path
+) -> None:
+    """The guard keeps its git directories in a tmpfs of the bot's own, not in /tmp."""
+    box = make_box(limits=SandboxLimits(tmp_size="8m", home_size="8m"))
+    changed = published(
+        box,
+        repo,
+        tmp_path,
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null;"
+        " dd if=/dev/zero of=$HOME/fill bs=1M count=16 2>/dev/null;"
+        " echo kept > kept.txt; df --output=avail /tmp | tail -1 | grep -qx ' *0'",
+    )
+    assert changed == ["kept.txt"]

@@ -36,7 +36,7 @@ def test_inspect_shows_every_hardening_flag(
     assert host["CpuShares"] == 1024
     assert host["Init"] is True
     assert host["IpcMode"] == "private"
-    assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox", "/run/codexbot"}
     assert "size=256m" in host["Tmpfs"]["/tmp"]
     assert info["Config"]["User"] == "1000:1000"
     assert info["NetworkSettings"]["Networks"].keys() == {"none"}
@@ -78,7 +78,7 @@ def test_setup_phase_options_differ_only_in_the_writable_root() -> None:
     agent = container_options(SandboxLimits())
     setup = container_options(SandboxLimits(), setup_phase=True)
     assert agent["read_only"] is True and setup["read_only"] is False
-    assert set(setup["tmpfs"]) == {"/tmp"}
+    assert set(setup["tmpfs"]) == {"/tmp", "/run/codexbot"}
     for key in ("network_mode", "cap_drop", "security_opt", "user", "init", "pids_limit"):
         assert setup[key] == agent[key]
     assert setup["network_mode"] == "none"
