@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 import structlog
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from sim.github import diff, git_http, payloads
 from sim.github.payloads import App, Urls
@@ -43,6 +43,7 @@ from sim.github.state import (
     State,
     utcnow,
 )
+from sim.serving import serve_in_thread
 
 log = structlog.get_logger("sim.github")
 
@@ -118,22 +119,13 @@ class GitHubSim:
 
     def start(self) -> None:
         self.repos_root.mkdir(parents=True, exist_ok=True)
-        self._server = make_server(
-            "127.0.0.1",
-            self._port,
+        self._server, self._thread = serve_in_thread(
             create_app(self),
-            threaded=True,
+            port=self._port,
+            name="github-sim",
             request_handler=QuietRequestHandler,
         )
         self._urls = Urls(html=f"http://127.0.0.1:{self._server.server_port}")
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            # Stopping waits for one poll: keep it short, tests start and stop a sim each.
-            kwargs={"poll_interval": 0.01},
-            name="github-sim",
-            daemon=True,
-        )
-        self._thread.start()
         log.info("github_sim.started", url=self.url)
 
     def stop(self) -> None:

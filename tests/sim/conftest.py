@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,11 +16,11 @@ import jwt
 import pytest
 import requests
 from werkzeug.datastructures import Headers
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from sim.github import GitHubSim, generate_app_key
 from sim.github.simulator import QuietRequestHandler
+from sim.serving import serve_in_thread
 
 APP_ID = 4242
 WEBHOOK_SECRET = "sim-webhook-secret"
@@ -57,14 +56,10 @@ def app_key() -> tuple[bytes, bytes]:
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
-    server = make_server(
-        "127.0.0.1", 0, receiver, threaded=True, request_handler=QuietRequestHandler
+    server, thread = serve_in_thread(
+        receiver, name="webhook-receiver", request_handler=QuietRequestHandler
     )
     receiver.url = f"http://127.0.0.1:{server.server_port}/webhook"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-    )
-    thread.start()
     yield receiver
     server.shutdown()
     server.server_close()
