@@ -90,7 +90,7 @@ def tmpfs_mounts(limits: SandboxLimits) -> dict[str, str]:
         ),
         BOT_SCRATCH: (
             f"rw,nosuid,nodev,noexec,size={limits.bot_scratch_size},uid={SANDBOX_UID},"
-            f"gid={SANDBOX_GID},mode=0700"
+            f"gid={SANDBOX_GID},mode=0755"
         ),
     }
 
