@@ -31,6 +31,7 @@ from sim.github import git_http, payloads
 from sim.github.state import (
     PERMISSIONS,
     REACTIONS,
+    Delivery,
     Issue,
     Pull,
     Push,
@@ -1034,8 +1035,8 @@ def copy_request_body(target: Any) -> int:
 def admin_blueprint() -> Blueprint:
     bp = Blueprint("admin", __name__)
 
-    def delivery_json(delivery: Any) -> Response:
-        return json_response(dataclasses.asdict(delivery))
+    def delivery_json(delivery: Delivery) -> Response:
+        return json_response(delivery_fields(delivery))
 
     @bp.post("/repos")
     def admin_create_repo() -> Response:
@@ -1120,6 +1121,12 @@ def admin_blueprint() -> Blueprint:
     return bp
 
 
+def delivery_fields(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the admin API shows it (``delivered_at`` in GitHub's spelling)."""
+    fields = dataclasses.asdict(delivery)
+    return {**fields, "delivered_at": payloads.iso(delivery.delivered_at)}
+
+
 def state_summary() -> dict[str, Any]:
     s = sim()
     with s.state.lock:
@@ -1149,7 +1156,7 @@ def state_summary() -> dict[str, Any]:
                 for repo in repos
             },
             "pushes": [dataclasses.asdict(p) for p in s.state.pushes],
-            "deliveries": [dataclasses.asdict(w.delivery) for w in s.state.webhooks],
+            "deliveries": [delivery_fields(w.delivery) for w in s.state.webhooks],
             "request_count": len(s.state.requests),
             "time": datetime.now(UTC).isoformat(),
         }
