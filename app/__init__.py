@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     @flask_app.errorhandler(RedisError)
     def _redis_unavailable(error: RedisError) -> Response:
         log.error("redis unavailable", path=request.path, error=str(error))
-        return Response("503 queue unavailable; GitHub will redeliver\n", 503, _TEXT)
+        return Response("503 queue unavailable; redeliver it (codexbot redeliver)\n", 503, _TEXT)
 
     @flask_app.errorhandler(Exception)
     def _internal_error(error: Exception) -> Response:

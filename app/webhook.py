@@ -237,7 +237,7 @@ class FastPath:
             response = _text(error.code or 400, f"{error.code} {(error.name or '').lower()}")
         except RedisError as error:
             log.error("redis unavailable", error=str(error))
-            response = _text(503, "503 queue unavailable; GitHub will redeliver")
+            response = _text(503, "503 queue unavailable; redeliver it (codexbot redeliver)")
         except Exception:
             log.exception("unhandled error", path="/webhook")
             response = _text(500, "internal error; see the receiver's logs")

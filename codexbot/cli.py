@@ -201,7 +201,14 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
     worker_class = SimpleWorker if lane == "fast" else Worker
     if lane == "fast":
         workers.intake.runtime()  # fail now, not on the first request, if settings are wrong
-    else:
+    if lane != "tasks" and settings.codex_redeliver_interval:
+        from workers.github import GitHubApp
+        from workers.redeliver import start_reconciler
+
+        owner = name or f"{os.uname().nodename}.{os.getpid()}"
+        app = GitHubApp.from_settings(settings)  # its own client, for its own thread
+        start_reconciler(app, redis, settings.codex_redeliver_interval, owner)
+    if lane != "fast":
         import docker
 
         from sandbox.reaper import start_reaper
@@ -211,6 +218,46 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
 
         start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
     worker_class(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
+
+
+@main.command()
+@click.option(
+    "--since",
+    default="6h",
+    show_default=True,
+    help="How far back to look (90s, 30m, 6h, 2d; GitHub keeps three days).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be redelivered; ask for nothing.")
+@click.pass_context
+def redeliver(context: click.Context, since: str, dry_run: bool) -> None:
+    """Ask GitHub to redeliver the webhooks the receiver missed (each once)."""
+    from datetime import UTC, datetime
+
+    from redis import Redis
+
+    from workers.github import GitHubApp, GitHubError
+    from workers.redeliver import parse_duration, reconcile
+
+    try:
+        window = parse_duration(since)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--since") from None
+    settings = _settings()
+    configure_logging(settings.secret_values(), context.obj["log_level"])
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        report = reconcile(
+            GitHubApp.from_settings(settings),
+            redis,
+            since=datetime.now(UTC) - window,
+            dry_run=dry_run,
+        )
+    except GitHubError as error:
+        click.echo(f"codexbot: {error}", err=True)
+        sys.exit(1)
+    for text in report.lines:
+        click.echo(text)
+    click.echo(report.summary())
 
 
 def _add_subcommands() -> None:

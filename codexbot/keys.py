@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-DELIVERY_TTL = 3 * 24 * 3600  # GitHub redelivers for up to three days
+DELIVERY_TTL = 3 * 24 * 3600  # GitHub keeps deliveries, and redelivers on request, for three days
 
 
 def delivery(delivery_id: str) -> str:
@@ -47,3 +47,14 @@ def permission(repo: str, user: str) -> str:
 def review_claim(review_id: int) -> str:
     """Set by the first event of a review, so one review starts one follow-up."""
     return f"codexbot:review:{review_id}"
+
+
+def redelivery_asks(guid: str) -> str:
+    """The attempt ids of a delivery (by X-GitHub-Delivery) we asked GitHub to redeliver."""
+    return f"codexbot:redeliver:asked:{guid}"
+
+
+# When the reconciliation last looked at GitHub's deliveries (a Unix time), and the claim of the
+# worker that runs the current round (expires after one interval).
+REDELIVER_CHECKED = "codexbot:redeliver:checked"
+REDELIVER_ROUND = "codexbot:redeliver:round"

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     codex_public_url: str | None = None
     codex_co_author: bool = False
     codex_job_timeout: int = Field(default=1800, gt=0)
+    codex_redeliver_interval: int = Field(default=300, ge=0)
 
     @field_validator("github_api_url", "openai_base_url", "codex_public_url")
     @classmethod

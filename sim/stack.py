@@ -145,6 +145,7 @@ class Stack:
             CODEX_QUEUE=self.queue,
             CODEX_FAST_QUEUE=f"{self.queue}-fast",
             CODEX_TRUSTED_BOTS=self.trusted_bots,
+            CODEX_REDELIVER_INTERVAL="0",  # a test that wants the loop sets it in extra_env
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
@@ -156,10 +157,27 @@ class Stack:
         self.github.start()
         if self.model:
             self.model.start()
-        self._spawn("receiver", "serve", "--port", str(self.receiver_port), "--workers", "1")
+        self.start_receiver()
         if self.run_worker:
             self.start_worker()
+        self.wait_for_receiver()
+
+    def wait_for_receiver(self) -> None:
         wait_until(self._receiver_healthy, 30, "the receiver's /healthz")
+
+    def start_receiver(self) -> None:
+        """Start ``codexbot serve`` on the stack's port (again, after ``stop_process``)."""
+        self._spawn("receiver", "serve", "--port", str(self.receiver_port), "--workers", "1")
+
+    def stop_process(self, name: str) -> None:
+        """Stop one of the bot's processes (``receiver``, ``worker-fast``, ...) as a host would."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def start_worker(self, name: str = "worker") -> None:
         self.start_task_worker(name)

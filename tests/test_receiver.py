@@ -399,7 +399,7 @@ def test_a_delivery_costs_at_most_one_redis_round_trip(
         counting.flushdb()
 
 
-def test_without_redis_the_receiver_says_so_and_github_redelivers_later():
+def test_without_redis_the_receiver_says_so_and_names_the_way_to_redeliver():
     from tests.conftest import Receiver, make_settings
 
     with socket.socket() as sock:  # a port nothing listens on
@@ -415,7 +415,7 @@ def test_without_redis_the_receiver_says_so_and_github_redelivers_later():
     assert health.status_code == 503
     assert health.json()["status"] == "unhealthy"
     assert delivery.status_code == 503
-    assert delivery.text == "503 queue unavailable; GitHub will redeliver\n"
+    assert delivery.text == "503 queue unavailable; redeliver it (codexbot redeliver)\n"
     assert ignored.status_code == 204
 
 

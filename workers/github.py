@@ -7,6 +7,7 @@ through its auth objects and git receives them through the environment (see chec
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import jwt
 from cryptography.hazmat.primitives import serialization
 from github import Auth, Consts, Github, GithubException, GithubIntegration
+from github.HookDelivery import HookDeliverySummary
+from github.PaginatedList import PaginatedList
 
+from codexbot.settings import Settings
 from workers.text import BRANCH_PREFIX
 
 # Our write volume per task is a handful of calls spread over minutes; PyGithub's default
@@ -91,6 +95,28 @@ class Comment:
     url: str
 
 
+@dataclass(frozen=True)
+class HookDelivery:
+    """One attempt to deliver a webhook, as GitHub recorded it (``GET /app/hook/deliveries``).
+
+    ``guid`` is the X-GitHub-Delivery id, shared by an event's first delivery and its
+    redeliveries; ``id`` names this one attempt.
+    """
+
+    id: int
+    guid: str
+    delivered_at: datetime
+    redelivery: bool
+    status: str
+    status_code: int
+    event: str
+    action: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
 REACTIONS = {"eyes", "rocket", "confused", "+1", "-1", "laugh", "heart", "hooray"}
 
 
@@ -141,6 +167,14 @@ class GitHubApp:
         self._tokens: dict[int, tuple[str, datetime]] = {}
         self._login: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GitHubApp:
+        return cls(
+            app_id=settings.github_app_id,
+            private_key=settings.private_key_pem(),
+            api_url=settings.github_api_url,
+        )
+
     def installation_token(self, installation_id: int) -> str:
         cached = self._tokens.get(installation_id)
         if cached and cached[1] - self.TOKEN_MARGIN > datetime.now(UTC):
@@ -164,6 +198,38 @@ class GitHubApp:
 
     def repository(self, full_name: str, token: str) -> Repository:
         return Repository(full_name, token=token, api_url=self.api_url)
+
+    def hook_deliveries(self) -> Iterator[HookDelivery]:
+        """The App's webhook deliveries, newest first, fetched page by page as they are read."""
+        pages = PaginatedList(
+            HookDeliverySummary,
+            self._integration.requester,
+            "/app/hook/deliveries",
+            {"per_page": 100},
+        )
+        try:
+            for item in pages:
+                yield HookDelivery(
+                    id=item.id or 0,
+                    guid=item.guid or "",
+                    delivered_at=(item.delivered_at or datetime.now(UTC)).astimezone(UTC),
+                    redelivery=bool(item.redelivery),
+                    status=item.status or "",
+                    status_code=item.status_code or 0,
+                    event=item.event or "",
+                    action=item.action,
+                )
+        except GithubException as error:
+            raise _explain(error, "listing the App's webhook deliveries") from None
+
+    def redeliver(self, delivery_id: int) -> None:
+        """Ask GitHub to send a delivery again (same guid and payload); it answers at once."""
+        try:
+            self._integration.requester.requestJsonAndCheck(
+                "POST", f"/app/hook/deliveries/{delivery_id}/attempts"
+            )
+        except GithubException as error:
+            raise _explain(error, f"asking GitHub to redeliver {delivery_id}") from None
 
 
 class Repository:

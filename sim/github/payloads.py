@@ -21,6 +21,7 @@ from sim.github.state import (
     Repo,
     Review,
     ReviewComment,
+    SentWebhook,
     User,
 )
 
@@ -840,4 +841,25 @@ def webhook_installation_repositories_added(
         "repositories_removed": [],
         "requester": None,
         "sender": sender,
+    }
+
+
+def hook_delivery_json(sent: SentWebhook) -> dict[str, Any]:
+    """One entry of ``GET /app/hook/deliveries`` (GitHub's "Simple webhook delivery")."""
+    delivery, payload = sent.delivery, sent.payload
+    installation = payload.get("installation")
+    repository = payload.get("repository")
+    return {
+        "id": delivery.id,
+        "guid": delivery.delivery_id,
+        "delivered_at": iso(delivery.delivered_at),
+        "redelivery": delivery.redelivery,
+        "duration": round(delivery.duration_ms / 1000, 2),
+        "status": delivery.status,
+        "status_code": delivery.status_code,
+        "event": delivery.event,
+        "action": payload.get("action"),
+        "installation_id": installation.get("id") if isinstance(installation, dict) else None,
+        "repository_id": repository.get("id") if isinstance(repository, dict) else None,
+        "throttled_at": None,
     }

@@ -12,6 +12,7 @@ import binascii
 import dataclasses
 import json
 import math
+import re
 import tempfile
 import time
 import uuid
@@ -30,6 +31,7 @@ from sim.github import git_http, payloads
 from sim.github.state import (
     PERMISSIONS,
     REACTIONS,
+    Delivery,
     Issue,
     Pull,
     Push,
@@ -51,6 +53,7 @@ API_PREFIX = "/api/v3"
 JWT_MAX_LIFETIME_SECONDS = 600
 JWT_CLOCK_SKEW_SECONDS = 60
 RATE_LIMIT = 5000
+DELIVERY_CURSOR = re.compile(r"^v1_(\d+)$")
 GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
 
 
@@ -257,10 +260,17 @@ def request_object() -> dict[str, Any]:
     return body
 
 
+def per_page_arg() -> int:
+    try:
+        return min(max(int(request.args.get("per_page", 30)), 1), 100)
+    except ValueError as error:
+        raise ApiError(400, "Invalid pagination parameters") from error
+
+
 def paginated(items: list[Any]) -> Response:
     """One page of ``items`` with a GitHub-style ``Link`` header (``page``/``per_page`` args)."""
+    per_page = per_page_arg()
     try:
-        per_page = min(max(int(request.args.get("per_page", 30)), 1), 100)
         page = max(int(request.args.get("page", 1)), 1)
     except ValueError as error:
         raise ApiError(400, "Invalid pagination parameters") from error
@@ -302,6 +312,42 @@ def api_blueprint() -> Blueprint:
                 for inst in s.state.installations.values()
             ]
         return paginated(items)
+
+    @bp.get("/app/hook/deliveries")
+    def list_hook_deliveries() -> Response:
+        """Newest first, paged by ``cursor`` (the id to start from) with a ``Link`` header."""
+        per_page = per_page_arg()
+        wanted = request.args.get("status")
+        if wanted not in (None, "success", "failure"):
+            raise validation_failed(
+                {"resource": "HookDelivery", "field": "status", "code": "invalid"}
+            )
+        with sim().state.lock:
+            sent = sorted(sim().state.webhooks, key=lambda w: w.delivery.id, reverse=True)
+        if wanted is not None:
+            sent = [
+                w for w in sent if (200 <= w.delivery.status_code < 300) == (wanted == "success")
+            ]
+        cursor = request.args.get("cursor")
+        if cursor is not None:
+            start = DELIVERY_CURSOR.match(cursor)
+            if start is None:
+                raise ApiError(400, "Invalid cursor")
+            sent = [w for w in sent if w.delivery.id <= int(start.group(1))]
+        response = json_response([payloads.hook_delivery_json(w) for w in sent[:per_page]])
+        if len(sent) > per_page:
+            args = {**request.args.to_dict(), "per_page": str(per_page)}
+            args["cursor"] = f"v1_{sent[per_page].delivery.id}"
+            response.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+        return response
+
+    @bp.post("/app/hook/deliveries/<int:delivery_id>/attempts")
+    def redeliver_hook_delivery(delivery_id: int) -> Response:
+        try:
+            sim().redeliver(delivery_id)
+        except SimError as error:
+            raise not_found() from error
+        return json_response({}, 202)
 
     @bp.post("/app/installations/<int:installation_id>/access_tokens")
     def create_installation_token(installation_id: int) -> Response:
@@ -989,8 +1035,8 @@ def copy_request_body(target: Any) -> int:
 def admin_blueprint() -> Blueprint:
     bp = Blueprint("admin", __name__)
 
-    def delivery_json(delivery: Any) -> Response:
-        return json_response(dataclasses.asdict(delivery))
+    def delivery_json(delivery: Delivery) -> Response:
+        return json_response(delivery_fields(delivery))
 
     @bp.post("/repos")
     def admin_create_repo() -> Response:
@@ -1075,6 +1121,12 @@ def admin_blueprint() -> Blueprint:
     return bp
 
 
+def delivery_fields(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the admin API shows it (``delivered_at`` in GitHub's spelling)."""
+    fields = dataclasses.asdict(delivery)
+    return {**fields, "delivered_at": payloads.iso(delivery.delivered_at)}
+
+
 def state_summary() -> dict[str, Any]:
     s = sim()
     with s.state.lock:
@@ -1104,7 +1156,7 @@ def state_summary() -> dict[str, Any]:
                 for repo in repos
             },
             "pushes": [dataclasses.asdict(p) for p in s.state.pushes],
-            "deliveries": [dataclasses.asdict(w.delivery) for w in s.state.webhooks],
+            "deliveries": [delivery_fields(w.delivery) for w in s.state.webhooks],
             "request_count": len(s.state.requests),
             "time": datetime.now(UTC).isoformat(),
         }

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -747,30 +747,45 @@ class GitHubSim:
     # ---- webhooks -----------------------------------------------------------------------------
 
     def deliver(
-        self, event: str, payload: dict[str, Any], delivery_id: str | None = None
+        self,
+        event: str,
+        payload: dict[str, Any],
+        delivery_id: str | None = None,
+        *,
+        redelivery: bool = False,
     ) -> Delivery:
-        """POST ``payload`` to the webhook URL, signed like GitHub signs it."""
+        """POST ``payload`` to the webhook URL, signed like GitHub signs it, and record the
+        attempt as GitHub does (``GET /app/hook/deliveries``), failed or not."""
         if not self.webhook_url:
             raise SimError("no webhook_url configured")
         body = json.dumps(payload).encode("utf-8")
         delivery_id = delivery_id or str(uuid.uuid4())
         headers = webhook_headers(event, delivery_id, body, self.webhook_secret, self.app.id)
+        delivered_at = utcnow()
         started = time.monotonic()
         started_ms = started * 1000
         try:
             response = requests.post(
                 self.webhook_url, data=body, headers=headers, timeout=self.WEBHOOK_TIMEOUT_SECONDS
             )
-            status, text = response.status_code, response.text
+            status_code, text = response.status_code, response.text
+            status = "OK" if 200 <= status_code < 300 else f"Invalid HTTP Response: {status_code}"
+        except requests.Timeout:
+            status_code, text, status = 0, "delivery failed: Timeout", "timed out"
         except requests.RequestException as error:
-            status, text = 0, f"delivery failed: {type(error).__name__}"
+            status_code, text = 0, f"delivery failed: {type(error).__name__}"
+            status = "failed to connect to host"
         delivery = Delivery(
             delivery_id=delivery_id,
             event=event,
-            status_code=status,
+            status_code=status_code,
             response_body=text,
             duration_ms=(time.monotonic() - started) * 1000,
             started_monotonic_ms=started_ms,
+            id=self.state.next_delivery_id(),
+            delivered_at=delivered_at,
+            redelivery=redelivery,
+            status=status,
         )
         with self.state.lock:
             self.state.webhooks.append(
@@ -781,24 +796,40 @@ class GitHubSim:
             event_name=event,
             action=payload.get("action"),
             delivery_id=delivery_id,
-            status=status,
+            status=status_code,
+            redelivery=redelivery,
         )
         return delivery
+
+    def redeliver(self, hook_delivery_id: int) -> None:
+        """``POST /app/hook/deliveries/{id}/attempts``: send that delivery again, same guid and
+        payload, after the API call answers (GitHub queues it)."""
+        with self.state.lock:
+            sent = next((w for w in self.state.webhooks if w.delivery.id == hook_delivery_id), None)
+        if sent is None:
+            raise SimError(f"no delivery {hook_delivery_id}")
+        self._in_background(
+            "github-sim-redeliver",
+            lambda: self.deliver(
+                sent.delivery.event, sent.payload, sent.delivery.delivery_id, redelivery=True
+            ),
+        )
+
+    def _in_background(self, name: str, send: Callable[[], object]) -> None:
+        thread = threading.Thread(target=send, name=name, daemon=True)
+        with self.state.lock:
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
 
     def echo(self, event: str, payload: dict[str, Any]) -> None:
         """Deliver an event the app itself caused, after the API call that caused it answers
         (GitHub's order), when ``echo_app_events`` is on."""
         if not self.echo_app_events or not self.webhook_url:
             return
-        thread = threading.Thread(
-            target=self.deliver, args=(event, payload), name="github-sim-echo", daemon=True
-        )
-        with self.state.lock:
-            self._background = [t for t in self._background if t.is_alive()] + [thread]
-        thread.start()
+        self._in_background("github-sim-echo", lambda: self.deliver(event, payload))
 
     def wait_for_echoes(self, timeout: float = 30.0) -> None:
-        """Wait until every echoed delivery has been sent."""
+        """Wait until every echoed delivery and every redelivery has been sent."""
         deadline = time.monotonic() + timeout
         with self.state.lock:
             pending = list(self._background)

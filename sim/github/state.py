@@ -197,6 +197,12 @@ class Delivery:
     duration_ms: float
     # When the POST started, on time.monotonic() in ms (compare with Reaction.monotonic_ms).
     started_monotonic_ms: float = 0.0
+    # GitHub's record of the attempt (GET /app/hook/deliveries): its numeric id, when, whether
+    # it repeats an earlier delivery of the same ``delivery_id`` (the guid), and a short status.
+    id: int = 0
+    delivered_at: datetime | None = None
+    redelivery: bool = False
+    status: str = ""
 
 
 @dataclass
@@ -214,6 +220,7 @@ class State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._ids = itertools.count(1001)
+        self._delivery_ids = itertools.count(90_000_000_001)
         self.users: dict[str, User] = {}
         self.installations: dict[int, Installation] = {}
         self.repos: dict[str, Repo] = {}
@@ -230,6 +237,9 @@ class State:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def next_delivery_id(self) -> int:
+        return next(self._delivery_ids)
 
     def ensure_user(self, login: str, type: str | None = None) -> User:
         """The user ``login``, created if new; a ``[bot]`` login is a Bot, as on GitHub."""

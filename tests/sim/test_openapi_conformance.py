@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 from github import Auth, Github, GithubIntegration
 
 from sim.github import GitHubSim
@@ -23,8 +24,10 @@ from tests.openapi.validate import (
     validate_response,
     validate_webhook,
 )
-from tests.sim.conftest import APP_ID, OWNER_REPO, WebhookReceiver, api
+from tests.sim.conftest import APP_ID, OWNER_REPO, WebhookReceiver, api, app_jwt
 from tests.sim.test_rest import NO_THROTTLE, push_branch
+from tests.sim.test_webhooks import closed_port_url
+from workers.github import GitHubApp
 
 VENDORED = Path(__file__).resolve().parent.parent / "openapi" / "rest-subset.json"
 
@@ -80,6 +83,22 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     repo.get_git_ref("heads/codex/issue-1")
     list(repo.get_commits(sha=head))
     repo.get_collaborator_permission("octo-maintainer")
+
+    # Webhook deliveries, a failed one among them, listed page by page and one redelivered.
+    webhook_url, sim.webhook_url = sim.webhook_url, closed_port_url()
+    sim.add_label(OWNER_REPO, 1, "missed")
+    sim.webhook_url = webhook_url
+    app = GitHubApp(app_id=APP_ID, private_key=private_pem.decode(), api_url=sim.api_url)
+    failed = next(d for d in app.hook_deliveries() if not d.succeeded)
+    app.redeliver(failed.id)
+    sim.wait_for_echoes()
+    jwt_headers = {"Authorization": f"Bearer {app_jwt(private_pem)}"}
+    url: str | None = f"{sim.api_url}/app/hook/deliveries?per_page=3"
+    while url:
+        url = requests.get(url, headers=jwt_headers, timeout=10).links.get("next", {}).get("url")
+    for bad in ("cursor=bogus", "status=sometimes"):
+        url = f"{sim.api_url}/app/hook/deliveries?{bad}"
+        assert requests.get(url, headers=jwt_headers, timeout=10).status_code >= 400
 
     submitted = sim.submit_review(
         OWNER_REPO,
