@@ -23,7 +23,7 @@ import docker
 import docker.errors
 from redis import Redis
 
-from sandbox.container import CREATED_LABEL, KIND_LABEL, REPO_LABEL
+from sandbox.labels import CREATED_LABEL, KIND_LABEL, REPO_LABEL
 from sandbox.layers import prune_trees
 from sandbox.prepared import KEY_LABEL, LAST_USED_KEY
 

@@ -51,21 +51,21 @@ import docker.errors
 import structlog
 from redis import Redis
 
-from sandbox.container import (
+from sandbox.container import Sandbox
+from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.labels import (
     CREATED_LABEL,
     KIND_LABEL,
     REDIS_LABEL,
     REPO_LABEL,
     WORKER_LABEL,
-    Sandbox,
-    SandboxError,
     redis_identity,
     resource_labels,
     sanitize_name,
     worker_identity,
 )
-from sandbox.hardening import WORKSPACE, SandboxLimits
 from sandbox.mirror import CREATOR_LABEL, MIRROR_PATH, Refreshed
+from sandbox.output import SandboxError
 
 log = structlog.get_logger(__name__)
 

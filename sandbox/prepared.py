@@ -45,17 +45,17 @@ import structlog
 from redis import Redis
 
 from codexbot.redact import Redactor
-from sandbox.container import (
+from sandbox.container import Sandbox
+from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.labels import (
     CREATED_LABEL,
     KIND_LABEL,
     REPO_LABEL,
     TASK_LABEL,
     WORKER_LABEL,
-    Sandbox,
-    SandboxError,
     worker_identity,
 )
-from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.output import SandboxError
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ import docker.errors
 import structlog
 from redis import Redis
 
-from sandbox.container import (
+from sandbox.labels import (
     HOST_LABEL,
     JOB_LABEL,
     PID_LABEL,

@@ -38,9 +38,11 @@ from redis import Redis
 
 from sandbox import layers
 from sandbox import mirror as engine_mirror
-from sandbox.container import REPO_LABEL, Sandbox, SandboxError
+from sandbox.container import Sandbox
 from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.labels import REPO_LABEL
 from sandbox.mirror import ensure_mirror_volume, mirror_mount
+from sandbox.output import SandboxError
 from sandbox.prepared import EnvSpec, Prepared, is_lockfile, prepare_environment
 from workers.checkout import Checkout, Git, GitError
 from workers.repoconfig import RepoConfig

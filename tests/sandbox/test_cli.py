@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from redis import Redis
 
 from sandbox.cli import EnvImage, parse_duration, parse_size, plan_prune, sandbox
-from sandbox.container import REPO_LABEL
+from sandbox.labels import REPO_LABEL
 from sandbox.mirror import mirror_volume_name
 from sandbox.prepared import LAST_USED_KEY, setup_secret_values
 

@@ -13,7 +13,8 @@ import pytest
 from redis import Redis
 
 from sandbox import layers
-from sandbox.container import REPO_LABEL, TASK_LABEL, Sandbox
+from sandbox.container import Sandbox
+from sandbox.labels import REPO_LABEL, TASK_LABEL
 from sandbox.mirror import mirror_volume_name
 from tests.sandbox.conftest import git, make_repo
 from workers import workspace

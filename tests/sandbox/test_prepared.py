@@ -16,7 +16,7 @@ import docker
 import pytest
 from redis import Redis
 
-from sandbox.container import REPO_LABEL, remove_task_containers
+from sandbox.labels import REPO_LABEL, remove_task_containers
 from sandbox.mirror import mirror_volume_name
 from sandbox.prepared import (
     LAST_USED_KEY,

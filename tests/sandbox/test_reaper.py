@@ -15,7 +15,7 @@ import pytest
 from redis import Redis
 from rq import Queue
 
-from sandbox.container import JOB_LABEL, REDIS_LABEL, TASK_LABEL, WORKER_LABEL, volume_name
+from sandbox.labels import JOB_LABEL, REDIS_LABEL, TASK_LABEL, WORKER_LABEL, volume_name
 from sandbox.reaper import reap, worker_gone
 
 pytestmark = pytest.mark.docker
