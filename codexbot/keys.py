@@ -47,3 +47,21 @@ def permission(repo: str, user: str) -> str:
 def review_claim(review_id: int) -> str:
     """Set by the first event of a review, so one review starts one follow-up."""
     return f"codexbot:review:{review_id}"
+
+
+ENV_LAST_USED = "codexbot:env:last-used"  # hash: prepared image key -> unix time of last use
+
+
+def env_build_lock(env_key: str) -> str:
+    """Held while one worker prepares an environment image, so others wait for it."""
+    return f"codexbot:env:build:{env_key}"
+
+
+def trees(repo: str) -> str:
+    """A sorted set per repository: its complete workspace trees by creation time."""
+    return f"codexbot:trees:{repo.lower()}"
+
+
+def tree_build_lock(repo: str) -> str:
+    """Held while one worker builds a repository's tree, so others wait for it."""
+    return f"codexbot:trees:build:{repo.lower()}"
