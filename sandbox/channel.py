@@ -28,7 +28,10 @@ SERVER_READY_SECONDS = 20
 READ_CHUNK = 256 * 1024
 SIDE_OUTPUT_BYTES = 8_000  # stderr kept when only stdout is the result (diff, files)
 STDOUT, STDERR = 1, 2
-EXEC_SERVER_SOURCE = (Path(__file__).parent / "execserver.py").read_text()
+# The server and the probes it reads the container with, as one source (standalone stdlib).
+EXEC_SERVER_SOURCE = "\n".join(
+    (Path(__file__).parent / name).read_text() for name in ("execprobe.py", "execserver.py")
+)
 EXEC_SERVER_ARGV = [
     "python3",
     "-I",
