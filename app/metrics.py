@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
 
 from codexbot import keys
 from codexbot.settings import Settings
@@ -107,7 +108,10 @@ class RedisGauges(Collector):
     """Queue depths and tasks by state, read from Redis when scraped (one pipeline)."""
 
     def __init__(self, settings: Settings, redis: Redis) -> None:
-        self.queues = {"agent": settings.codex_queue, "intake": settings.codex_fast_queue}
+        self.queues = {
+            "agent": Queue(settings.codex_queue, connection=redis),
+            "intake": Queue(settings.codex_fast_queue, connection=redis),
+        }
         self.redis = redis
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -117,8 +121,8 @@ class RedisGauges(Collector):
                 for key in self.redis.scan_iter(match=TASK_STATE_PREFIX + "*", count=100)
             )
             pipe = self.redis.pipeline(transaction=False)
-            for name in self.queues.values():
-                pipe.llen(f"rq:queue:{name}")
+            for queue in self.queues.values():
+                pipe.llen(queue.key)  # what Queue.count reads, here in the one pipeline
             for key in state_keys:
                 pipe.scard(key)
             counts = pipe.execute()
@@ -128,8 +132,8 @@ class RedisGauges(Collector):
         depth = GaugeMetricFamily(
             "codexbot_queue_depth", "Jobs waiting in each RQ queue.", labels=["lane", "queue"]
         )
-        for (lane, name), count in zip(self.queues.items(), counts, strict=False):
-            depth.add_metric([lane, name], count)
+        for (lane, queue), count in zip(self.queues.items(), counts, strict=False):
+            depth.add_metric([lane, queue.name], count)
         yield depth
         tasks = GaugeMetricFamily("codexbot_tasks", "Tasks in each state.", labels=["state"])
         for key, count in zip(state_keys, counts[len(self.queues) :], strict=True):

@@ -58,3 +58,21 @@ def redelivery_asks(guid: str) -> str:
 # worker that runs the current round (expires after one interval).
 REDELIVER_CHECKED = "codexbot:redeliver:checked"
 REDELIVER_ROUND = "codexbot:redeliver:round"
+
+
+ENV_LAST_USED = "codexbot:env:last-used"  # hash: prepared image key -> unix time of last use
+
+
+def env_build_lock(env_key: str) -> str:
+    """Held while one worker prepares an environment image, so others wait for it."""
+    return f"codexbot:env:build:{env_key}"
+
+
+def trees(repo: str) -> str:
+    """A sorted set per repository: its complete workspace trees by creation time."""
+    return f"codexbot:trees:{repo.lower()}"
+
+
+def tree_build_lock(repo: str) -> str:
+    """Held while one worker builds a repository's tree, so others wait for it."""
+    return f"codexbot:trees:build:{repo.lower()}"

@@ -38,8 +38,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.container import MAX_DIFF_BYTES, Sandbox, SandboxError
+from sandbox.container import MAX_DIFF_BYTES, Sandbox
 from sandbox.hardening import BOT_SCRATCH
+from sandbox.output import SandboxError
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 WORKFLOWS = ".github/workflows/"
@@ -329,14 +330,6 @@ def agent_note(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
         "\n[refused: these changes will not be part of the pull request; undo them or take "
         f"another way]\n{lines}"
     )
-
-
-def pr_section(refusals: list[Refusal] | tuple[Refusal, ...]) -> str:
-    """The PR body's account of what was left out and why."""
-    if not refusals:
-        return ""
-    lines = "\n".join(f"- `{refusal.path}`: {refusal.reason}" for refusal in refusals)
-    return f"### Changes left out\n\nThe sandbox refused these changes:\n\n{lines}\n"
 
 
 # ---------------------------------------------------------------------------- in the sandbox

@@ -23,9 +23,10 @@ import docker
 import docker.errors
 from redis import Redis
 
-from sandbox.container import CREATED_LABEL, KIND_LABEL, REPO_LABEL
+from codexbot import keys
+from sandbox.labels import CREATED_LABEL, KIND_LABEL, REPO_LABEL
 from sandbox.layers import prune_trees
-from sandbox.prepared import KEY_LABEL, LAST_USED_KEY
+from sandbox.prepared import KEY_LABEL
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6})
@@ -102,7 +103,7 @@ def _timestamp(text: str) -> float:
 def env_images(client: docker.DockerClient, redis: object) -> list[EnvImage]:
     used = {
         (k.decode() if isinstance(k, bytes) else k): float(v)
-        for k, v in (redis.hgetall(LAST_USED_KEY) or {}).items()  # type: ignore[attr-defined]
+        for k, v in (redis.hgetall(keys.ENV_LAST_USED) or {}).items()  # type: ignore[attr-defined]
     }
     images = []
     for image in client.images.list(filters={"label": f"{KIND_LABEL}=env"}):
@@ -173,7 +174,7 @@ def prune(older_than: str, max_total: str, dry_run: bool) -> None:
         except docker.errors.APIError as error:
             click.echo(f"kept {image.key[:16]} ({image.repo}): {error.explanation or error}")
             continue
-        redis.hdel(LAST_USED_KEY, image.key)
+        redis.hdel(keys.ENV_LAST_USED, image.key)
         click.echo(f"removed {image.key[:16]} ({image.repo}, {human_size(image.size)}): {reason}")
     if not dry_run:
         trees = prune_trees(client, redis)

@@ -51,21 +51,22 @@ import docker.errors
 import structlog
 from redis import Redis
 
-from sandbox.container import (
+from codexbot import keys
+from sandbox.container import Sandbox
+from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.labels import (
     CREATED_LABEL,
     KIND_LABEL,
     REDIS_LABEL,
     REPO_LABEL,
     WORKER_LABEL,
-    Sandbox,
-    SandboxError,
     redis_identity,
     resource_labels,
     sanitize_name,
     worker_identity,
 )
-from sandbox.hardening import WORKSPACE, SandboxLimits
 from sandbox.mirror import CREATOR_LABEL, MIRROR_PATH, Refreshed
+from sandbox.output import SandboxError
 
 log = structlog.get_logger(__name__)
 
@@ -74,8 +75,6 @@ TREE_KIND = "tree"
 LAYER_KIND = "workspace-layer"
 TREE_LABEL = "codexbot.tree"  # on a task's overlay volume: the tree it stands on
 COMMIT_LABEL = "codexbot.commit"
-REGISTRY_PREFIX = "codexbot:trees:"  # zset per repository: complete trees by creation time
-LOCK_PREFIX = "codexbot:trees:build:"
 LOCK_SECONDS = 900
 REBUILD_AFTER_FILES = 200
 BUILDER_CPU_SHARES = 128  # a tree is built beside a task: the task's own work goes first
@@ -117,7 +116,7 @@ def tree_volume_name(repo: str, sha: str) -> str:
 
 
 def registry(repo: str) -> str:
-    return REGISTRY_PREFIX + repo.lower()
+    return keys.trees(repo)
 
 
 def overlay_options(lower: str, upper: str, work: str) -> dict[str, Any]:
@@ -204,7 +203,7 @@ def ensure_tree(
     if tree is not None:
         return tree
     lock = redis.lock(
-        LOCK_PREFIX + repo.lower(),
+        keys.tree_build_lock(repo),
         timeout=LOCK_SECONDS,
         blocking_timeout=LOCK_SECONDS,
         thread_local=False,

@@ -30,15 +30,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from sandbox.container import (
-    CREATED_LABEL,
-    KIND_LABEL,
-    REPO_LABEL,
-    WORKER_LABEL,
-    Sandbox,
-    SandboxError,
-    worker_identity,
-)
+from sandbox.container import Sandbox
+from sandbox.labels import CREATED_LABEL, KIND_LABEL, REPO_LABEL, WORKER_LABEL, worker_identity
+from sandbox.output import SandboxError
 
 MIRROR_PATH = "/mirror"
 TIPS_FILE = f"{MIRROR_PATH}/codexbot-tips"

@@ -44,18 +44,19 @@ import docker.errors
 import structlog
 from redis import Redis
 
+from codexbot import keys
 from codexbot.redact import Redactor
-from sandbox.container import (
+from sandbox.container import Sandbox
+from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.labels import (
     CREATED_LABEL,
     KIND_LABEL,
     REPO_LABEL,
     TASK_LABEL,
     WORKER_LABEL,
-    Sandbox,
-    SandboxError,
     worker_identity,
 )
-from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.output import SandboxError
 
 log = structlog.get_logger(__name__)
 
@@ -74,8 +75,6 @@ LOCKFILE_PATTERNS = (
 ENV_REPOSITORY = "codexbot-env"
 KEY_LABEL = "codexbot.env-key"
 BASE_LABEL = "codexbot.env-base"
-LAST_USED_KEY = "codexbot:env:last-used"  # Redis hash: image key -> unix time
-LOCK_PREFIX = "codexbot:env:build:"
 SETUP_COMMAND_TIMEOUT = 900
 LOCK_SECONDS = 3600
 OUTPUT_TAIL_BYTES = 4000
@@ -230,7 +229,7 @@ def _find_image(client: docker.DockerClient, name: str) -> docker.models.images.
 
 
 def touch(redis: Redis, key: str) -> None:
-    redis.hset(LAST_USED_KEY, key, str(int(time.time())))
+    redis.hset(keys.ENV_LAST_USED, key, str(int(time.time())))
 
 
 def prepare_environment(
@@ -260,7 +259,10 @@ def prepare_environment(
         touch(redis, key)
         return Prepared(image=name, key=key, built=False)
     lock = redis.lock(
-        LOCK_PREFIX + key, timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS, thread_local=False
+        keys.env_build_lock(key),
+        timeout=LOCK_SECONDS,
+        blocking_timeout=LOCK_SECONDS,
+        thread_local=False,
     )
     if not lock.acquire():
         raise SandboxError(f"timed out waiting for another task to prepare {name}")

@@ -25,8 +25,11 @@ import docker
 import docker.errors
 import structlog
 from redis import Redis
+from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
-from sandbox.container import (
+from sandbox.labels import (
     HOST_LABEL,
     JOB_LABEL,
     PID_LABEL,
@@ -39,9 +42,7 @@ from sandbox.layers import prune_trees
 
 log = structlog.get_logger(__name__)
 
-WORKER_KEY_PREFIX = "rq:worker:"
-JOB_KEY_PREFIX = "rq:job:"
-FINISHED_JOB_STATES = {"finished", "failed", "stopped", "canceled"}
+FINISHED_JOB_STATES = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 STALE_HEARTBEAT_SECONDS = 120
 REAP_INTERVAL_SECONDS = 15
 
@@ -63,17 +64,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _decode(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
-
-
 def job_over(redis: Redis, job_id: str) -> str | None:
     """Why the job is over, or None while it is queued or running."""
-    status = _decode(redis.hget(JOB_KEY_PREFIX + job_id, "status"))
-    if not status:
+    try:
+        status = Job.fetch(job_id, connection=redis).get_status(refresh=False)
+    except NoSuchJobError:
         return "its job is gone"
     if status in FINISHED_JOB_STATES:
-        return f"its job is {status}"
+        return f"its job is {status.value}"
     return None
 
 
@@ -81,23 +79,18 @@ def worker_gone(
     redis: Redis, worker: str, *, host: str, pid: str, now: datetime, this_host: str
 ) -> str | None:
     """Why the worker is gone, or None if it may still be alive."""
-    fields = {
-        _decode(k): _decode(v)
-        for k, v in (redis.hgetall(WORKER_KEY_PREFIX + worker) or {}).items()  # type: ignore[union-attr]
-    }
-    if fields:
-        if fields.get("hostname") == this_host and fields.get("pid", "").isdigit():
-            if not _pid_alive(int(fields["pid"])):
-                return f"its worker {worker} (pid {fields['pid']}) is dead"
+    registered = Worker.find_by_key(Worker.redis_worker_namespace_prefix + worker, connection=redis)
+    if registered is not None:
+        if registered.hostname == this_host and registered.pid:
+            if not _pid_alive(registered.pid):
+                return f"its worker {worker} (pid {registered.pid}) is dead"
             return None
-        beat = fields.get("last_heartbeat")
-        if beat:
-            with contextlib.suppress(ValueError):
-                seen = datetime.fromisoformat(beat.replace("Z", "+00:00"))
-                if seen.tzinfo is None:
-                    seen = seen.replace(tzinfo=UTC)
-                if (now - seen).total_seconds() > STALE_HEARTBEAT_SECONDS:
-                    return f"its worker {worker} stopped sending heartbeats"
+        seen = registered.last_heartbeat
+        if seen is not None:
+            if seen.tzinfo is None:
+                seen = seen.replace(tzinfo=UTC)
+            if (now - seen).total_seconds() > STALE_HEARTBEAT_SECONDS:
+                return f"its worker {worker} stopped sending heartbeats"
         return None
     # Not an RQ worker name: host:pid of whoever made it.
     if host == this_host and pid.isdigit():

@@ -50,10 +50,12 @@ if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   wait_for 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping || { log "redis did not start"; exit 1; }
 fi
 
-if [ ! -x .venv/bin/codexbot ] || [ pyproject.toml -nt .venv/.installed ]; then
-  log "creating .venv and installing the project"
+if [ ! -x .venv/bin/codexbot ] || [ pyproject.toml -nt .venv/.installed ] \
+  || [ constraints.txt -nt .venv/.installed ]; then
+  log "creating .venv and installing the project (versions from constraints.txt)"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
   .venv/bin/python -c 'import app, workers, sandbox' || { log "project install failed"; exit 1; }
   touch .venv/.installed
 fi

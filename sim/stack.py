@@ -21,10 +21,11 @@ from typing import Any
 import docker
 import requests
 from redis import Redis
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from sandbox.container import remove_task_containers
+from sandbox.labels import remove_task_containers
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
 
@@ -230,7 +231,8 @@ class Stack:
         if self.model:
             self.model.stop()
         self.github.stop()
-        self.redis.delete(f"rq:queue:{self.queue}", f"rq:queue:{self.queue}-fast")
+        for name in (self.queue, f"{self.queue}-fast"):
+            Queue(name, connection=self.redis).delete(delete_jobs=False)
         self.redis.close()
 
     def _remove_task_sandboxes(self) -> None:

@@ -20,7 +20,7 @@ from redis import Redis
 from werkzeug.serving import make_server
 
 from codexbot.settings import Settings, load_settings
-from sandbox.container import KIND_LABEL, REDIS_LABEL, redis_identity
+from sandbox.labels import KIND_LABEL, REDIS_LABEL, redis_identity
 from sandbox.layers import TREE_KIND
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from rq import Queue
 
 from codexbot import keys
 from sim.stack import wait_until
@@ -51,7 +52,7 @@ def test_deliveries_are_counted_by_event_and_outcome(receiver):
 def test_queue_depths_and_tasks_by_state_are_read_from_redis(receiver, redis):
     receiver.deliver("issues", labeled(number=1))
     receiver.deliver("issues", labeled(number=2))
-    redis.rpush(f"rq:queue:{receiver.settings.codex_queue}", "task-a")
+    Queue(receiver.settings.codex_queue, connection=redis).enqueue("os.getcwd")
     redis.sadd(keys.tasks_in_state("running"), "task-a", "task-b")
     redis.sadd(keys.tasks_in_state("queued"), "task-c")
     samples = scrape(receiver.url)

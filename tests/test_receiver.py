@@ -324,8 +324,9 @@ def test_the_lua_enqueue_writes_what_rq_enqueue_writes(redis):
         k: v for k, v in theirs.items() if k not in stamps
     }
     assert ours.keys() == theirs.keys()
-    assert redis.sismember("rq:queues", "rq:queue:lua-lane")
-    assert redis.lrange("rq:queue:lua-lane", 0, -1) == [job.id.encode()] * 2
+    lane = Queue("lua-lane", connection=redis)
+    assert lane in Queue.all(connection=redis)
+    assert lane.job_ids == [job.id] * 2
 
 
 def test_a_plain_rq_worker_runs_what_the_receiver_enqueued(redis):

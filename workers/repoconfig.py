@@ -10,20 +10,33 @@
     protected_paths: ["migrations/**", "LICENSE"]
     model: gpt-4.1
     limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000}
+    tool_protocol: auto          # how the model calls tools: auto, native or text
 
-A missing file means the defaults. An invalid one raises `RepoConfigError`, whose message quotes
-the problem and its line (`.github/codex.yml, line 3: setup must be a list of strings`), ready to
-be shown to the user as the reason the task stopped.
+A missing file means the defaults; the keys are a pydantic model that refuses unknown ones. An
+invalid file raises `RepoConfigError`, whose message quotes the problem and its line
+(`.github/codex.yml, line 3: setup must be a list of strings`), ready to be shown to the user as
+the reason the task stopped.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from workers.repofiles import RepoFileError, read_repo_file
 
@@ -75,25 +88,83 @@ class RepoConfigError(ValueError):
     """The file is invalid; the message names the file, the line and the problem."""
 
 
-@dataclass(frozen=True)
+def startup_effect(name: str) -> str | None:
+    """What setting `name` would change about how programs start, or None when it is plain."""
+    if name in STARTUP_ENV:
+        return STARTUP_ENV[name]
+    if name in PYTHON_SWITCHES:
+        return None
+    for prefix, effect in STARTUP_PREFIXES:
+        if name.startswith(prefix):
+            return effect
+    return None
+
+
+def _refuse(message: str, key: Any) -> PydanticCustomError:
+    """An error about one entry of a mapping: `key` finds its line."""
+    return PydanticCustomError("codexbot", message, {"key": key})
+
+
+def _env_pairs(value: Any) -> Any:
+    """`env` as written (a mapping) to ordered pairs, refusing what would steer the sandbox."""
+    if isinstance(value, tuple):
+        return value  # built in code, not read from a file
+    if not isinstance(value, dict):
+        raise PydanticCustomError("codexbot", "env must be a mapping of NAME: value")
+    pairs = []
+    for name, item in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise _refuse(f"env: {name!r} is not a valid variable name", name)
+        if name in RESERVED_ENV or name.startswith(RESERVED_PREFIX):
+            raise _refuse(f"env: {name} is reserved and cannot be set", name)
+        steers = startup_effect(name)
+        if steers:
+            raise _refuse(f"env: {name} cannot be set: it changes {steers}", name)
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise _refuse(f"env.{name} must be a string or a number", name)
+        pairs.append((name, str(item)))
+    return tuple(pairs)
+
+
+def _one_or_more(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise PydanticCustomError("codexbot", "must be a non-empty string")
+    return value
+
+
+Text = Annotated[str, Strict(), StringConstraints(min_length=1)]
+PositiveWhole = Annotated[int, Strict(), Field(gt=0)]
+EnvName = Annotated[str, Strict(), StringConstraints(pattern=ENV_NAME.pattern)]
+ImageName = Annotated[str, Strict(), StringConstraints(pattern=IMAGE_NAME.pattern)]
+FILE = ConfigDict(extra="forbid")
+
+
+# Frozen pydantic dataclasses: hashable, and `dataclasses.asdict` still reads them.
+@dataclass(frozen=True, config=FILE)
 class Limits:
-    steps: int | None = None
-    tokens: int | None = None
-    wall_seconds: int | None = None
-    output_bytes: int | None = None
+    steps: PositiveWhole | None = None
+    tokens: PositiveWhole | None = None
+    wall_seconds: PositiveWhole | None = None
+    output_bytes: PositiveWhole | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FILE)
 class RepoConfig:
-    setup: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()  # ordered pairs; a tuple so the config stays hashable
-    setup_secrets: tuple[str, ...] = ()
-    test: str | None = None
-    image: str | None = None
-    allow_workflow_changes: bool = False
-    protected_paths: tuple[str, ...] = ()
-    model: str | None = None
+    setup: Annotated[tuple[Text, ...], BeforeValidator(_one_or_more)] = ()
+    # Ordered pairs; a tuple so the config stays hashable.
+    env: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_env_pairs)] = ()
+    setup_secrets: tuple[EnvName, ...] = ()
+    test: Annotated[Text | None, BeforeValidator(_not_blank)] = None
+    image: ImageName | None = None
+    allow_workflow_changes: Annotated[bool, Strict()] = False
+    protected_paths: tuple[Text, ...] = ()
+    model: Annotated[Text | None, BeforeValidator(_not_blank)] = None
     limits: Limits = field(default_factory=Limits)
+    tool_protocol: Literal["auto", "native", "text"] | None = None
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -101,6 +172,21 @@ class RepoConfig:
 
 
 DEFAULT = RepoConfig()
+_VALIDATOR = TypeAdapter(RepoConfig)
+KNOWN_KEYS = tuple(RepoConfig.__dataclass_fields__)
+KNOWN_LIMITS = tuple(Limits.__dataclass_fields__)
+# What each key must be, for the user: pydantic's own wording names types, not our file.
+MUST_BE = {
+    "setup": "setup must be a list of non-empty strings",
+    "setup_secrets": "setup_secrets must be a list of non-empty strings",
+    "protected_paths": "protected_paths must be a list of non-empty strings",
+    "test": "test must be a non-empty string",
+    "model": "model must be a non-empty string",
+    "image": "image must be an image name like codexbot-sandbox:latest",
+    "allow_workflow_changes": "allow_workflow_changes must be true or false",
+    "limits": "limits must be a mapping (steps, tokens, wall_seconds, output_bytes)",
+    "tool_protocol": "tool_protocol must be auto, native or text",
+}
 
 
 # ---------------------------------------------------------------------------- YAML with lines
@@ -137,63 +223,31 @@ def _fail(line: int | None, message: str) -> RepoConfigError:
     return RepoConfigError(f"{where}: {message}")
 
 
-def _string_list(value: Any, key: str, line: int, *, allow_string: bool = False) -> tuple[str, ...]:
-    if allow_string and isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise _fail(line, f"{key} must be a list of non-empty strings")
-    return tuple(value)
+def _line(data: Any, loc: tuple[int | str, ...], key: Any = None) -> int:
+    """The line of what `loc` points at in the file (the nearest mapping key found on the way)."""
+    line, node = 1, data
+    for part in (*loc, key) if key is not None else loc:
+        if not isinstance(node, _Mapping) or part not in node:
+            break
+        line, node = node.lines.get(part, line), node[part]
+    return line
 
 
-def _positive_int(value: Any, key: str, line: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _fail(line, f"limits.{key} must be a positive whole number, not {value!r}")
-    return value
-
-
-def _limits(value: Any, line: int) -> Limits:
-    if not isinstance(value, dict):
-        raise _fail(line, "limits must be a mapping (steps, tokens, wall_seconds, output_bytes)")
-    lines = getattr(value, "lines", {})
-    known = set(Limits.__dataclass_fields__)
-    for key in value:
-        if key not in known:
-            raise _fail(lines.get(key, line), f"unknown key limits.{key} (known: {sorted(known)})")
-    return Limits(
-        **{key: _positive_int(item, key, lines.get(key, line)) for key, item in value.items()}
-    )
-
-
-def startup_effect(name: str) -> str | None:
-    """What setting `name` would change about how programs start, or None when it is plain."""
-    if name in STARTUP_ENV:
-        return STARTUP_ENV[name]
-    if name in PYTHON_SWITCHES:
-        return None
-    for prefix, effect in STARTUP_PREFIXES:
-        if name.startswith(prefix):
-            return effect
-    return None
-
-
-def _env(value: Any, line: int) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict):
-        raise _fail(line, "env must be a mapping of NAME: value")
-    lines = getattr(value, "lines", {})
-    pairs = []
-    for name, item in value.items():
-        where = lines.get(name, line)
-        if not isinstance(name, str) or not ENV_NAME.match(name):
-            raise _fail(where, f"env: {name!r} is not a valid variable name")
-        if name in RESERVED_ENV or name.startswith(RESERVED_PREFIX):
-            raise _fail(where, f"env: {name} is reserved and cannot be set")
-        steers = startup_effect(name)
-        if steers:
-            raise _fail(where, f"env: {name} cannot be set: it changes {steers}")
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise _fail(where, f"env.{name} must be a string or a number")
-        pairs.append((name, str(item)))
-    return tuple(pairs)
+def _message(error: ErrorDetails) -> str:
+    """Our wording for one pydantic error."""
+    loc, kind = error["loc"], error["type"]
+    if kind == "codexbot":  # ours, already worded for the user
+        text = error["msg"]
+        return text if text.startswith(str(loc[0])) else f"{loc[0]} {text}"
+    if kind == "unexpected_keyword_argument":
+        if len(loc) > 1:
+            return f"unknown key limits.{loc[-1]} (known: {list(KNOWN_LIMITS)})"
+        return f"unknown key {loc[-1]!r} (known: {', '.join(sorted(KNOWN_KEYS))})"
+    if loc[0] == "limits" and len(loc) > 1:
+        return f"limits.{loc[1]} must be a positive whole number, not {error['input']!r}"
+    if loc[0] == "setup_secrets" and kind == "string_pattern_mismatch":
+        return f"setup_secrets: {error['input']!r} is not a valid variable name"
+    return MUST_BE.get(str(loc[0]), f"{loc[0]}: {error['msg']}")
 
 
 def parse(text: str) -> RepoConfig:
@@ -212,40 +266,15 @@ def parse(text: str) -> RepoConfig:
         return DEFAULT
     if not isinstance(data, dict):
         raise _fail(1, "the file must be a mapping of keys (setup, env, test, ...)")
-    lines: dict[Any, int] = getattr(data, "lines", {})
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        line = lines.get(key, 1)
-        if key == "setup":
-            values["setup"] = _string_list(value, key, line, allow_string=True)
-        elif key == "env":
-            values["env"] = _env(value, line)
-        elif key == "setup_secrets":
-            names = _string_list(value, key, line)
-            for name in names:
-                if not ENV_NAME.match(name):
-                    raise _fail(line, f"setup_secrets: {name!r} is not a valid variable name")
-            values["setup_secrets"] = names
-        elif key in ("test", "model"):
-            if not isinstance(value, str) or not value.strip():
-                raise _fail(line, f"{key} must be a non-empty string")
-            values[key] = value
-        elif key == "image":
-            if not isinstance(value, str) or not IMAGE_NAME.match(value):
-                raise _fail(line, "image must be an image name like codexbot-sandbox:latest")
-            values["image"] = value
-        elif key == "allow_workflow_changes":
-            if not isinstance(value, bool):
-                raise _fail(line, "allow_workflow_changes must be true or false")
-            values[key] = value
-        elif key == "protected_paths":
-            values[key] = _string_list(value, key, line)
-        elif key == "limits":
-            values["limits"] = _limits(value, line)
-        else:
-            known = sorted(RepoConfig.__dataclass_fields__)
-            raise _fail(line, f"unknown key {key!r} (known: {', '.join(known)})")
-    return RepoConfig(**values)
+    for key in data:
+        if not isinstance(key, str):
+            raise _fail(_line(data, (key,)), f"unknown key {key!r}")
+    try:
+        return _VALIDATOR.validate_python(data)
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        key = (first.get("ctx") or {}).get("key")
+        raise _fail(_line(data, first["loc"], key), _message(first)) from None
 
 
 def load(checkout: Path) -> RepoConfig:

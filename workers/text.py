@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from codexbot.commands import MARKER
+from codexbot.textutil import backticks_beyond, fence
 
 SUBJECT_LIMIT = 72
 BODY_WIDTH = 72
@@ -67,7 +68,7 @@ def code_span(text: str) -> str:
     backtick run is longer than any inside it.
     """
     shown = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", defuse(text))
-    ticks = _backticks_beyond(shown, 1)
+    ticks = backticks_beyond(shown, 1)
     pad = " " if shown.startswith("`") or shown.endswith("`") or not shown.strip() else ""
     return f"{ticks}{pad}{shown}{pad}{ticks}"
 
@@ -77,17 +78,17 @@ _FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 def close_fences(text: str) -> str:
     """Markdown with a code fence left open closed at its end, so it cannot swallow what follows."""
-    fence: str | None = None
+    opened: str | None = None
     for line in text.splitlines():
         opener = _FENCE_LINE.match(line)
         if opener is None:
             continue
         mark = opener.group(1)
-        if fence is None:
-            fence = mark
-        elif mark[0] == fence[0] and len(mark) >= len(fence) and not line.strip()[len(mark) :]:
-            fence = None
-    return text if fence is None else f"{text.rstrip()}\n{fence}"
+        if opened is None:
+            opened = mark
+        elif mark[0] == opened[0] and len(mark) >= len(opened) and not line.strip()[len(mark) :]:
+            opened = None
+    return text if opened is None else f"{text.rstrip()}\n{opened}"
 
 
 def slugify(text: str, limit: int = 40) -> str:
@@ -279,16 +280,6 @@ def commit_message(
     return "\n\n".join(parts) + "\n"
 
 
-def _backticks_beyond(text: str, at_least: int) -> str:
-    """A backtick run longer than any in ``text`` (and ``at_least`` long): nothing in it ends it."""
-    return "`" * max(at_least, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-
-
-def _fenced(text: str) -> str:
-    fence = _backticks_beyond(text, 3)
-    return f"{fence}\n{text.rstrip()}\n{fence}"
-
-
 def _test_line(label: str, run: TestRun | None) -> str:
     if run is None:
         return f"- {label}: not run (no test command found)"
@@ -354,7 +345,7 @@ def pr_body(
         lines += ["", f"Failing before this change too (pre-existing): {shown}{more}."]
     for label, run in (("before", tests_before), ("after", tests_after)):
         if run is not None and run.tail:
-            lines += ["", f"Last lines {label} the change:", "", _fenced(run.tail)]
+            lines += ["", f"Last lines {label} the change:", "", fence(run.tail.rstrip(), "")]
     if notes:
         lines += ["", "## Could not do", ""] + [f"- {note}" for note in notes]
     footer = f"<sub>codex-bot: {steps} steps, {tokens} tokens"

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,11 @@ from redis import Redis
 
 from sandbox import layers
 from sandbox import mirror as engine_mirror
-from sandbox.container import REPO_LABEL, Sandbox, SandboxError
+from sandbox.container import Sandbox
 from sandbox.hardening import WORKSPACE, SandboxLimits
+from sandbox.labels import REPO_LABEL
 from sandbox.mirror import ensure_mirror_volume, mirror_mount
+from sandbox.output import SandboxError
 from sandbox.prepared import EnvSpec, Prepared, is_lockfile, prepare_environment
 from workers.checkout import Checkout, Git, GitError
 from workers.repoconfig import RepoConfig
@@ -49,8 +52,17 @@ log = structlog.get_logger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 600
 BUNDLE_TIMEOUT_SECONDS = 600
-# Once this process's engine refused a layered workspace, and the images that cannot have one.
-_engine: dict[str, Any] = {"layers": True, "unowned_images": set()}
+
+
+@dataclass
+class LayerRefusals:
+    """What this process learnt cannot have a layered workspace; plain ones from then on."""
+
+    engine: bool = False  # the engine refused one (no overlay volumes, say)
+    images: set[str] = field(default_factory=set)  # /workspace came out root's on these
+
+
+_layer_refusals = LayerRefusals()
 
 
 def mirror_dir_name(full_name: str) -> str:
@@ -229,7 +241,7 @@ def task_sandbox(
     Raises `SetupFailed` (before any agent step) when a setup command fails. `timings` receives
     milliseconds for `setup` (0 when reused), `container_start` and `workspace`.
     """
-    spent = timings if timings is not None else {}
+    elapsed_ms = timings if timings is not None else {}
     keep_commit(host_mirror, start.path, start.base_sha)
     volume = ensure_mirror_volume(client, repo, task_id)
     mounts = mirror_mount(volume)
@@ -258,8 +270,8 @@ def task_sandbox(
         limits=limits,
         volumes=mounts,
     )
-    spent["setup"] = prepared.setup_ms if prepared.built else 0
-    common: dict[str, Any] = {
+    elapsed_ms["setup"] = prepared.setup_ms if prepared.built else 0
+    sandbox_args: dict[str, Any] = {  # what every Sandbox of this task is made with
         "image": prepared.image,
         "task_id": task_id,
         "labels": {REPO_LABEL: repo},
@@ -286,17 +298,17 @@ def task_sandbox(
                 )
                 build = threading.Thread(
                     target=_build_tree,
-                    args=(client, redis, source, distance, common),
+                    args=(client, redis, source, distance, sandbox_args),
                     name=f"codexbot-tree-{task_id}",
                     daemon=True,
                 )
-        box = _layered_sandbox(stack, client, tree, mounts, common) if tree else None
+        box = _layered_sandbox(stack, client, tree, mounts, sandbox_args) if tree else None
         if box is None:
-            box = stack.enter_context(Sandbox(client, volumes=mounts, **common))
-        spent["container_start"] = int((time.monotonic() - began) * 1000)
+            box = stack.enter_context(Sandbox(client, volumes=mounts, **sandbox_args))
+        elapsed_ms["container_start"] = int((time.monotonic() - began) * 1000)
         began = time.monotonic()
         populate(box)
-        spent["workspace"] = int((time.monotonic() - began) * 1000)
+        elapsed_ms["workspace"] = int((time.monotonic() - began) * 1000)
         if build is not None:
             build.start()
             stack.callback(build.join)  # waited for as the sandbox is removed
@@ -307,8 +319,8 @@ def _layers_fit(prepared: Prepared, limits: SandboxLimits) -> bool:
     return (
         not prepared.key  # else setup made a workspace of its own, in the image
         and not limits.workspace_in_memory
-        and _engine["layers"]
-        and prepared.image not in _engine["unowned_images"]
+        and not _layer_refusals.engine
+        and prepared.image not in _layer_refusals.images
     )
 
 
@@ -317,7 +329,7 @@ def _build_tree(
     redis: Redis,
     source: layers.Source,
     distance: Callable[[str, str], int],
-    common: dict[str, Any],
+    sandbox_args: dict[str, Any],
 ) -> None:
     """Make the repository's tree at `source.sha` unless one is near or being made; log failures."""
     try:
@@ -325,14 +337,14 @@ def _build_tree(
             client,
             redis,
             source,
-            image=common["image"],
+            image=sandbox_args["image"],
             distance=distance,
-            task_id=common["task_id"],
-            limits=common["limits"],
+            task_id=sandbox_args["task_id"],
+            limits=sandbox_args["limits"],
             wait=False,
         )
     except Exception as error:  # noqa: BLE001 - the task goes on with its plain workspace
-        log.warning("sandbox.tree_failed", error=str(error), task_id=common["task_id"])
+        log.warning("sandbox.tree_failed", error=str(error), task_id=sandbox_args["task_id"])
 
 
 def _layered_sandbox(
@@ -340,29 +352,33 @@ def _layered_sandbox(
     client: docker.DockerClient,
     tree: layers.Tree,
     mounts: dict[str, dict[str, str]],
-    common: dict[str, Any],
+    sandbox_args: dict[str, Any],
 ) -> Sandbox | None:
     """The task's sandbox with /workspace layered on `tree`, or None to use a plain one."""
-    layered = layers.task_layers(client, tree, task_id=common["task_id"], labels=common["labels"])
+    layered = layers.task_layers(
+        client, tree, task_id=sandbox_args["task_id"], labels=sandbox_args["labels"]
+    )
     box = Sandbox(
         client,
         workspace_volume=False,
         volumes={**mounts, **layered.mounts},
         owned_volumes=layered.volumes,
-        **common,
+        **sandbox_args,
     )
     try:
         box.start()
     except SandboxError as error:
-        _engine["layers"] = False
-        log.warning("sandbox.layers_unavailable", error=str(error), task_id=common["task_id"])
+        _layer_refusals.engine = True
+        log.warning("sandbox.layers_unavailable", error=str(error), task_id=sandbox_args["task_id"])
         return None
     if box.run_raw("test -w .", timeout=30, workdir=WORKSPACE).exit_code != 0:
         # The image has no empty UPPER_MOUNT of the sandbox user's (a base image of the
         # repository's own), so /workspace kept the engine's root ownership.
         box.remove()
-        _engine["unowned_images"].add(common["image"])
-        log.warning("sandbox.layers_unowned", image=common["image"], task_id=common["task_id"])
+        _layer_refusals.images.add(sandbox_args["image"])
+        log.warning(
+            "sandbox.layers_unowned", image=sandbox_args["image"], task_id=sandbox_args["task_id"]
+        )
         return None
     stack.push(box)
     return box

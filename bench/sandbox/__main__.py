@@ -40,9 +40,10 @@ import requests
 from redis import Redis
 
 from codexbot.logs import configure_logging
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
 from sandbox.hardening import SandboxLimits
 from sandbox.image import DEFAULT_IMAGE, ensure_image
+from sandbox.labels import remove_task_containers
 from sandbox.mirror import mirror_volume_name
 from sandbox.prepared import EnvSpec, prepare_environment
 from sim.stack import APP_ID, Stack

@@ -19,9 +19,10 @@ import docker
 import pytest
 
 from sandbox.changes import ChangeGuard, ChangePolicy
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
 from sandbox.hardening import SandboxLimits
 from sandbox.image import DEFAULT_IMAGE, ensure_image
+from sandbox.labels import remove_task_containers
 from tests.sandbox.conftest import git, make_repo
 from workers.checkout import Checkout, RefusedChange, apply_patch, judge_staged
 

@@ -23,9 +23,10 @@ from redis import Redis
 from bench.stop import SCRIPT as STOP_SCRIPT
 from bench.stop import run_and_stop, sleepers
 from codexbot.redact import Redactor
-from sandbox.container import ExecResult, Sandbox
+from sandbox.container import Sandbox
 from sandbox.hardening import SandboxLimits
 from sandbox.image import DEFAULT_IMAGE, ensure_image
+from sandbox.output import ExecResult
 from sim.model import Script, ScriptedModel
 from tests.sandbox.conftest import make_repo
 from workers import repoconfig

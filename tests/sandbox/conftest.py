@@ -10,8 +10,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
 from sandbox.image import DEFAULT_IMAGE, ensure_image
+from sandbox.labels import remove_task_containers
 
 GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
 

@@ -18,8 +18,9 @@ import docker
 import pytest
 from redis import Redis
 
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
 from sandbox.hardening import SandboxLimits
+from sandbox.labels import remove_task_containers
 from tests.conftest import FAKE_SECRETS
 
 from .conftest import make_repo

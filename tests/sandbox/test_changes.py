@@ -20,10 +20,10 @@ from sandbox.changes import (
     agent_note,
     glob_regex,
     judge,
-    pr_section,
     symlink_escapes,
 )
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
+from sandbox.labels import remove_task_containers
 
 from .conftest import git, make_repo
 
@@ -117,14 +117,11 @@ def test_workflows_allowed_by_config() -> None:
     assert judge([change], ChangePolicy(allow_workflow_changes=True)) == []
 
 
-def test_texts_for_agent_and_pr() -> None:
+def test_text_for_the_agent() -> None:
     refusals = [Refusal("a.bin", "too big")]
-    assert agent_note([]) == "" and pr_section([]) == ""
+    assert agent_note([]) == ""
     assert "- a.bin: too big" in agent_note(refusals)
     assert "undo them or take another way" in agent_note(refusals)
-    assert pr_section(refusals) == (
-        "### Changes left out\n\nThe sandbox refused these changes:\n\n- `a.bin`: too big\n"
-    )
 
 
 # ------------------------------------------------------------------ on a real container

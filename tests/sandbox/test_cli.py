@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 from redis import Redis
 
+from codexbot import keys
 from sandbox.cli import EnvImage, parse_duration, parse_size, plan_prune, sandbox
-from sandbox.container import REPO_LABEL
+from sandbox.labels import REPO_LABEL
 from sandbox.mirror import mirror_volume_name
-from sandbox.prepared import LAST_USED_KEY, setup_secret_values
+from sandbox.prepared import setup_secret_values
 
 from .conftest import git
 
@@ -127,7 +128,7 @@ def test_build_ls_prune_on_the_engine(
         assert table.startswith("KEY") and repo_name in table
 
         key = ours[0]["key"]
-        redis.hset(LAST_USED_KEY, key, "1")  # last used in 1970
+        redis.hset(keys.ENV_LAST_USED, key, "1")  # last used in 1970
         dry = runner.invoke(
             sandbox, ["prune", "--older-than", "7d", "--max-total", "1TB", "--dry-run"]
         )

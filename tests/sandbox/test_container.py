@@ -12,17 +12,16 @@ import docker
 import docker.errors
 import pytest
 
-from sandbox.container import (
+from sandbox.container import Sandbox
+from sandbox.labels import (
     CREATED_LABEL,
-    RESTART_NOTE,
     TASK_LABEL,
     WORKER_LABEL,
-    Sandbox,
-    SandboxError,
     container_name,
     remove_task_containers,
     volume_name,
 )
+from sandbox.output import RESTART_NOTE, SandboxError
 
 from .conftest import git, make_repo
 
@@ -154,27 +153,6 @@ def test_invalid_utf8_is_replaced_not_fatal(shared_box: Sandbox) -> None:
     assert result.output == "ok \ufffd\ufffd end"
 
 
-def test_get_file_reads_small_files_and_refuses_big_or_missing_ones(shared_box: Sandbox) -> None:
-    assert shared_box.get_file("calc.py", 1000) == b"def add(a, b):\n    return a + b\n"
-    assert shared_box.get_file("/workspace/calc.py", 1000).startswith(b"def add")
-    with pytest.raises(SandboxError, match="larger than"):
-        shared_box.get_file("calc.py", 10)
-    with pytest.raises(SandboxError, match="does not exist"):
-        shared_box.get_file("nope.txt", 1000)
-    with pytest.raises(SandboxError, match="not a regular file"):
-        shared_box.get_file(".git", 1_000_000)
-
-
-def test_get_file_reads_from_the_tmpfs_mounts_too(shared_box: Sandbox) -> None:
-    shared_box.exec("printf 'in tmp\\0\\377' > /tmp/note.bin && echo home > ~/note.txt")
-    assert shared_box.get_file("/tmp/note.bin", 100) == b"in tmp\0\xff"
-    assert shared_box.get_file("/home/sandbox/note.txt", 100) == b"home\n"
-    with pytest.raises(SandboxError, match="larger than"):
-        shared_box.get_file("/tmp/note.bin", 3)
-    with pytest.raises(SandboxError, match="does not exist"):
-        shared_box.get_file("/tmp/nope", 100)
-
-
 def test_labels_on_container_and_volume(
     docker_client: docker.DockerClient, shared_box: Sandbox
 ) -> None:
@@ -205,7 +183,7 @@ def test_diff_applies_on_a_host_clone(
         box.exec(
             f"python3 -c \"open('pkg/blob.bin', 'wb').write(bytes.fromhex('{BINARY.hex()}'))\""
         )
-        assert box.get_file("pkg/blob.bin", 10_000) == BINARY
+        assert box.run_raw("cat pkg/blob.bin", timeout=10).data() == BINARY
         patch = box.diff(base)
 
     clone = tmp_path / "clone"

@@ -13,7 +13,8 @@ import pytest
 from redis import Redis
 
 from sandbox import layers
-from sandbox.container import REPO_LABEL, TASK_LABEL, Sandbox
+from sandbox.container import Sandbox
+from sandbox.labels import REPO_LABEL, TASK_LABEL
 from sandbox.mirror import mirror_volume_name
 from tests.sandbox.conftest import git, make_repo
 from workers import workspace
@@ -86,7 +87,7 @@ def tasks(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Tasks:
-    monkeypatch.setitem(workspace._engine, "layers", True)
+    monkeypatch.setattr(workspace, "_layer_refusals", workspace.LayerRefusals())
     return Tasks(docker_client, redis, sandbox_image, repo_name, tmp_path)
 
 
@@ -199,7 +200,7 @@ def test_an_engine_that_refuses_overlay_volumes_gets_plain_workspaces(
         with tasks.sandbox() as (box, _):
             assert filesystem(box) != "overlayfs"
             assert box.exec("git rev-parse HEAD; git status --porcelain").output.split() == [head]
-    assert workspace._engine["layers"] is False
+    assert workspace._layer_refusals.engine is True
     assert tasks.leftovers() == []
 
 
@@ -243,7 +244,7 @@ def test_sandbox_removes_the_volumes_it_owns(
 
 
 def test_an_image_without_the_upper_mount_gets_plain_workspaces(
-    tasks: Tasks, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+    tasks: Tasks, docker_client: docker.DockerClient
 ) -> None:
     """A repository's own base image lacks the directory that gives /workspace its owner."""
     dockerfile = (
@@ -253,7 +254,6 @@ def test_an_image_without_the_upper_mount_gets_plain_workspaces(
     docker_client.images.build(
         fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none", rm=True, forcerm=True
     )
-    monkeypatch.setitem(workspace._engine, "unowned_images", set())
     tasks.image = tag
     try:
         for _ in range(3):  # the first builds the tree, the second finds the root unwritable
@@ -261,7 +261,7 @@ def test_an_image_without_the_upper_mount_gets_plain_workspaces(
                 made = box.exec("stat -f -c %T .; echo x > top.txt && git status --porcelain")
                 assert made.exit_code == 0 and made.output.split()[1:] == ["??", "top.txt"]
                 assert made.output.split()[0] != "overlayfs"
-        assert workspace._engine["unowned_images"] == {tag}
+        assert workspace._layer_refusals.images == {tag}
         assert tasks.leftovers() == []
     finally:
         docker_client.images.remove(tag, force=True)

@@ -16,10 +16,10 @@ import docker
 import pytest
 from redis import Redis
 
-from sandbox.container import REPO_LABEL, remove_task_containers
+from codexbot import keys
+from sandbox.labels import REPO_LABEL, remove_task_containers
 from sandbox.mirror import mirror_volume_name
 from sandbox.prepared import (
-    LAST_USED_KEY,
     EnvSpec,
     SetupFailed,
     env_key,
@@ -205,7 +205,7 @@ def test_setup_once_then_reuse_then_rebuild_on_a_changed_lockfile(
     second, output = run(docker_client, redis, sandbox_image, project, tmp_path, config, check)
     assert second["built"] is False and second["key"] == first["key"]
     assert output == "1.0\ntest\nend\n"
-    assert redis.hget(LAST_USED_KEY, first["key"])
+    assert redis.hget(keys.ENV_LAST_USED, first["key"])
 
     _, upstream, _ = project
     (upstream / "requirements.txt").write_text("alpha==2.0\nbeta==1.0\ngamma==1.0\n")

@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.container import (
-    CappedOutput,
-    FrameDecoder,
-    _pump,
-    container_name,
-    cut_marker,
-    sanitize_name,
-    task_labels,
-    volume_name,
-    workspace_path,
-)
+from codexbot.textutil import CappedOutput, cap_output, capped_text, cut_marker
+from sandbox.channel import FrameDecoder, pump
 from sandbox.hardening import SandboxLimits, container_options
 from sandbox.image import context_hash, debootstrap_command, mirror_from_sources
+from sandbox.labels import container_name, sanitize_name, task_labels, volume_name
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -62,14 +54,6 @@ def test_our_labels_win_over_the_callers() -> None:
         "codexbot.created": "2025-01-02T03:04:05+00:00",
         "codexbot.worker": "h:1",
     }
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [("a.txt", "/workspace/a.txt"), ("src/x.py", "/workspace/src/x.py"), ("/tmp/x", "/tmp/x")],
-)
-def test_workspace_path(path: str, expected: str) -> None:
-    assert workspace_path(path) == expected
 
 
 def test_capped_output_keeps_everything_under_the_limit() -> None:
@@ -117,7 +101,7 @@ def test_pump_reads_until_the_stream_ends() -> None:
         theirs.sendall(frame(1, b"a" * 100_000) + frame(2, b"b"))
         theirs.close()
         seen: list[tuple[int, bytes]] = []
-        assert _pump(ours, time.monotonic() + 5, lambda kind, data: seen.append((kind, data)))
+        assert pump(ours, time.monotonic() + 5, lambda kind, data: seen.append((kind, data)))
     assert b"".join(d for k, d in seen if k == 1) == b"a" * 100_000
     assert [d for k, d in seen if k == 2] == [b"b"]
 
@@ -128,7 +112,7 @@ def test_pump_gives_up_at_the_deadline_when_the_stream_stays_open() -> None:
         theirs.sendall(frame(1, b"partial"))
         started = time.monotonic()
         seen: list[bytes] = []
-        assert not _pump(ours, started + 0.3, lambda _, data: seen.append(data))
+        assert not pump(ours, started + 0.3, lambda _, data: seen.append(data))
         assert 0.25 < time.monotonic() - started < 2
     assert seen == [b"partial"]
 
@@ -181,3 +165,19 @@ def test_context_hash_changes_with_content_and_base(tmp_path: Path) -> None:
     assert context_hash(tmp_path, "sha256:bbb") != first
     (tmp_path / "Dockerfile").write_text("FROM base\nUSER x\n")
     assert context_hash(tmp_path, "sha256:aaa") != first
+
+
+def test_cap_output_fits_its_limit_and_counts_exactly_what_it_cut() -> None:
+    output = "ab€cd" * 50  # 350 bytes; a cut may fall inside the euro sign
+    assert cap_output(output, 350) == (output, False)
+    for limit in range(40, 60):
+        shown, cut = cap_output(output, limit)
+        head, _, rest = shown.partition("\n[... ")
+        cut_bytes, _, tail = rest.partition(" bytes cut ...]\n")
+        assert cut and len(shown.encode()) <= limit and "\ufffd" not in shown
+        assert len(head.encode()) + int(cut_bytes) + len(tail.encode()) == 350
+
+
+def test_capped_text_counts_a_split_character_as_cut() -> None:
+    data = "aé".encode() + b"x" * 10 + "éb".encode()  # a cut after 2 and before the last 2 bytes
+    assert capped_text(data[:2], data[-2:], len(data)) == "a" + cut_marker(14) + "b"

@@ -13,9 +13,10 @@ from pathlib import Path
 import docker
 import pytest
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
+from rq.job import JobStatus
 
-from sandbox.container import JOB_LABEL, REDIS_LABEL, TASK_LABEL, WORKER_LABEL, volume_name
+from sandbox.labels import JOB_LABEL, REDIS_LABEL, TASK_LABEL, WORKER_LABEL, volume_name
 from sandbox.reaper import reap, worker_gone
 
 pytestmark = pytest.mark.docker
@@ -74,8 +75,9 @@ def test_sigkilled_worker_leaves_nothing_behind_within_60_seconds(
 def test_finished_job_means_its_container_goes(redis: Redis) -> None:
     from sandbox.reaper import job_over
 
-    redis.hset("rq:job:abc", "status", "finished")
-    redis.hset("rq:job:def", "status", "started")
+    queue = Queue("reaper-test", connection=redis)
+    queue.enqueue("os.getcwd", job_id="abc").set_status(JobStatus.FINISHED)
+    queue.enqueue("os.getcwd", job_id="def").set_status(JobStatus.STARTED)
     assert job_over(redis, "abc") == "its job is finished"
     assert job_over(redis, "def") is None
     assert job_over(redis, "missing") == "its job is gone"
@@ -87,12 +89,15 @@ def test_worker_gone_rules(redis: Redis) -> None:
     now = datetime.now(UTC)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    redis.hset("rq:worker:w1", mapping={"hostname": "here", "pid": str(dead.pid)})
-    redis.hset("rq:worker:w2", mapping={"hostname": "here", "pid": str(os.getpid())})
-    redis.hset(
-        "rq:worker:w3",
-        mapping={"hostname": "elsewhere", "pid": "1", "last_heartbeat": "2001-01-01T00:00:00Z"},
-    )
+    queues = [Queue("reaper-test", connection=redis)]
+    for name, hostname, pid in (("w1", "here", dead.pid), ("w2", "here", os.getpid())):
+        worker = Worker(queues, name=name, connection=redis)
+        worker.hostname, worker.pid = hostname, pid
+        worker.register_birth()
+    silent = Worker(queues, name="w3", connection=redis)
+    silent.hostname, silent.pid = "elsewhere", 1
+    silent.register_birth()
+    redis.hset(silent.key, "last_heartbeat", "2001-01-01T00:00:00Z")
     args = {"host": "", "pid": "", "now": now, "this_host": "here"}
     assert "is dead" in (worker_gone(redis, "w1", **args) or "")
     assert worker_gone(redis, "w2", **args) is None

@@ -18,7 +18,8 @@ import docker
 import pytest
 from redis import Redis
 
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
+from sandbox.labels import remove_task_containers
 from sandbox.mirror import mirror_volume_name
 from sandbox.prepared import Prepared
 from workers.repoconfig import RepoConfig

@@ -97,6 +97,10 @@ def test_review_with_inline_comments_is_delivered_as_github_does(
             {"path": "pkg/__init__.py", "line": 2, "side": "LEFT", "body": "Was a bug"},
         ],
     )
+    # Each delivery is answered before submit_review returns, and the receiver records it before
+    # answering: one missing here failed to be sent (status 0), and this says which and why.
+    sent = [(d.event, d.status_code, d.response_body[:200]) for d in submitted.deliveries]
+    assert len(webhook_receiver.received) == 3, f"deliveries sent: {sent}"
     events = [(h.headers["X-GitHub-Event"], json.loads(h.body)) for h in webhook_receiver.received]
     assert [(e, p["action"]) for e, p in events] == [
         ("pull_request_review", "submitted"),

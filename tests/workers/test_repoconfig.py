@@ -145,3 +145,10 @@ def test_plain_variables_stay_allowed() -> None:
         "PYTHONHASHSEED": "0",
         "DJANGO_SETTINGS_MODULE": "app.settings",
     }
+
+
+def test_tool_protocol_is_one_of_three() -> None:
+    assert parse("tool_protocol: text\n").tool_protocol == "text"
+    assert DEFAULT.tool_protocol is None
+    with pytest.raises(RepoConfigError, match="line 2: tool_protocol must be auto, native or text"):
+        parse("test: x\ntool_protocol: json\n")

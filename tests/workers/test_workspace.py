@@ -12,8 +12,9 @@ import docker
 import pytest
 
 from sandbox import mirror as engine_mirror
-from sandbox.container import Sandbox, remove_task_containers
+from sandbox.container import Sandbox
 from sandbox.image import DEFAULT_IMAGE, ensure_image
+from sandbox.labels import remove_task_containers
 from workers.workspace import (
     MirrorCache,
     bundle_since,
