@@ -8,6 +8,7 @@ from importlib import resources
 from string import Template
 from typing import Literal
 
+from workers.agent.textcalls import FINISH_MARKER
 from workers.instructions import InstructionFile, applicable
 
 # Text a human reading the issue on GitHub does not see, but a model would: HTML comments (an
@@ -201,6 +202,22 @@ def render_instructions(files: tuple[InstructionFile, ...] | list[InstructionFil
 
 def system_prompt(mode: str = "fix") -> str:
     return _template("system_ask.md" if mode == "ask" else "system.md").safe_substitute()
+
+
+FINISH_IN_TEXT = {
+    "fix": (
+        "When the change is complete and the tests pass, reply with a line `Title: ` and a short "
+        "imperative commit title, a few sentences on what you changed and why, and end the reply "
+        "with the line {marker}"
+    ),
+    "ask": "When you know the answer, reply with it in Markdown and end with the line {marker}",
+}
+
+
+def text_protocol_prompt(mode: str = "fix") -> str:
+    """What the system prompt adds when the endpoint takes no tools (the text protocol)."""
+    finish = FINISH_IN_TEXT["ask" if mode == "ask" else "fix"].format(marker=FINISH_MARKER)
+    return _template("text_protocol.md").safe_substitute(finish=finish).strip()
 
 
 def _issue_context(task: AgentTask) -> str:
