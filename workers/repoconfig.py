@@ -9,7 +9,8 @@
     allow_workflow_changes: false
     protected_paths: ["migrations/**", "LICENSE"]
     model: gpt-4.1
-    limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000}
+    tool_protocol: auto          # auto | native | text (for a model server without tool calls)
+    limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 4096}
 
 A missing file means the defaults. An invalid one raises `RepoConfigError`, whose message quotes
 the problem and its line (`.github/codex.yml, line 3: setup must be a list of strings`), ready to
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -32,6 +33,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 # Variables setup and the agent may not override: they would break the sandbox or leak through it.
+TOOL_PROTOCOLS = ("auto", "native", "text")
 RESERVED_ENV = frozenset({"PATH", "HOME", "USER"})
 RESERVED_PREFIX = "CODEXBOT_"
 # Variables that change how a shell, git, the dynamic loader or an interpreter starts: each could
@@ -81,6 +83,7 @@ class Limits:
     tokens: int | None = None
     wall_seconds: int | None = None
     output_bytes: int | None = None
+    max_tokens: int | None = None  # of one model reply
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class RepoConfig:
     allow_workflow_changes: bool = False
     protected_paths: tuple[str, ...] = ()
     model: str | None = None
+    tool_protocol: Literal["auto", "native", "text"] | None = None  # None: the bot's setting
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -242,6 +246,10 @@ def parse(text: str) -> RepoConfig:
             values[key] = _string_list(value, key, line)
         elif key == "limits":
             values["limits"] = _limits(value, line)
+        elif key == "tool_protocol":
+            if value not in TOOL_PROTOCOLS:
+                raise _fail(line, f"tool_protocol must be one of {', '.join(TOOL_PROTOCOLS)}")
+            values[key] = value
         else:
             known = sorted(RepoConfig.__dataclass_fields__)
             raise _fail(line, f"unknown key {key!r} (known: {', '.join(known)})")

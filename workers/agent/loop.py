@@ -44,10 +44,13 @@ from workers.agent.model import (
 from workers.agent.text import (
     AgentTask,
     Comment,
+    diff_counts,
     initial_messages,
     render_instructions,
     steering_message,
     text_protocol_prompt,
+    written_summary,
+    written_title,
 )
 from workers.agent.tools import (
     ASK_TOOLS,
@@ -150,6 +153,14 @@ class AgentResult:
     seconds: float = 0.0  # wall time of the run
     model_seconds: float = 0.0  # of which waiting for the model
     instruction_files: list[str] = field(default_factory=list)
+
+    def write_missing_finish(self, issue_title: str, patch: str) -> None:
+        """A title and summary the model did not give, written by the bot from the change."""
+        if not self.summary:
+            self.summary = written_summary(patch)
+        if not self.title:
+            changed = [path for path, _, _ in diff_counts(patch)]
+            self.title = written_title(self.summary, issue_title, changed)
 
 
 class Submitted(Exception):
