@@ -24,6 +24,7 @@ from tests.agent.support import (
     MODEL_NAME,
     LocalShell,
     finish,
+    shell,
 )
 from workers.agent import AgentLimits, AgentTask, OpenAIModel, Trajectory, run_agent
 from workers.agent.textcalls import FINISH_MARKER
@@ -31,6 +32,8 @@ from workers.agent.textcalls import FINISH_MARKER
 FAST = AgentLimits(steps=12, wall_seconds=120, command_timeout=30)
 TITLE = "word_count miscounts text with repeated whitespace"
 REMEMBERED = "remember that the endpoint takes no tools"
+SLOW_TWICE = "a model too slow for its share of the time"
+BIG = [shell("echo " + "x" * 3000), shell("echo " + "y" * 3000)]
 RECOGNISED = {"hermes": "hermes", "fenced_json": "fenced_json", "mistral": "mistral"}
 
 
@@ -40,7 +43,13 @@ def dialect_server() -> Iterator[ScriptedModel]:
     remembered = Script(
         name="remembered", match=REMEMBERED, dialect="no_tools", steps=[finish(summary="Done.")]
     )
-    with ScriptedModel([*load_scripts(DEMO_SCRIPT), remembered], api_key=API_KEY) as server:
+    slow = Script(
+        name="slow-twice",
+        match=SLOW_TWICE,
+        steps=[*BIG, {"delay": 3.0}, shell("echo never"), finish()],
+    )
+    scripts = [*load_scripts(DEMO_SCRIPT), remembered, slow]
+    with ScriptedModel(scripts, api_key=API_KEY) as server:
         yield server
 
 
@@ -142,3 +151,27 @@ def test_the_text_protocol_is_remembered_for_the_endpoint(
     assert ["tools" in body for body in first] == [True, False]  # refused, then text
     assert ["tools" in body for body in second] == [False]  # text from the start
     assert FINISH_MARKER in second[0]["messages"][0]["content"]
+
+
+def test_a_model_call_that_times_out_is_compacted_and_tried_once_more(
+    dialect_server: ScriptedModel, local_shell: LocalShell, trajectory: Trajectory
+) -> None:
+    """A call may take half the time left; when it runs out, the history is compacted and the
+    call tried again with what is left, then the run ends on its time limit."""
+    model = client(dialect_server, "slow")
+    limits = AgentLimits(wall_seconds=4, command_timeout=2)
+    task = AgentTask("octo/textstats", 1, SLOW_TWICE, "Be quick.")
+    try:
+        result = run_agent(task, local_shell, model, limits, trajectory)
+    finally:
+        model.close()
+
+    assert result.status == "limits_exceeded"
+    assert "waiting for the model" in result.reason
+    assert local_shell.commands == [step["arguments"]["command"] for step in BIG]
+    records = trajectory.read()
+    requests = [r for r in records if r["type"] == "request"]
+    assert [r["step"] for r in requests] == [1, 2, 3, 3]  # the third step asked twice
+    (compacted,) = [r for r in records if r["type"] == "context"]
+    assert compacted["forced"] and compacted["elided_tool_results"] == 1
+    assert requests[-1]["messages"][3]["content"].startswith("[older tool output removed")
