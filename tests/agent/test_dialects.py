@@ -27,6 +27,7 @@ from tests.agent.support import (
     shell,
 )
 from workers.agent import AgentLimits, AgentTask, OpenAIModel, Trajectory, run_agent
+from workers.agent.report import steps_of
 from workers.agent.textcalls import FINISH_MARKER
 
 FAST = AgentLimits(steps=12, wall_seconds=120, command_timeout=30)
@@ -96,10 +97,13 @@ def test_the_demo_is_fixed_in_every_dialect(
     tools = [r for r in records if r["type"] == "tool"]
     assert [r["name"] for r in tools] == ["shell"] * 5 + ["finish"]
     assert not any("error" in r for r in tools)
+    notes = [note for view in steps_of(records) for note in view.notes]
     if dialect in RECOGNISED:
         assert {r.get("recognised") for r in tools} == {RECOGNISED[dialect]}
+        assert f"tool call read from the reply's text ({dialect})" in notes
     if dialect == "no_tools":
         assert [r["protocol"] for r in records if r["type"] == "protocol"] == ["text"]
+        assert any(note.startswith("switched to the text protocol: ") for note in notes)
         assert {r.get("recognised") for r in tools} == {"shell_block", "finish_marker"}
         assert result.title == "Count words on any whitespace in word_count"
     if dialect == "no_title":
