@@ -98,6 +98,7 @@ def test_the_demo_is_fixed_in_every_dialect(
     assert [r["name"] for r in tools] == ["shell"] * 5 + ["finish"]
     assert not any("error" in r for r in tools)
     notes = [note for view in steps_of(records) for note in view.notes]
+    assert {body["max_tokens"] for body in requests_of(dialect_server, dialect)} == {4096}
     if dialect in RECOGNISED:
         assert {r.get("recognised") for r in tools} == {RECOGNISED[dialect]}
         assert f"tool call read from the reply's text ({dialect})" in notes

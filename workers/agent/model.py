@@ -16,6 +16,7 @@ CONTEXT_LENGTH = re.compile(
     r"context length|too many tokens|prompt is too long",
     re.IGNORECASE,
 )
+NEWER_LIMIT = "max_completion_tokens"
 TOOLS_REFUSED = re.compile(r"\btools?\b|tool[_ ]choice|function calling", re.IGNORECASE)
 
 
@@ -185,6 +186,7 @@ class OpenAIModel:
             "max_retries": max_retries,
         }
         self._client = openai.OpenAI(**self._options)  # type: ignore[arg-type]
+        self._newer_limit = False  # send NEWER_LIMIT instead of `max_tokens` (OpenAI's o-series)
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -231,14 +233,22 @@ class OpenAIModel:
         timeout: float,
         max_tokens: int | None,
     ) -> ModelReply:
+        newer = self._newer_limit
         try:
             completion = client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
                 tools=tools or openai.omit,  # type: ignore[arg-type]
-                max_tokens=max_tokens or openai.omit,
+                max_tokens=max_tokens if max_tokens and not newer else openai.omit,
+                max_completion_tokens=max_tokens if max_tokens and newer else openai.omit,
                 timeout=max(timeout, 0.001),
             )
+        except openai.BadRequestError as error:
+            # OpenAI's reasoning models take only `max_completion_tokens`; ask again with it.
+            if max_tokens and not newer and NEWER_LIMIT in error.message:
+                self._newer_limit = True
+                return self._create(client, messages, tools, timeout, max_tokens)
+            raise (refusal_of(error) or ModelError(describe_api_error(error))) from None
         except openai.OpenAIError as error:
             raise (refusal_of(error) or ModelError(describe_api_error(error))) from None
         return reply_from_completion(completion)
