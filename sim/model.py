@@ -15,8 +15,8 @@ holding only fault keys applies to the next real step.
 
 Dialects: how the answer is spoken, per script (``"dialect"``) or for the whole server, after the
 documented behaviour of real servers (see ``DIALECTS``). A script with ``"dialects": [...]`` is
-also served once per dialect, matched by its ``match`` text followed by `` [dialect]``; the
-longest matching text wins, so the plain script still serves the plain title.
+also served once per dialect, matched by its ``match`` text followed by `` [dialect]``: a match
+text that extends another wins over it, so the plain script still serves the plain title.
 
     python -m sim.model --port 8600 --script sim/scripts/demo_fix.json [--dialect hermes]
 """
@@ -220,11 +220,14 @@ def first_user_text(messages: list[Mapping[str, Any]]) -> str:
 
 
 def choose_script(scripts: Iterable[Script], first_user: str) -> Script | None:
-    """The script whose match text is the longest found in the message, else the default."""
+    """The first script whose match text is in the message, unless another matching script's
+    text extends it (a dialect copy: `<match> [<dialect>]`); else the default."""
     scripts = list(scripts)
     matching = [s for s in scripts if s.match and s.match in first_user]
-    if matching:
-        return max(matching, key=lambda script: len(script.match or ""))
+    texts = [script.match or "" for script in matching]
+    for script, text in zip(matching, texts, strict=True):
+        if not any(text in other and other != text for other in texts):
+            return script
     return next((script for script in scripts if script.default), None)
 
 
