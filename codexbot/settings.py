@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     codex_co_author: bool = False
     codex_job_timeout: int = Field(default=1800, gt=0)
     codex_redeliver_interval: int = Field(default=300, ge=0)
+    codex_tool_protocol: Literal["auto", "native", "text"] = "auto"
+    codex_max_tokens: int = Field(default=4096, gt=0)
+    codex_model_timeout_floor: float = Field(default=60.0, gt=0)
 
     @field_validator("github_api_url", "openai_base_url", "codex_public_url")
     @classmethod

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from codexbot.logs import configure_logging
+from sim.model import DIALECTS
 from sim.stack import DEMO_REPO, ROOT, Stack, StackError
 
 
@@ -43,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument(
+        "--dialect",
+        choices=sorted(DIALECTS),
+        default="native",
+        help="how the scripted model speaks (see README, Model servers)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the PR")
     parser.add_argument("--no-bootstrap", action="store_true", help="skip scripts/bootstrap.sh")
     parser.add_argument("--verbose", action="store_true", help="show the simulators' own logs")
@@ -65,7 +72,11 @@ def say(message: str, quiet: bool) -> None:
 
 def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
     quiet = args.json
-    options: dict = {"data_dir": data_dir, "redis_url": args.redis_url}
+    options: dict = {
+        "data_dir": data_dir,
+        "redis_url": args.redis_url,
+        "model_dialect": args.dialect,
+    }
     if args.model_base_url:
         options.update(
             model_base_url=args.model_base_url,

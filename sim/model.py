@@ -13,7 +13,12 @@ Fault injection: a step may carry ``{"error": 429, "retry_after": 1}`` or ``{"er
 byte every that many seconds, like a stalled server that keeps the connection alive). A step
 holding only fault keys applies to the next real step.
 
-    python -m sim.model --port 8600 --script sim/scripts/demo_fix.json
+Dialects: how the answer is spoken, per script (``"dialect"``) or for the whole server, after the
+documented behaviour of real servers (see ``DIALECTS``). A script with ``"dialects": [...]`` is
+also served once per dialect, matched by its ``match`` text followed by `` [dialect]``: a match
+text that extends another wins over it, so the plain script still serves the plain title.
+
+    python -m sim.model --port 8600 --script sim/scripts/demo_fix.json [--dialect hermes]
 """
 
 from __future__ import annotations
@@ -37,6 +42,25 @@ from werkzeug.serving import make_server
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("scripted-model",)
+DIALECTS = {
+    "native": "tool calls in the `tool_calls` field (OpenAI, vLLM and llama.cpp with a parser)",
+    "hermes": "`<tool_call>` JSON tags in the content, no `tool_calls` (vLLM without a parser)",
+    "fenced_json": "```json blocks in the content (Qwen2.5-Coder under llama.cpp's template)",
+    "mistral": "`[TOOL_CALLS]` and a JSON list in the content (Mistral without a parser)",
+    "no_tools": "400 to any request with `tools`; then shell blocks and a finish marker in text",
+    "reasoning": "`reasoning_content` and a `<think>` block before the content (DeepSeek-R1, "
+    "Qwen3)",
+    "context_limit": "400 context-length error once, when the prompt passes a size",
+    "no_title": "`finish` without a `title`",
+}
+# A context_limit server refuses a prompt (once) when the conversation after the system and task
+# messages passes this many JSON characters: in the demo, at its fourth step.
+CONTEXT_LIMIT_CHARS = 4_000
+TOOLS_REFUSAL = (
+    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+)
+CONTEXT_REFUSAL = "the request exceeds the available context size, try increasing it"
+TEXT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 FAULT_KEYS = frozenset({"error", "retry_after", "delay", "trickle"})
 ANSWER_KEYS = frozenset({"tool", "arguments", "tool_calls", "content"})
 API_KEY_ENV = "SIM_MODEL_API_KEY"
@@ -66,6 +90,7 @@ class Script:
     match: str | None = None
     default: bool = False
     name: str = "script"
+    dialect: str | None = None  # None: the server's
 
 
 @dataclass(frozen=True)
@@ -87,12 +112,33 @@ def script_from_dict(data: Mapping[str, Any]) -> Script:
     steps = data.get("steps")
     if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
         raise ValueError("a script needs 'steps': a list of objects")
+    dialect = data.get("dialect")
+    if dialect is not None and dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
     return Script(
         steps=list(steps),
         match=data.get("match"),
         default=bool(data.get("default", False)),
         name=str(data.get("name", "script")),
+        dialect=dialect,
     )
+
+
+def scripts_with_dialects(data: Mapping[str, Any]) -> list[Script]:
+    """The script, and one copy per dialect it lists, matched by `<match> [<dialect>]`."""
+    base = script_from_dict(data)
+    variants = [
+        Script(
+            steps=base.steps,
+            match=f"{base.match} [{dialect}]",
+            name=f"{base.name}-{dialect}",
+            dialect=script_from_dict({"steps": [], "dialect": dialect}).dialect,
+        )
+        for dialect in data.get("dialects", ())
+    ]
+    if variants and not base.match:
+        raise ValueError(f"script {base.name!r}: dialects need a match text")
+    return [base, *variants]
 
 
 def scripts_from_data(data: Any) -> list[Script]:
@@ -102,9 +148,13 @@ def scripts_from_data(data: Any) -> list[Script]:
     if isinstance(data, Mapping) and "scripts" in data:
         data = data["scripts"]
     if isinstance(data, Mapping):
-        return [script_from_dict(data)]
+        return scripts_with_dialects(data)
     if isinstance(data, list):
-        return [item if isinstance(item, Script) else script_from_dict(item) for item in data]
+        return [
+            script
+            for item in data
+            for script in ([item] if isinstance(item, Script) else scripts_with_dialects(item))
+        ]
     raise ValueError(f"cannot read scripts from {type(data).__name__}")
 
 
@@ -170,9 +220,13 @@ def first_user_text(messages: list[Mapping[str, Any]]) -> str:
 
 
 def choose_script(scripts: Iterable[Script], first_user: str) -> Script | None:
+    """The first script whose match text is in the message, unless another matching script's
+    text extends it (a dialect copy: `<match> [<dialect>]`); else the default."""
     scripts = list(scripts)
-    for script in scripts:
-        if script.match and script.match in first_user:
+    matching = [s for s in scripts if s.match and s.match in first_user]
+    texts = [script.match or "" for script in matching]
+    for script, text in zip(matching, texts, strict=True):
+        if not any(text in other and other != text for other in texts):
             return script
     return next((script for script in scripts if script.default), None)
 
@@ -183,19 +237,83 @@ def tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
 
 
-def assistant_message(answer: Mapping[str, Any], call_prefix: str) -> dict[str, Any]:
+def answer_calls(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
     if "tool" in answer:
-        calls = [{"tool": answer["tool"], "arguments": answer.get("arguments", {})}]
-    else:
-        calls = list(answer.get("tool_calls", []))
+        return [{"tool": answer["tool"], "arguments": answer.get("arguments", {})}]
+    return list(answer.get("tool_calls", []))
+
+
+def assistant_message(
+    answer: Mapping[str, Any], call_prefix: str, dialect: str = "native"
+) -> dict[str, Any]:
+    """The assistant message for one step, spoken in ``dialect``."""
+    calls = answer_calls(answer)
+    if dialect == "no_title":
+        calls = [without_title(call) for call in calls]
+    content = answer.get("content")
+    if dialect in TEXT_SHAPES and calls:
+        parts = [content] if content else []
+        parts += [TEXT_SHAPES[dialect](calls)]
+        return {"role": "assistant", "content": "\n\n".join(parts)}
     tool_calls = [
         tool_call(f"{call_prefix}_{index}", call["tool"], call.get("arguments", {}))
         for index, call in enumerate(calls)
     ]
-    message: dict[str, Any] = {"role": "assistant", "content": answer.get("content")}
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if dialect == "reasoning":
+        thought = f"The user wants step {call_prefix.rsplit('_', 1)[-1]} done; let me think."
+        message["reasoning_content"] = thought
+        message["content"] = f"<think>\n{thought}\n</think>\n\n{content or ''}".rstrip()
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
+
+
+def without_title(call: Mapping[str, Any]) -> dict[str, Any]:
+    arguments = call.get("arguments", {})
+    if call.get("tool") == "finish" and isinstance(arguments, Mapping):
+        arguments = {k: v for k, v in arguments.items() if k != "title"}
+    return {**call, "arguments": arguments}
+
+
+def _call_object(call: Mapping[str, Any]) -> dict[str, Any]:
+    arguments = call.get("arguments", {})
+    return {"name": call["tool"], "arguments": arguments}
+
+
+def _hermes(calls: list[dict[str, Any]]) -> str:
+    return "\n".join(f"<tool_call>\n{json.dumps(_call_object(c))}\n</tool_call>" for c in calls)
+
+
+def _fenced_json(calls: list[dict[str, Any]]) -> str:
+    return "\n\n".join(f"```json\n{json.dumps(_call_object(c), indent=2)}\n```" for c in calls)
+
+
+def _mistral(calls: list[dict[str, Any]]) -> str:
+    return "[TOOL_CALLS] " + json.dumps([_call_object(c) for c in calls])
+
+
+def _text_protocol(calls: list[dict[str, Any]]) -> str:
+    """What a model told to act through text writes: a bash block, or the finish marker."""
+    parts = []
+    for call in calls:
+        arguments = call.get("arguments", {})
+        if call["tool"] == "shell" and isinstance(arguments, Mapping):
+            parts.append(f"```bash\n{arguments.get('command', '')}\n```")
+        elif call["tool"] == "finish" and isinstance(arguments, Mapping):
+            title = f"Title: {arguments['title']}\n" if arguments.get("title") else ""
+            parts.append(f"{title}{arguments.get('summary', '')}\n\n{TEXT_MARKER}")
+        else:
+            parts.append(_fenced_json([call]))
+    return "\n\n".join(parts)
+
+
+TEXT_SHAPES = {
+    "hermes": _hermes,
+    "fenced_json": _fenced_json,
+    "mistral": _mistral,
+    "no_tools": _text_protocol,
+}
 
 
 def estimate_tokens(text: str) -> int:
@@ -276,7 +394,13 @@ class ScriptedModel:
         *,
         models: Iterable[str] = DEFAULT_MODELS,
         port: int = 0,
+        dialect: str = "native",
+        context_limit_chars: int = CONTEXT_LIMIT_CHARS,
     ) -> None:
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+        self.dialect = dialect
+        self.context_limit_chars = context_limit_chars
         self.scripts = scripts_from_data(scripts)
         self._turns = {id(script): turns_of(script) for script in self.scripts}
         self._api_key = api_key
@@ -392,10 +516,32 @@ class ScriptedModel:
             turns = self._turns[id(script)]
             turn = turns[step] if step < len(turns) else Turn(answer=finish_step(OUT_OF_SCRIPT))
             key = conversation_key(script, first_user)
-        return self._answer(turn, (key, step), model, messages)
+        dialect = (script.dialect if script else None) or self.dialect
+        refused = self._refusal(dialect, body, key)
+        if refused is not None:
+            return refused
+        return self._answer(turn, (key, step), model, messages, dialect)
+
+    def _refusal(self, dialect: str, body: Mapping[str, Any], key: str) -> Response | None:
+        """The 400s of real servers: tools refused, a prompt over the context size (once)."""
+        if dialect == "no_tools" and body.get("tools"):
+            return _json(error_body(400, TOOLS_REFUSAL), 400)
+        size = len(json.dumps(body["messages"])) - len(json.dumps(body["messages"][:2]))
+        if (
+            dialect == "context_limit"
+            and size > self.context_limit_chars
+            and self._faults.first_time((key, -1))
+        ):
+            return _json(error_body(400, CONTEXT_REFUSAL, code="exceed_context_size_error"), 400)
+        return None
 
     def _answer(
-        self, turn: Turn, fault_key: tuple[str, int], model: str, messages: list[Any]
+        self,
+        turn: Turn,
+        fault_key: tuple[str, int],
+        model: str,
+        messages: list[Any],
+        dialect: str = "native",
     ) -> Response:
         if turn.delay:
             time.sleep(turn.delay)  # bounded: the script's own number of seconds
@@ -404,7 +550,8 @@ class ScriptedModel:
             if turn.retry_after is not None:
                 response.headers["Retry-After"] = str(turn.retry_after)
             return response
-        message = assistant_message(turn.answer, f"call_{fault_key[0][:8]}_{fault_key[1]}")
+        call_prefix = f"call_{fault_key[0][:8]}_{fault_key[1]}"
+        message = assistant_message(turn.answer, call_prefix, dialect)
         response = _json(completion_body(model, message, json.dumps(messages)), 200)
         if turn.trickle:
             return _trickled(response, turn.trickle)
@@ -448,6 +595,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"key clients must send; prefer the {API_KEY_ENV} environment variable",
     )
     parser.add_argument("--model", action="append", help="model name to list (repeatable)")
+    parser.add_argument("--dialect", choices=sorted(DIALECTS), default="native")
     return parser.parse_args(argv)
 
 
@@ -457,7 +605,11 @@ def main(argv: list[str] | None = None) -> None:
     scripts = [script for path in args.script for script in load_scripts(path)]
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     server = ScriptedModel(
-        scripts, api_key=api_key, models=args.model or DEFAULT_MODELS, port=args.port
+        scripts,
+        api_key=api_key,
+        models=args.model or DEFAULT_MODELS,
+        port=args.port,
+        dialect=args.dialect,
     )
     server.start()
     log.info("serving %d script(s) at %s", len(scripts), server.base_url)

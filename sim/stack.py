@@ -78,6 +78,7 @@ class Stack:
     run_worker: bool = True
     queue: str = field(default_factory=lambda: "codex-" + secrets.token_hex(4))
     script_dirs: tuple[Path, ...] = (DEMO_SCRIPTS,)
+    model_dialect: str = "native"  # how the scripted model speaks (sim.model.DIALECTS)
     trusted_bots: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)  # more settings, e.g. setup secrets
 
@@ -98,7 +99,9 @@ class Stack:
         if self.model_base_url is None:
             paths = sorted(path for folder in self.script_dirs for path in folder.glob("*.json"))
             scripts = [script for path in paths for script in load_scripts(path)]
-            self.model = ScriptedModel(scripts, api_key=self.openai_api_key)
+            self.model = ScriptedModel(
+                scripts, api_key=self.openai_api_key, dialect=self.model_dialect
+            )
         self.redis = Redis.from_url(self.redis_url)
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -400,10 +400,14 @@ def gather_discussion(task: Task, work: Work) -> Discussion:
     )
 
 
-def agent_limits(config: repoconfig.RepoConfig) -> AgentLimits:
+def agent_limits(config: repoconfig.RepoConfig, settings: Settings) -> AgentLimits:
     overrides = {k: v for k, v in asdict(config.limits).items() if v is not None}
+    defaults = {
+        "max_tokens": settings.codex_max_tokens,
+        "model_timeout_floor": settings.codex_model_timeout_floor,
+    }
     try:
-        return AgentLimits.from_config(overrides)
+        return AgentLimits.from_config({**defaults, **overrides})
     except ValueError as error:
         raise TaskFailed(f"`.github/codex.yml` limits: {error}") from None
 
@@ -506,10 +510,11 @@ def agent_run(
         briefing.agent_task,
         env,
         briefing.model,
-        agent_limits(config),
+        agent_limits(config, task.settings),
         trajectory,
         steering=controls.steering,
         should_stop=controls.should_stop,
+        tool_protocol=config.tool_protocol or task.settings.codex_tool_protocol,
     )
 
 
@@ -697,7 +702,7 @@ def _test_json(outcome: TestOutcome) -> dict | None:
     return None if run is None else {"command": run.command, "exit_code": run.exit_code}
 
 
-UNFINISHED = {"limits_exceeded", "stuck", "stopped"}
+UNFINISHED = {"limits_exceeded", "stuck", "error"}
 
 
 def run_work(task: Task, work: Work) -> dict:
@@ -758,6 +763,7 @@ def run_work(task: Task, work: Work) -> dict:
                 return answered(result)
             changes = taken.guard.result()
             ensure_something_to_publish(result, changes.patch)
+            result.write_missing_finish(work.title, changes.patch.decode(errors="replace"))
             pushing = in_background(
                 helpers, push_change, task, work, start, changes.patch, result, taken.guard.policy
             )
@@ -790,23 +796,26 @@ def run_work(task: Task, work: Work) -> dict:
 
 
 def ensure_agent_went_on(result: AgentResult) -> None:
-    if result.status == "stopped" and result.reason.startswith("superseded"):
+    """A stop (a user's, or a newer task's) stays a stop: nothing is published."""
+    if result.status == "stopped":
         raise TaskStopped(result.reason)
-    if result.status == "error":
-        raise TaskFailed(f"the agent stopped with an error: {result.reason}")
 
 
 def answered(result: AgentResult) -> dict:
     ensure_agent_went_on(result)
+    if result.status == "error":
+        raise TaskFailed(f"the agent stopped with an error: {result.reason}")
     answer = result.answer or result.summary
     return {"answer": answer, "status": result.status, "steps": result.steps}
 
 
 def ensure_something_to_publish(result: AgentResult, patch: bytes) -> None:
+    """Work in the workspace is published however the run ended (a draft unless it finished);
+    only a run that changed nothing fails."""
     ensure_agent_went_on(result)
     if not patch.strip():
-        if result.status == "stopped":
-            raise TaskStopped(result.reason)
+        if result.status == "error":
+            raise TaskFailed(f"the agent stopped with an error: {result.reason}")
         if result.status in UNFINISHED:
             raise TaskFailed(f"{result.reason or result.status}, before changing any file")
         raise TaskFailed("the agent finished without changing any file")

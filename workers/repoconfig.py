@@ -9,8 +9,8 @@
     allow_workflow_changes: false
     protected_paths: ["migrations/**", "LICENSE"]
     model: gpt-4.1
-    limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000}
-    tool_protocol: auto          # how the model calls tools: auto, native or text
+    tool_protocol: auto          # auto | native | text (for a model server without tool calls)
+    limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 4096}
 
 A missing file means the defaults; the keys are a pydantic model that refuses unknown ones. An
 invalid file raises `RepoConfigError`, whose message quotes the problem and its line
@@ -150,6 +150,7 @@ class Limits:
     tokens: PositiveWhole | None = None
     wall_seconds: PositiveWhole | None = None
     output_bytes: PositiveWhole | None = None
+    max_tokens: PositiveWhole | None = None  # of one model reply
 
 
 @dataclass(frozen=True, config=FILE)
@@ -184,7 +185,7 @@ MUST_BE = {
     "model": "model must be a non-empty string",
     "image": "image must be an image name like codexbot-sandbox:latest",
     "allow_workflow_changes": "allow_workflow_changes must be true or false",
-    "limits": "limits must be a mapping (steps, tokens, wall_seconds, output_bytes)",
+    "limits": "limits must be a mapping (steps, tokens, wall_seconds, output_bytes, max_tokens)",
     "tool_protocol": "tool_protocol must be auto, native or text",
 }
 

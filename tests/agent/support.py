@@ -78,7 +78,7 @@ TEST_SCRIPTS = [
             {"tool": "shell", "arguments": '{"command": "echo unterminated'},
             {"tool": "grep", "arguments": {"pattern": "x"}},
             shell("echo recovered"),
-            {"tool": "finish", "arguments": {"title": "No summary"}},
+            {"tool": "read_file", "arguments": {"start_line": 2}},
             {"content": "I believe I am done."},
             finish(),
         ],

@@ -102,7 +102,7 @@ def test_malformed_calls_are_fed_back_and_the_run_recovers(
     assert "not valid JSON" in results[0]
     assert "no tool named `grep`" in results[1]
     assert results[2].startswith("exit code: 0") and "recovered" in results[2]
-    assert "needs a non-empty string argument `summary`" in results[3]
+    assert "needs a non-empty string argument `path`" in results[3]
     nudges = [m for m in body["messages"] if m["role"] == "user" and "no tool call" in m["content"]]
     assert len(nudges) == 1
 

@@ -200,7 +200,7 @@ def test_the_openai_sdk_talks_to_the_server(server: ScriptedModel) -> None:
 
 
 def test_scripts_load_from_json_and_yaml(tmp_path: Path) -> None:
-    (demo,) = load_scripts(DEMO_SCRIPT)
+    demo = load_scripts(DEMO_SCRIPT)[0]  # then one copy per dialect
     assert demo.match == "word_count miscounts text with repeated whitespace"
     assert [turn.answer["tool"] for turn in turns_of(demo)][-1] == "finish"
     yaml_file = tmp_path / "scripts.yaml"
@@ -257,3 +257,17 @@ def test_command_line_serves_a_script_file() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_dialect_copy_wins_over_the_script_it_extends_and_nothing_else() -> None:
+    from sim.model import choose_script, scripts_from_data
+
+    base, hermes = scripts_from_data(
+        {"name": "b", "match": "Work that runs out", "dialects": ["hermes"], "steps": []}
+    )
+    other = Script(name="o", match="Please add the rest", steps=[])
+    assert hermes.match == "Work that runs out [hermes]" and hermes.dialect == "hermes"
+    assert choose_script([base, hermes, other], "Work that runs out") is base
+    assert choose_script([base, hermes, other], "x Work that runs out [hermes]") is hermes
+    # A longer match text that does not extend the first one does not win over it.
+    assert choose_script([other, base], "Work that runs out; Please add the rest") is other

@@ -156,6 +156,14 @@ def test_tool_schemas_are_openai_function_tools() -> None:
             '{"title": " Fix it\\nmore ", "summary": " Why. "}',
             FinishAction("Fix it", "Why."),
         ),
+        # A finish is never refused: the bot writes a missing title or summary itself.
+        ("finish", '{"title": "t"}', FinishAction("t", "")),
+        ("finish", '{"summary": "s", "title": 3}', FinishAction("", "s")),
+        ("finish", "", FinishAction("", "")),
+        # Repaired without guessing: a fence, trailing commas, an object sent as a string.
+        ("shell", '```json\n{"command": "ls"}\n```', ShellAction("ls", None)),
+        ("shell", '{"command": "ls",}', ShellAction("ls", None)),
+        ("shell", '"{\\"command\\": \\"ls\\"}"', ShellAction("ls", None)),
     ],
 )
 def test_parse_action_accepts_well_formed_calls(
@@ -175,8 +183,8 @@ def test_parse_action_accepts_well_formed_calls(
         ("shell", '{"command": "ls", "timeout": -1}', "positive number"),
         ("shell", '{"command": "ls", "timeout": "10"}', "positive number"),
         ("shell", '{"command": "ls", "timeout": true}', "positive number"),
-        ("finish", '{"title": "t"}', "argument `summary`"),
-        ("finish", '{"summary": "s"}', "argument `title`"),
+        ("shell", '{"command": "ls" "timeout": 5}', "Expecting ',' delimiter at position 17"),
+        ("shell", "{'command': 'ls'}", "not valid JSON"),
         ("python", '{"code": "1"}', "no tool named `python`"),
     ],
 )

@@ -21,7 +21,8 @@ image: codexbot-sandbox:latest
 allow_workflow_changes: true
 protected_paths: ["migrations/**", LICENSE]
 model: gpt-4.1-mini
-limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000}
+tool_protocol: text
+limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 2048}
 """
 
 
@@ -38,7 +39,10 @@ def test_every_key() -> None:
         allow_workflow_changes=True,
         protected_paths=("migrations/**", "LICENSE"),
         model="gpt-4.1-mini",
-        limits=Limits(steps=40, tokens=400000, wall_seconds=1800, output_bytes=64000),
+        tool_protocol="text",
+        limits=Limits(
+            steps=40, tokens=400000, wall_seconds=1800, output_bytes=64000, max_tokens=2048
+        ),
     )
 
 
@@ -105,6 +109,7 @@ def test_config_is_frozen_and_hashable() -> None:
         ("limits:\n  steps: true\n", "line 2: limits.steps must be a positive whole number"),
         ("limits:\n  stpes: 3\n", "line 2: unknown key limits.stpes"),
         ("limits: 3\n", "line 1: limits must be a mapping"),
+        ("tool_protocol: tools\n", "line 1: tool_protocol must be auto, native or text"),
         ("- a\n- b\n", "line 1: the file must be a mapping"),
         ("setup: [a\ntest: x\n", "not valid YAML"),
         ("test: x\n  bad: indent\n", ".github/codex.yml, line 2: not valid YAML"),

@@ -1,9 +1,18 @@
 """The agent loop: ask the model, run its tool calls in the environment, feed results back, stop.
 
 After mini-swe-agent. Control flow is by exceptions: FormatError is fed back to the model;
-Submitted, LimitsExceeded, Stuck, Stopped and TooManyFormatErrors end the run. Anything else (the
-sandbox dying, a bug) propagates to the job, after an error record is written: the trajectory's
-final record is written in ``finally``, so every run leaves one.
+Submitted ends the run with the model's answer, and every other way a run can end is a RunEnded
+carrying its status (LimitsExceeded, Stuck, Stopped, TooManyFormatErrors, ModelFailed), mapped in
+one place. Anything else (the sandbox dying, a bug) propagates to the job, after an error record is
+written: the trajectory's final record is written in ``finally``, so every run leaves one.
+
+Two protocols: ``native`` sends the tool schemas and reads the reply's tool calls (or calls it
+wrote as text, see ``textcalls``); ``text`` is for endpoints without tool support: one fenced
+shell block per reply, a marker line to finish. ``auto`` starts native and switches for good (per
+endpoint, in this process) when the server refuses tools.
+
+The conversation only grows: earlier messages are never rewritten from one step to the next
+(compaction aside), so a server's prompt cache stays valid up to the newest message.
 """
 
 from __future__ import annotations
@@ -19,21 +28,29 @@ from typing import Any, Literal
 
 import structlog
 
-from workers.agent import actions
+from workers.agent import actions, textcalls
 from workers.agent.model import (
+    ContextTooLong,
     Model,
     ModelError,
     ModelReply,
     ModelTimeout,
     OpenAIModel,
     ToolCall,
+    ToolsUnsupported,
+    known_text_only,
+    remember_text_only,
 )
 from workers.agent.text import (
     AgentTask,
     Comment,
+    diff_counts,
     initial_messages,
     render_instructions,
     steering_message,
+    text_protocol_prompt,
+    written_summary,
+    written_title,
 )
 from workers.agent.tools import (
     ASK_TOOLS,
@@ -42,6 +59,7 @@ from workers.agent.tools import (
     FinishAction,
     FormatError,
     parse_action,
+    tool_names,
 )
 from workers.agent.trajectory import Trajectory
 from workers.agent.workspace import Environment, ExecLike, Workspace
@@ -58,7 +76,9 @@ __all__ = [
     "LimitsExceeded",
     "Model",
     "ModelError",
+    "ModelFailed",
     "OpenAIModel",
+    "RunEnded",
     "Stopped",
     "Stuck",
     "Submitted",
@@ -72,12 +92,20 @@ NUDGE = (
     "Your reply had no tool call. Use a tool: `shell` to run a command, "
     "`finish` when the fix is done and the tests pass."
 )
+TEXT_NUDGE = (
+    "Your reply had no command. Put exactly one command in a ```bash block, or end your reply "
+    f"with the line {textcalls.FINISH_MARKER} when the work is done."
+)
+RESULT_PREFIX = "Result of your "
 ELIDED = "[older tool output removed to fit the context window: {size} characters]"
 CONTEXT_SHARE = 0.8  # compact the history when it passes this share of the context window
 KEEP_RECENT = 3  # the most recent tool results are never elided
 STOP_POLL_SECONDS = 0.25  # how often the stop flag is read while a command runs
+CALL_SHARE = 0.5  # a model call may take this share of the time left, so a retry fits after it
+MIN_REPLY_TOKENS = 256  # max_tokens never goes below this, however full the context
 
 Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
+Protocol = Literal["auto", "native", "text"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,8 @@ class AgentLimits:
     repeats: int = 3  # the same call with the same result this often: stuck
     context_tokens: int = 128_000  # the model's context window
     search_matches: int = 100
+    max_tokens: int = 4096  # of one reply, sent to the server
+    model_timeout_floor: float = 0.0  # a model call may always take this long (seconds)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> AgentLimits:
@@ -124,6 +154,14 @@ class AgentResult:
     model_seconds: float = 0.0  # of which waiting for the model
     instruction_files: list[str] = field(default_factory=list)
 
+    def write_missing_finish(self, issue_title: str, patch: str) -> None:
+        """A title and summary the model did not give, written by the bot from the change."""
+        if not self.summary:
+            self.summary = written_summary(patch)
+        if not self.title:
+            changed = [path for path, _, _ in diff_counts(patch)]
+            self.title = written_title(self.summary, issue_title, changed)
+
 
 class Submitted(Exception):
     def __init__(self, action: FinishAction | AnswerAction) -> None:
@@ -131,20 +169,32 @@ class Submitted(Exception):
         self.action = action
 
 
-class LimitsExceeded(Exception):
-    pass
+class RunEnded(Exception):
+    """The run ends before the model submitted; ``status`` is what the result says."""
+
+    status: Status = "error"
 
 
-class Stuck(Exception):
-    pass
+class LimitsExceeded(RunEnded):
+    status = "limits_exceeded"
 
 
-class Stopped(Exception):
-    pass
+class Stuck(RunEnded):
+    status = "stuck"
 
 
-class TooManyFormatErrors(Exception):
-    pass
+class Stopped(RunEnded):
+    status = "stopped"
+
+
+class TooManyFormatErrors(RunEnded):
+    status = "error"
+
+
+class ModelFailed(RunEnded):
+    """The model API could not answer, after the retries and the remedies that fit."""
+
+    status = "error"
 
 
 @dataclass
@@ -157,9 +207,11 @@ class _Run:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     workspace: Workspace
+    protocol: Literal["native", "text"] = "native"
     steering: Callable[[], list[Comment]] | None = None
     should_stop: Callable[[], str | None] | None = None
     started: float = field(default_factory=time.monotonic)
+    switchable: bool = False  # the protocol may still change to text (auto, not yet decided)
     steps: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -194,12 +246,14 @@ def run_agent(
     *,
     steering: Callable[[], list[Comment]] | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    tool_protocol: Protocol = "auto",
 ) -> AgentResult:
     """Runs the task to an end. ``steering`` returns comments that arrived since its last call;
     ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step,
     and ``should_stop`` also while a command runs: an environment with ``cancel(reason)`` then has
-    the command killed at once."""
+    the command killed at once. ``tool_protocol``: see the module's docstring."""
     tools = ASK_TOOLS if task.mode == "ask" else TOOLS
+    text = tool_protocol == "text" or (tool_protocol == "auto" and known_text_only(model))
     run = _Run(
         task,
         env,
@@ -209,9 +263,11 @@ def run_agent(
         initial_messages(task),
         tools,
         Workspace(env),
+        "text" if text else "native",
         steering,
         should_stop,
     )
+    run.switchable = tool_protocol == "auto"
     result = run.result("error", reason="the agent loop crashed")
     try:
         start(run)
@@ -220,15 +276,10 @@ def run_agent(
             act(run, query(run))
     except Submitted as done:
         result = submitted(run, done.action)
-    except LimitsExceeded as error:
-        result = run.result("limits_exceeded", reason=str(error))
-    except Stuck as error:
-        result = run.result("stuck", reason=str(error))
-    except Stopped as error:
-        result = run.result("stopped", reason=str(error))
-    except (ModelError, TooManyFormatErrors) as error:
-        result = run.result("error", reason=str(error))
-        trajectory.record("error", run.steps, error=type(error).__name__, message=str(error))
+    except RunEnded as end:
+        result = run.result(end.status, reason=str(end))
+        if end.status == "error":
+            trajectory.record("error", run.steps, error=type(end).__name__, message=str(end))
     except BaseException as error:
         trajectory.record("error", run.steps, error=type(error).__name__, message=str(error))
         raise
@@ -245,6 +296,8 @@ def run_agent(
 
 
 def start(run: _Run) -> None:
+    if run.protocol == "text":
+        use_text_protocol(run, "the tool protocol is `text`")
     root_files = applicable(run.task.instructions, [""])
     run.instruction_files = [f.path for f in root_files]
     run.trajectory.record(
@@ -256,7 +309,8 @@ def start(run: _Run) -> None:
         title=run.task.issue_title,
         test_command=run.task.test_command,
         limits=asdict(run.limits),
-        tools=[tool["function"]["name"] for tool in run.tools],
+        tools=tool_names(run.tools),
+        protocol=run.protocol,
     )
     run.trajectory.record("instructions", 0, files=run.instruction_files, reason="repository root")
 
@@ -275,32 +329,83 @@ def check_limits(run: _Run) -> None:
 
 
 def query(run: _Run) -> ModelReply:
+    """The model's next reply. A refused prompt is compacted and a timed-out call compacted and
+    tried again, once each; tools refused switch an `auto` run to the text protocol."""
     run.steps += 1
     steer(run)
     compact(run)
-    run.trajectory.record("request", run.steps, messages=run.messages, tools=run.tools)
+    remedies: set[str] = set()
+    while True:
+        try:
+            return ask_model(run)
+        except ToolsUnsupported as error:
+            if not run.switchable or run.protocol == "text":
+                raise ModelFailed(str(error)) from None
+            remember_text_only(run.model)
+            use_text_protocol(run, str(error))
+        except ContextTooLong as error:
+            if "context" in remedies or not compact(run, force=True):
+                raise ModelFailed(str(error)) from None
+            remedies.add("context")
+        except ModelTimeout as error:
+            if "timeout" in remedies or run.seconds_left() <= 0:
+                raise LimitsExceeded(
+                    f"time limit reached ({run.limits.wall_seconds:g} seconds) waiting for the "
+                    f"model: {error}"
+                ) from None
+            remedies.add("timeout")
+            compact(run, force=True)
+        except ModelError as error:
+            raise ModelFailed(str(error)) from None
+
+
+def ask_model(run: _Run) -> ModelReply:
+    tools = run.tools if run.protocol == "native" else []
+    run.trajectory.record("request", run.steps, messages=run.messages, tools=tools)
     started = time.monotonic()
     try:
-        reply = run.model.complete(run.messages, run.tools, seconds=max(run.seconds_left(), 0))
-    except ModelTimeout as error:
+        reply = run.model.complete(
+            run.messages, tools, seconds=call_seconds(run), max_tokens=reply_tokens(run)
+        )
+    finally:
         run.model_seconds += time.monotonic() - started
-        raise LimitsExceeded(
-            f"time limit reached ({run.limits.wall_seconds:g} seconds) waiting for the model: "
-            f"{error}"
-        ) from None
     duration = time.monotonic() - started
-    run.model_seconds += duration
     run.prompt_tokens += reply.usage.prompt_tokens
     run.completion_tokens += reply.usage.completion_tokens
     run.trajectory.record(
         "response",
         run.steps,
         message=reply.message,
+        **({"reasoning": reply.reasoning} if reply.reasoning else {}),
         prompt_tokens=reply.usage.prompt_tokens,
         completion_tokens=reply.usage.completion_tokens,
         duration=round(duration, 3),
     )
     return reply
+
+
+def call_seconds(run: _Run) -> float:
+    """How long one model call may take: a share of the run's time left, so that a call that
+    times out leaves time to compact and try again; never less than the floor."""
+    left = max(run.seconds_left(), 0.0)
+    return max(run.limits.model_timeout_floor, left * CALL_SHARE, min(left, 1.0))
+
+
+def reply_tokens(run: _Run) -> int:
+    """max_tokens: the limit, within what the context window has left after the prompt."""
+    room = run.limits.context_tokens - estimate_tokens(run.messages)
+    return max(MIN_REPLY_TOKENS, min(run.limits.max_tokens, room))
+
+
+def use_text_protocol(run: _Run, reason: str) -> None:
+    """From now on no tools are sent: the system prompt says how to act in text instead."""
+    run.protocol, run.switchable = "text", False
+    system = run.messages[0]
+    addition = text_protocol_prompt(run.task.mode)
+    if addition not in system["content"]:
+        system["content"] = f"{system['content'].rstrip()}\n\n{addition}"
+    run.trajectory.record("protocol", run.steps, protocol="text", reason=reason)
+    log.info("agent.text_protocol", reason=run.trajectory.redact(reason)[:200])
 
 
 def steer(run: _Run) -> None:
@@ -311,14 +416,17 @@ def steer(run: _Run) -> None:
         run.trajectory.record("steering", run.steps, comments=[asdict(c) for c in comments])
 
 
-def compact(run: _Run) -> None:
-    """Near the context window, the oldest tool results become a one-line note."""
-    budget = run.limits.context_tokens * CONTEXT_SHARE
-    if estimate_tokens(run.messages) <= budget:
-        return
-    tool_messages = [m for m in run.messages if m.get("role") == "tool"][:-KEEP_RECENT]
+def compact(run: _Run, *, force: bool = False) -> bool:
+    """Near the context window, the oldest tool results become a one-line note; ``force`` (the
+    server refused the prompt, or took too long over it) halves the history instead. Whether
+    anything was elided."""
+    size = estimate_tokens(run.messages)
+    budget = size // 2 if force else run.limits.context_tokens * CONTEXT_SHARE
+    if size <= budget:
+        return False
+    results = [m for m in run.messages if is_tool_result(m)]
     elided = 0
-    for message in tool_messages:
+    for message in results[:-KEEP_RECENT] if not force else results[:-1]:
         if message["content"].startswith("[older tool output removed"):
             continue
         message["content"] = ELIDED.format(size=len(message["content"]))
@@ -330,6 +438,20 @@ def compact(run: _Run) -> None:
         run.steps,
         elided_tool_results=elided,
         estimated_tokens=estimate_tokens(run.messages),
+        forced=force,
+    )
+    return elided > 0
+
+
+def is_tool_result(message: dict[str, Any]) -> bool:
+    """A tool's result: a `tool` message, or under text calls the user message that holds it."""
+    if message.get("role") == "tool":
+        return True
+    content = message.get("content")
+    return (
+        message.get("role") == "user"
+        and isinstance(content, str)
+        and content.startswith((RESULT_PREFIX, "[older tool output removed"))
     )
 
 
@@ -338,31 +460,58 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 def act(run: _Run, reply: ModelReply) -> None:
-    """Runs every tool call in the reply and appends each result; a malformed call gets an error."""
+    """Runs every tool call in the reply and appends each result; a malformed call gets an error.
+
+    Native calls get `tool` messages. Calls the model wrote as text have no id the server knows,
+    so their results go back in one user message, and the reply stays as the model wrote it."""
     run.messages.append(reply.message)
-    if not reply.tool_calls:
-        run.messages.append({"role": "user", "content": NUDGE})
+    calls, recognised = reply.tool_calls, ""
+    if not calls:
+        found = recognise(run, reply.message.get("content") or "")
+        calls, recognised = found.calls, found.dialect
+        if found.problem:
+            run.messages.append({"role": "user", "content": f"Error: {found.problem}"})
+            run.trajectory.record("tool", run.steps, recognised=recognised, error=found.problem)
+            note_format_error(run, found.problem)
+            return
+    if not calls:
+        nudge = TEXT_NUDGE if run.protocol == "text" else NUDGE
+        run.messages.append({"role": "user", "content": nudge})
         note_format_error(run, "reply had no tool call")
         return
-    for call in reply.tool_calls:
-        try:
-            content = execute(run, call)
-            run.format_errors = 0
-        except FormatError as error:
-            content = f"Error: {error}"
-            run.trajectory.record(
-                "tool",
-                run.steps,
-                call_id=call.id,
-                name=call.name,
-                arguments=call.arguments,
-                error=str(error),
-            )
-            note_format_error(run, str(error))
-        run.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        if run.stop_reason:
-            raise Stopped(run.stop_reason)
-        note_repeat(run, call, content)
+    shown: list[str] = []
+    try:
+        for call in calls:
+            content = run_call(run, call, recognised)
+            if recognised:
+                shown.append(f"{RESULT_PREFIX}`{call.name}` call:\n{content}")
+            else:
+                run.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+            if run.stop_reason:
+                raise Stopped(run.stop_reason)
+            note_repeat(run, call, content)
+    finally:
+        if shown:
+            run.messages.append({"role": "user", "content": "\n\n".join(shown)})
+
+
+def recognise(run: _Run, content: str) -> textcalls.Recognised:
+    names = tool_names(run.tools)
+    if run.protocol == "text":
+        return textcalls.recognise_text_protocol(content, names)
+    return textcalls.recognise_tool_calls(content, names)
+
+
+def run_call(run: _Run, call: ToolCall, recognised: str) -> str:
+    """One call's result as the model sees it; a call it cannot act on gets the error."""
+    try:
+        content = execute(run, call, recognised)
+        run.format_errors = 0
+    except FormatError as error:
+        content = f"Error: {error}"
+        record_tool(run, call, recognised, arguments=call.arguments, error=str(error))
+        note_format_error(run, str(error))
+    return content
 
 
 def note_format_error(run: _Run, problem: str) -> None:
@@ -384,24 +533,22 @@ def note_repeat(run: _Run, call: ToolCall, content: str) -> None:
         )
 
 
-def execute(run: _Run, call: ToolCall) -> str:
+def record_tool(run: _Run, call: ToolCall, recognised: str, **fields: Any) -> None:
+    """A tool record; ``recognised`` names the text shape a call came in (hermes, ...)."""
+    seen = {"recognised": recognised} if recognised else {}
+    run.trajectory.record("tool", run.steps, call_id=call.id, name=call.name, **fields, **seen)
+
+
+def execute(run: _Run, call: ToolCall, recognised: str = "") -> str:
     action = parse_action(call.name, call.arguments, run.tools)
     if isinstance(action, FinishAction | AnswerAction):
-        run.trajectory.record("tool", run.steps, call_id=call.id, name=call.name, **asdict(action))
+        record_tool(run, call, recognised, **asdict(action))
         raise Submitted(action)
     started = time.monotonic()
     with stop_watch(run):
         outcome = actions.perform(action, run.workspace, run.limits, run.seconds_left())
     duration = round(time.monotonic() - started, 3)
-    run.trajectory.record(
-        "tool",
-        run.steps,
-        call_id=call.id,
-        name=call.name,
-        **outcome.details,
-        output=outcome.shown,
-        duration=duration,
-    )
+    record_tool(run, call, recognised, **outcome.details, output=outcome.shown, duration=duration)
     log.info(
         "agent.tool",
         step=run.steps,

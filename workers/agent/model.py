@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
+
+THINK = re.compile(r"<think>(.*?)(?:</think>|\Z)\s*", re.DOTALL)
+# How servers say the prompt is too long: OpenAI's code, vLLM's and llama.cpp's wording.
+CONTEXT_LENGTH = re.compile(
+    r"context_length_exceeded|maximum context length|exceeds the available context size|"
+    r"context length|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+NEWER_LIMIT = "max_completion_tokens"
+TOOLS_REFUSED = re.compile(r"\btools?\b|tool[_ ]choice|function calling", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ class ModelReply:
     message: dict[str, Any]  # the assistant message, as it goes back into the history
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage = Usage()
+    reasoning: str = ""  # `reasoning_content` and `<think>` blocks: recorded, never sent back
 
 
 class Model(Protocol):
@@ -36,8 +48,10 @@ class Model(Protocol):
         tools: list[dict[str, Any]],
         *,
         seconds: float | None = None,
+        max_tokens: int | None = None,
     ) -> ModelReply:
-        """The model's next reply; ModelTimeout when it takes longer than ``seconds`` in all."""
+        """The model's next reply; ModelTimeout when it takes longer than ``seconds`` in all.
+        No ``tools`` means none are sent (the text protocol)."""
         ...
 
 
@@ -49,17 +63,48 @@ class ModelTimeout(ModelError):
     """The model took longer than the time the run had left, retries and slow bytes included."""
 
 
+class ContextTooLong(ModelError):
+    """The server refused the prompt as longer than its context window."""
+
+
+class ToolsUnsupported(ModelError):
+    """The server refused the request because it carried tools: it has no tool support."""
+
+
+def split_reasoning(content: str | None) -> tuple[str | None, str]:
+    """The content without `<think>` blocks, and the blocks' text. A reply whose template
+    opened the block itself starts inside it and shows only the closing tag."""
+    if not content:
+        return content, ""
+    thoughts: list[str] = []
+    if "</think>" in content and "<think>" not in content.split("</think>", 1)[0]:
+        inside, content = content.split("</think>", 1)
+        thoughts.append(inside.strip())
+        content = content.lstrip()
+
+    def keep(match: re.Match[str]) -> str:
+        thoughts.append(match.group(1).strip())
+        return ""
+
+    return THINK.sub(keep, content), "\n\n".join(t for t in thoughts if t)
+
+
 def reply_from_completion(completion: Any) -> ModelReply:
     """Converts an SDK ChatCompletion into the loop's plain-data reply."""
     if not completion.choices:
         raise ModelError("the model API answered with no choices")
     message = completion.choices[0].message
+    content, thoughts = split_reasoning(message.content)
+    reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+    reasoning = "\n\n".join(
+        part for part in (reasoning, thoughts) if isinstance(part, str) and part
+    )
     calls = [
         ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments or "")
         for call in (message.tool_calls or [])
         if getattr(call, "function", None) is not None
     ]
-    history: dict[str, Any] = {"role": "assistant", "content": message.content}
+    history: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         history["tool_calls"] = [
             {
@@ -77,7 +122,21 @@ def reply_from_completion(completion: Any) -> ModelReply:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         ),
+        reasoning=reasoning,
     )
+
+
+def refusal_of(error: openai.OpenAIError) -> ModelError | None:
+    """A 400 the loop can act on: a prompt too long (compact and retry), or tools refused
+    (switch to the text protocol)."""
+    if not isinstance(error, openai.BadRequestError | openai.UnprocessableEntityError):
+        return None
+    said = f"{getattr(error, 'code', '') or ''} {error.message}"
+    if CONTEXT_LENGTH.search(said):
+        return ContextTooLong(f"the model API refused the prompt as too long: {said.strip()[:200]}")
+    if TOOLS_REFUSED.search(said):
+        return ToolsUnsupported(f"the model API refused tool calling: {said.strip()[:200]}")
+    return None
 
 
 def describe_api_error(error: openai.OpenAIError) -> str:
@@ -127,6 +186,12 @@ class OpenAIModel:
             "max_retries": max_retries,
         }
         self._client = openai.OpenAI(**self._options)  # type: ignore[arg-type]
+        self._newer_limit = False  # send NEWER_LIMIT instead of `max_tokens` (OpenAI's o-series)
+
+    @property
+    def endpoint(self) -> tuple[str, str]:
+        """What a learned protocol is remembered by: the server and the model on it."""
+        return (str(self._options["base_url"] or ""), self.model)
 
     def complete(
         self,
@@ -134,15 +199,18 @@ class OpenAIModel:
         tools: list[dict[str, Any]],
         *,
         seconds: float | None = None,
+        max_tokens: int | None = None,
     ) -> ModelReply:
         if seconds is None:
-            return self._create(self._client, messages, tools, self._timeout)
+            return self._create(self._client, messages, tools, self._timeout, max_tokens)
         client = self._client
         outcome: list[ModelReply | Exception] = []
 
         def call() -> None:
             try:
-                outcome.append(self._create(client, messages, tools, min(self._timeout, seconds)))
+                # The whole call may take what the run gives it: a slow model that writes a long
+                # reply is not cut off by a fixed read timeout while the server still works.
+                outcome.append(self._create(client, messages, tools, seconds, max_tokens))
             except Exception as error:  # noqa: BLE001 - raised again by the caller's thread
                 outcome.append(error)
 
@@ -163,17 +231,41 @@ class OpenAIModel:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         timeout: float,
+        max_tokens: int | None,
     ) -> ModelReply:
+        newer = self._newer_limit
         try:
             completion = client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
-                tools=tools,  # type: ignore[arg-type]
-                timeout=timeout,
+                tools=tools or openai.omit,  # type: ignore[arg-type]
+                max_tokens=max_tokens if max_tokens and not newer else openai.omit,
+                max_completion_tokens=max_tokens if max_tokens and newer else openai.omit,
+                timeout=max(timeout, 0.001),
             )
+        except openai.BadRequestError as error:
+            # OpenAI's reasoning models take only `max_completion_tokens`; ask again with it.
+            if max_tokens and not newer and NEWER_LIMIT in error.message:
+                self._newer_limit = True
+                return self._create(client, messages, tools, timeout, max_tokens)
+            raise (refusal_of(error) or ModelError(describe_api_error(error))) from None
         except openai.OpenAIError as error:
-            raise ModelError(describe_api_error(error)) from None
+            raise (refusal_of(error) or ModelError(describe_api_error(error))) from None
         return reply_from_completion(completion)
 
     def close(self) -> None:
         self._client.close()
+
+
+# Endpoints that refused tools, learned in this process: later runs start with the text protocol.
+_TEXT_ONLY: set[tuple[str, str]] = set()
+
+
+def remember_text_only(model: Model) -> None:
+    endpoint = getattr(model, "endpoint", None)
+    if endpoint is not None:
+        _TEXT_ONLY.add(endpoint)
+
+
+def known_text_only(model: Model) -> bool:
+    return getattr(model, "endpoint", None) in _TEXT_ONLY

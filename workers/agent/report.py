@@ -156,6 +156,10 @@ def steps_of(records: list[dict[str, Any]]) -> list[StepView]:
             view.prompt_tokens = int(record.get("prompt_tokens", 0))
             view.completion_tokens = int(record.get("completion_tokens", 0))
         elif kind == "tool":
+            if record.get("recognised"):
+                note = f"tool call read from the reply's text ({record['recognised']})"
+                if note not in step(number).notes:
+                    step(number).notes.append(note)
             step(number).tools.append(
                 ToolView(
                     name=str(record.get("name", "")),
@@ -173,6 +177,10 @@ def steps_of(records: list[dict[str, Any]]) -> list[StepView]:
         elif kind == "steering":
             authors = ", ".join(f"@{c.get('author')}" for c in record.get("comments", []))
             step(number).notes.append(f"new comments from {authors} joined the conversation")
+        elif kind == "protocol":
+            step(number).notes.append(
+                f"switched to the {record.get('protocol')} protocol: {record.get('reason')}"
+            )
         elif kind == "context":
             step(number).notes.append(
                 f"{record.get('elided_tool_results')} old tool result(s) elided to fit the context"

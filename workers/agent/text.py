@@ -8,6 +8,7 @@ from importlib import resources
 from string import Template
 from typing import Literal
 
+from workers.agent.textcalls import FINISH_MARKER
 from workers.instructions import InstructionFile, applicable
 
 # Text a human reading the issue on GitHub does not see, but a model would: HTML comments (an
@@ -203,6 +204,22 @@ def system_prompt(mode: str = "fix") -> str:
     return _template("system_ask.md" if mode == "ask" else "system.md").safe_substitute()
 
 
+FINISH_IN_TEXT = {
+    "fix": (
+        "When the change is complete and the tests pass, reply with a line `Title: ` and a short "
+        "imperative commit title, a few sentences on what you changed and why, and end the reply "
+        "with the line {marker}"
+    ),
+    "ask": "When you know the answer, reply with it in Markdown and end with the line {marker}",
+}
+
+
+def text_protocol_prompt(mode: str = "fix") -> str:
+    """What the system prompt adds when the endpoint takes no tools (the text protocol)."""
+    finish = FINISH_IN_TEXT["ask" if mode == "ask" else "fix"].format(marker=FINISH_MARKER)
+    return _template("text_protocol.md").safe_substitute(finish=finish).strip()
+
+
 def _issue_context(task: AgentTask) -> str:
     if task.discussion is not None:
         return render_discussion(task.discussion)
@@ -241,3 +258,73 @@ def initial_messages(task: AgentTask) -> list[dict[str, str]]:
         {"role": "system", "content": system_prompt(task.mode)},
         {"role": "user", "content": task_prompt(task)},
     ]
+
+
+# -- what the bot writes when the model did not -----------------------------------------------
+
+VERBS = (
+    "add", "allow", "avoid", "change", "check", "clean", "correct", "count", "drop", "ensure",
+    "fix", "guard", "handle", "ignore", "implement", "improve", "keep", "make", "move", "parse",
+    "read", "refactor", "remove", "rename", "replace", "report", "restore", "return", "show",
+    "skip", "sort", "split", "stop", "strip", "support", "treat", "trim", "update", "use",
+    "validate", "write",
+)  # fmt: skip
+IRREGULAR = {"made": "make", "kept": "keep", "wrote": "write", "written": "write", "split": "split"}
+SUBJECT_ROOM = 72
+DIFF_FILE = re.compile(r"^diff --git a/(.*?) b/(.*)$")
+
+
+def imperative(word: str) -> str | None:
+    """The imperative of a verb a summary starts with ("Fixed", "Changes"), or None."""
+    lower = word.lower().strip(".,:;")
+    if lower in IRREGULAR:
+        return IRREGULAR[lower]
+    for verb in VERBS:
+        if lower in (verb, verb + "s", verb + "es", verb + "ed", verb + "d", verb + "ing"):
+            return verb
+        if lower == verb + verb[-1] + "ed":  # "stopped", "dropped"
+            return verb
+    return None
+
+
+def written_title(summary: str, issue_title: str, changed: list[str] | tuple[str, ...]) -> str:
+    """A commit subject when the model gave none: the summary's first sentence when it says what
+    was done, else the issue's title, else the files the diff changes."""
+    sentence = re.split(r"(?<=[.!?])\s|\n", summary.strip(), maxsplit=1)[0].strip().rstrip(".")
+    words = sentence.split()
+    verb = imperative(words[0]) if words else None
+    if verb and len(sentence) <= SUBJECT_ROOM:
+        return " ".join([verb.capitalize(), *words[1:]])
+    title = " ".join(issue_title.split())
+    if title:
+        first = title.split()[0]
+        return title if imperative(first) == first.lower() else f"Fix {title}"
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return f"Change {shown}" if changed else "Update code"
+
+
+def diff_counts(patch: str) -> list[tuple[str, int, int]]:
+    """(path, lines added, lines removed) for each file of a git diff, in order."""
+    counts: list[tuple[str, int, int]] = []
+    for line in patch.splitlines():
+        header = DIFF_FILE.match(line)
+        if header:
+            counts.append((header.group(2), 0, 0))
+        elif counts and line.startswith(("+++", "---")):
+            continue
+        elif counts and line.startswith(("+", "-")):
+            path, added, removed = counts[-1]
+            plus = line.startswith("+")
+            counts[-1] = (path, added + plus, removed + (not plus))
+    return counts
+
+
+def written_summary(patch: str) -> str:
+    """A summary when the model gave none: what the diff changes, file by file."""
+    counts = diff_counts(patch)
+    if not counts:
+        return "The agent gave no summary."
+    lines = [
+        f"- `{path}`: {added} line(s) added, {removed} removed" for path, added, removed in counts
+    ]
+    return "The agent gave no summary; the change, from its diff:\n\n" + "\n".join(lines)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from workers.agent.textcalls import Unreadable, loads_repaired
 
 
 def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
@@ -149,12 +150,14 @@ Action = (
 
 
 def _arguments(name: str, raw: str) -> dict[str, Any]:
+    """The call's arguments; a fence, trailing commas or an object sent as a JSON string are
+    repaired, since their meaning is plain. Anything else is fed back as it is wrong."""
     try:
-        arguments = json.loads(raw or "{}")
-    except json.JSONDecodeError as error:
+        arguments, _ = loads_repaired(raw or "{}")
+    except Unreadable as error:
         raise FormatError(
-            f"The arguments of your `{name}` call are not valid JSON ({error.msg} at position "
-            f"{error.pos}). Send a JSON object matching the tool's schema."
+            f"The arguments of your `{name}` call are not valid JSON ({error}). "
+            "Send a JSON object matching the tool's schema."
         ) from None
     if not isinstance(arguments, dict):
         raise FormatError(f"The arguments of your `{name}` call must be a JSON object.")
@@ -208,12 +211,19 @@ def parse_apply_patch(arguments: dict[str, Any]) -> ApplyPatchAction:
     return ApplyPatchAction(patch=_required_text("apply_patch", arguments, "patch"))
 
 
+def _optional_text(arguments: dict[str, Any], key: str) -> str:
+    value = arguments.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
 def parse_finish(arguments: dict[str, Any]) -> FinishAction:
-    title = _required_text("finish", arguments, "title").strip().splitlines()[0].strip()
-    summary = _required_text("finish", arguments, "summary").strip()
-    not_done = arguments.get("not_done") or ""
+    """Never refused: a missing title or summary is written by the bot from the change, since
+    the work is done and a format slip at the last step must not throw it away."""
+    title = next(iter(_optional_text(arguments, "title").splitlines()), "").strip()
     return FinishAction(
-        title=title, summary=summary, not_done=not_done.strip() if isinstance(not_done, str) else ""
+        title=title,
+        summary=_optional_text(arguments, "summary"),
+        not_done=_optional_text(arguments, "not_done"),
     )
 
 

@@ -17,6 +17,7 @@ RECORD_TYPES = frozenset(
         "tool",  # each tool call: arguments, output shown to the model, duration
         "steering",  # comments that arrived while the agent worked
         "context",  # old tool results elided to fit the context window
+        "protocol",  # the run switched to the text protocol, and why
         "error",
         "result",  # the last record: status, steps, tokens, seconds
     }

@@ -1,0 +1,317 @@
+"""Tool calls a model wrote as text, and JSON a model got almost right.
+
+A server without a tool-call parser for its model (llama.cpp under a template it cannot parse, vLLM
+without ``--tool-call-parser``) returns the call in the message text. The shapes seen in practice,
+tried in this order, the first that yields a call winning:
+
+- ``hermes``: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (Hermes, Qwen);
+- ``mistral``: ``[TOOL_CALLS]`` and a JSON list of calls, or ``[TOOL_CALLS]name{...}`` (v11+);
+- ``fenced_json``: a fenced ```json block holding a call (Qwen2.5-Coder under llama.cpp);
+- ``bare_json``: a JSON object with ``name`` and ``arguments`` in the prose.
+
+Under the text protocol (an endpoint without tool support) two more: ``shell_block``, one fenced
+bash block, and ``finish_marker``, the line ``COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``.
+
+A call is recognised only when it names a tool the agent offers, so prose that quotes JSON is not
+mistaken for one. What cannot be read is reported precisely and fed back, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.agent.model import ToolCall
+
+FINISH_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
+HERMES = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
+MISTRAL = "[TOOL_CALLS]"
+MISTRAL_NAMED = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(?:\[ARGS\])?\s*(?=\{)")
+FENCE = re.compile(
+    r"^(`{3,}|~{3,})[ \t]*([\w+-]*)[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE
+)
+JSON_FENCES = frozenset({"json", "jsonc", "json5", "tool_call", "tool", ""})
+SHELL_FENCES = frozenset({"bash", "sh", "shell", "console", "zsh"})
+TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+class Unreadable(ValueError):
+    """Text that is meant as JSON but cannot be read without guessing; the message says where."""
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """The calls found in a reply's text, the shape they came in, and what could not be read."""
+
+    dialect: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    problem: str = ""
+
+
+# -- JSON, repaired only where the intent is unambiguous ---------------------------------------
+
+
+def strip_fence(text: str) -> str:
+    """The inside of a text that is one fenced block, else the text."""
+    stripped = text.strip()
+    match = FENCE.fullmatch(stripped + "\n") or FENCE.fullmatch(stripped)
+    return match.group(3) if match else stripped
+
+
+def drop_trailing_commas(text: str) -> str:
+    """Removes commas before a closing bracket, outside strings only."""
+    out: list[str] = []
+    in_string = escaped = False
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == ",":
+            match = TRAILING_COMMA.match(text, index)
+            if match:
+                index += 1
+                continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def loads_repaired(text: str) -> tuple[Any, list[str]]:
+    """JSON from ``text`` and the repairs it took: a fence around it, trailing commas, an object
+    encoded as a JSON string. Unreadable (message: what is wrong, and where) when none helps."""
+    repairs: list[str] = []
+    candidate = text.strip()
+    unfenced = strip_fence(candidate)
+    if unfenced != candidate:
+        repairs.append("fence removed")
+        candidate = unfenced
+    try:
+        value = json.loads(candidate)
+    except json.JSONDecodeError as error:
+        fixed = drop_trailing_commas(candidate)
+        try:
+            value = json.loads(fixed)
+        except json.JSONDecodeError:
+            raise Unreadable(f"{error.msg} at position {error.pos}") from None
+        repairs.append("trailing commas removed")
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            inner, more = loads_repaired(value)
+        except Unreadable:
+            return value, repairs
+        return inner, [*repairs, "string-encoded JSON decoded", *more]
+    return value, repairs
+
+
+# -- calls in text -----------------------------------------------------------------------------
+
+
+def _call_parts(value: Any) -> tuple[str, Any] | None:
+    """(name, arguments) of a call object in any of the usual spellings, or None."""
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("function"), dict):  # OpenAI's own shape, written out as text
+        value = value["function"]
+    name = value.get("name", value.get("tool"))
+    if not isinstance(name, str):
+        return None
+    for key in ("arguments", "parameters", "args", "input"):
+        if key in value:
+            return name, value[key]
+    return name, {} if set(value) <= {"name", "tool", "type", "id"} else None
+
+
+def _arguments_text(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+
+
+def _calls_in(value: Any, tools: Collection[str], prefix: str) -> list[ToolCall]:
+    items = value if isinstance(value, list) else [value]
+    calls: list[ToolCall] = []
+    for item in items:
+        parts = _call_parts(item)
+        if parts is None or parts[0] not in tools or parts[1] is None:
+            return []
+        calls.append(ToolCall(f"{prefix}_{len(calls)}", parts[0], _arguments_text(parts[1])))
+    return calls
+
+
+def _named_call_problem(text: str, tools: Collection[str]) -> bool:
+    """Whether unreadable JSON is plainly meant as a call of one of our tools."""
+    return any(re.search(rf'"(?:name|tool)"\s*:\s*"{re.escape(t)}"', text) for t in tools)
+
+
+def _from_blocks(
+    dialect: str, blocks: list[str], tools: Collection[str], *, strict: bool
+) -> Recognised | None:
+    """Calls in each block in order. ``strict``: every block is meant as a call (a tag says so),
+    so one that cannot be read is a problem to report; else such blocks are prose."""
+    calls: list[ToolCall] = []
+    for block in blocks:
+        try:
+            value, _ = loads_repaired(block)
+        except Unreadable as error:
+            if strict or _named_call_problem(block, tools):
+                return Recognised(
+                    dialect, problem=f"Your {describe(dialect)} is not valid JSON ({error})."
+                )
+            continue
+        found = _calls_in(value, tools, f"text_{dialect}_{len(calls)}")
+        if not found and strict:
+            return Recognised(
+                dialect,
+                problem=f"Your {describe(dialect)} must hold an object with `name` (one of "
+                f"{', '.join(f'`{t}`' for t in tools)}) and `arguments`.",
+            )
+        calls += found
+    return Recognised(dialect, calls) if calls else None
+
+
+def describe(dialect: str) -> str:
+    return {
+        "hermes": "`<tool_call>` block",
+        "mistral": "`[TOOL_CALLS]` list",
+        "fenced_json": "fenced JSON tool call",
+        "bare_json": "JSON tool call",
+    }.get(dialect, "tool call")
+
+
+def hermes(text: str, tools: Collection[str]) -> Recognised | None:
+    blocks = [m.group(1) for m in HERMES.finditer(text)]
+    return _from_blocks("hermes", blocks, tools, strict=True) if blocks else None
+
+
+def mistral(text: str, tools: Collection[str]) -> Recognised | None:
+    if MISTRAL not in text:
+        return None
+    calls: list[ToolCall] = []
+    for part in text.split(MISTRAL)[1:]:
+        named = MISTRAL_NAMED.match(part)
+        if named and named.group(1) in tools:  # v11+: [TOOL_CALLS]name[ARGS]{...}
+            try:
+                arguments, _ = json.JSONDecoder().raw_decode(part, named.end())
+            except json.JSONDecodeError as error:
+                problem = f"({error.msg} at position {error.pos})"
+                return Recognised(
+                    "mistral",
+                    problem=f"Your `[TOOL_CALLS]` arguments are not valid JSON {problem}.",
+                )
+            call_id = f"text_mistral_{len(calls)}"
+            calls.append(ToolCall(call_id, named.group(1), _arguments_text(arguments)))
+            continue
+        found = _from_blocks("mistral", [_leading_json(part)], tools, strict=True)
+        if found is None or found.problem:
+            return found
+        calls += [
+            ToolCall(f"text_mistral_{len(calls) + i}", c.name, c.arguments)
+            for i, c in enumerate(found.calls)
+        ]
+    return Recognised("mistral", calls) if calls else None
+
+
+def _leading_json(text: str) -> str:
+    """The JSON value at the start of ``text`` (what follows it is prose), or all of it."""
+    stripped = text.strip()
+    try:
+        _, end = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return stripped
+    return stripped[:end]
+
+
+def fences(text: str) -> Iterator[tuple[str, str]]:
+    """(language, body) of each fenced block."""
+    for match in FENCE.finditer(text):
+        yield match.group(2).lower(), match.group(3)
+
+
+def fenced_json(text: str, tools: Collection[str]) -> Recognised | None:
+    blocks = [body for language, body in fences(text) if language in JSON_FENCES]
+    return _from_blocks("fenced_json", blocks, tools, strict=False) if blocks else None
+
+
+def bare_json(text: str, tools: Collection[str]) -> Recognised | None:
+    decoder = json.JSONDecoder()
+    calls: list[ToolCall] = []
+    index = text.find("{")
+    while index != -1:
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError:
+            index = text.find("{", index + 1)
+            continue
+        found = _calls_in(value, tools, f"text_bare_json_{len(calls)}")
+        calls += found
+        index = text.find("{", end if found or isinstance(value, dict) else index + 1)
+    return Recognised("bare_json", calls) if calls else None
+
+
+TOOL_CALL_SHAPES = (hermes, mistral, fenced_json, bare_json)
+
+
+def recognise_tool_calls(text: str, tools: Collection[str]) -> Recognised:
+    """Tool calls written in the text, in the first shape that has any; empty when none."""
+    for shape in TOOL_CALL_SHAPES:
+        found = shape(text, tools)
+        if found is not None:
+            return found
+    return Recognised()
+
+
+# -- the text protocol -------------------------------------------------------------------------
+
+
+def _finish_arguments(prose: str, tools: Collection[str]) -> tuple[str, dict[str, str]]:
+    """The finish (or answer) call a reply ending with the marker stands for."""
+    lines = [line for line in prose.splitlines() if line.strip() != FINISH_MARKER]
+    if "answer" in tools and "finish" not in tools:
+        return "answer", {"text": "\n".join(lines).strip()}
+    title, summary = "", []
+    for line in lines:
+        label, _, rest = line.partition(":")
+        if label.strip().lower() in ("title", "commit title", "subject") and rest.strip():
+            title = title or rest.strip()
+        else:
+            summary.append(line.removeprefix("Summary:").removeprefix("summary:"))
+    return "finish", {"title": title, "summary": "\n".join(summary).strip()}
+
+
+def recognise_text_protocol(text: str, tools: Collection[str]) -> Recognised:
+    """Under the text protocol: one fenced shell block runs; the marker line finishes. Tool calls
+    written as JSON are still honoured first."""
+    found = recognise_tool_calls(text, tools)
+    if found.calls or found.problem:
+        return found
+    blocks = [body for language, body in fences(text) if language in SHELL_FENCES or not language]
+    prose = FENCE.sub("", text)
+    finishing = any(line.strip() == FINISH_MARKER for line in prose.splitlines())
+    marker_blocks = [b for b in blocks if b.strip() == f"echo {FINISH_MARKER}"]
+    commands = [b for b in blocks if b.strip() and b not in marker_blocks]
+    finishing = finishing or bool(marker_blocks)
+    if len(commands) > 1:
+        return Recognised(
+            "shell_block",
+            problem=f"Your reply has {len(commands)} shell blocks; send exactly one per reply "
+            "and wait for its output.",
+        )
+    calls = [
+        ToolCall("text_shell_0", "shell", json.dumps({"command": command.strip()}))
+        for command in commands
+        if "shell" in tools
+    ]
+    if finishing:
+        name, arguments = _finish_arguments(prose, tools)
+        calls.append(ToolCall(f"text_{name}_{len(calls)}", name, json.dumps(arguments)))
+        return Recognised("finish_marker", calls)
+    return Recognised("shell_block", calls) if calls else Recognised()
