@@ -8,7 +8,6 @@ comments to a running task, and for real work posts the progress comment and enq
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,13 +19,12 @@ from codexbot import keys
 from codexbot.commands import MARKER, help_text
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.settings import Settings, load_settings
-from workers import tasks, text
+from workers import steering, tasks, text
 from workers.github import GitHubApp, Repository
 from workers.permissions import WRITE_ROLES, cached_role
 from workers.progress import Progress, ProgressView
 
 log = structlog.get_logger()
-STEERING_TTL = 24 * 3600
 TASK_KINDS = {"fix", "ask", "review"}
 
 
@@ -114,11 +112,8 @@ def pass_comment_to_running_task(run: Runtime, request: Request) -> None:
     running = tasks.newest_for_target(run.redis, request.repo, request.number)
     if running is None:
         return
-    note = json.dumps({"author": request.sender, "body": request.text, "id": request.comment_id})
-    pipe = run.redis.pipeline()
-    pipe.rpush(keys.steering(running), note)
-    pipe.expire(keys.steering(running), STEERING_TTL)
-    pipe.execute()
+    note = steering.Note(request.sender, request.text, request.comment_id)
+    steering.pass_on(run.redis, running, note)
 
 
 def claims_review(run: Runtime, request: Request) -> bool:
