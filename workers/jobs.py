@@ -65,7 +65,7 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
     with timings.stage("checkout"):
         start, mirror = task.source.workspace(work, task.workdir / "repo")
     rules = read_policy(task, work, start, mirror)
-    config, test_command = rules.config, rules.test_command
+    config, test_command = rules.config, work.test_command or rules.test_command
     secrets = setup_secrets_for(task, rules)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers:
         with ExitStack() as stack:
@@ -100,7 +100,7 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
                 task.check_stop()
                 task.advance("running", detail="")
                 with timings.stage("agent"):
-                    result = run_agent_for(task, brief, agent_env, config, controls)
+                    result = run_agent_for(task, work, brief, agent_env, config, controls)
             finally:
                 wait([baseline])  # the tests before finish before the container goes
             untouched = baseline.result()

@@ -68,8 +68,10 @@ def verify_with_tests(sandbox: Sandbox, command: str | None) -> TestOutcome:
     )
 
 
-def agent_limits(config: repoconfig.RepoConfig) -> AgentLimits:
+def agent_limits(config: repoconfig.RepoConfig, work: Work) -> AgentLimits:
     overrides = {k: v for k, v in asdict(config.limits).items() if v is not None}
+    if work.max_steps is not None:
+        overrides["steps"] = work.max_steps
     try:
         return AgentLimits.from_config(overrides)
     except ValueError as error:
@@ -196,6 +198,8 @@ class AgentControls:
         return comments
 
     def on_record(self, record: dict) -> None:
+        if self._task.watch is not None:
+            self._task.watch(record)
         if record.get("type") == "tool":
             self.steps += 1
             self._show_progress()
@@ -212,6 +216,7 @@ def trajectory_path(data_dir: Path, task_id: str) -> Path:
 
 def run_agent_for(
     task: Task,
+    work: Work,
     briefing: Briefing,
     env: AfterBaseline,
     config: repoconfig.RepoConfig,
@@ -227,7 +232,7 @@ def run_agent_for(
         briefing.agent_task,
         env,
         briefing.model,
-        agent_limits(config),
+        agent_limits(config, work),
         trajectory,
         steering=controls.steering,
         should_stop=controls.should_stop,

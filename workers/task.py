@@ -8,6 +8,7 @@ repository, or the checkout itself) and in the `Publisher` that `workers.publish
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,9 @@ class Work:
     from_fork: bool = False  # the code comes from a fork: no setup secrets, judged as a whole
     review_comments: tuple[ReviewComment, ...] = ()
     pull: Pull | None = None
+    # Named by the person at the keyboard (`codexbot run --test`, `--steps`); never from GitHub.
+    test_command: str | None = None
+    max_steps: int | None = None
 
 
 class Source(Protocol):
@@ -109,6 +113,7 @@ class Task:
     workdir: Path
     timings: Timings = field(default_factory=Timings)
     cleanup: Cleanup = field(default_factory=Cleanup)
+    watch: Callable[[dict], None] | None = None  # sees each trajectory record (`codexbot run`)
 
     @property
     def id(self) -> str:
