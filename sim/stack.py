@@ -24,6 +24,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from codexbot.request import TASK_KINDS
 from sandbox.container import remove_task_containers
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
@@ -32,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_REPO = ROOT / "sim" / "demo_repo"
 DEMO_SCRIPTS = ROOT / "sim" / "scripts"
 APP_ID = 4242
-TASK_KINDS = ("fix", "ask", "review")
 BIN = Path(sys.executable).parent
 
 

@@ -104,7 +104,7 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
             finally:
                 wait([baseline])  # the tests before finish before the container goes
             untouched = baseline.result()
-            if task.record.kind == "ask":
+            if task.record.request.kind == "ask":
                 return answered(result)
             changes = untouched.guard.result()
             ensure_something_to_publish(result, changes.patch)
@@ -190,9 +190,9 @@ def _react(repo: Repository, record: tasks.TaskRecord, content: str) -> None:
     try:
         repo.react(
             content,
-            number=record.number,
-            comment_id=record.comment_id,
-            comment_type=record.comment_type,
+            number=record.request.number,
+            comment_id=record.request.comment_id,
+            comment_type=record.request.comment_type,
         )
     except GitHubError:
         log.warning("reaction not added", content=content, exc_info=True)
@@ -226,23 +226,27 @@ def _build_task(
         private_key=settings.private_key_pem(),
         api_url=settings.github_api_url,
     )
-    token = app.installation_token(record.installation_id)
+    token = app.installation_token(record.request.installation_id)
     redact.add(token)
     forget_secret(token)
-    repository = app.repository(record.repo, token)
+    repository = app.repository(record.request.repo, token)
     view = ProgressView(
-        record.state, record.id, record.kind, record.sender, link=settings.task_url(record.id)
+        record.state,
+        record.id,
+        record.request.kind,
+        record.request.sender,
+        link=settings.task_url(record.id),
     )
-    own_client = app.repository(record.repo, token)
+    own_client = app.repository(record.request.repo, token)
     progress = LiveProgress(
-        Progress(own_client, record.number, view, record.progress_comment_id), own_client
+        Progress(own_client, record.request.number, view, record.progress_comment_id), own_client
     )
     mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
     task = Task(
         record=record,
         settings=settings,
         redis=redis,
-        source=GitHubSource(repository, redis, mirrors, record.number),
+        source=GitHubSource(repository, redis, mirrors, record.request.number),
         redact=redact,
         progress=RecordedProgress(redis, record, progress),
         workdir=settings.codex_data_dir / "work" / task_id,
@@ -261,8 +265,12 @@ def run_task(*, task_id: str) -> dict:
     redis = Redis.from_url(settings.redis_url)
     task, app, repo = _build_task(task_id, settings, redis, redact)
     record = task.record
-    structlog.contextvars.bind_contextvars(delivery_id=record.delivery_id, repo=record.repo)
-    log.info("task started", number=record.number, kind=record.kind, queued_ms=queued_ms)
+    structlog.contextvars.bind_contextvars(
+        delivery_id=record.request.delivery_id, repo=record.request.repo
+    )
+    log.info(
+        "task started", number=record.request.number, kind=record.request.kind, queued_ms=queued_ms
+    )
     try:
         task.check_stop()
         work = plan(record, repo, app.login)

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from redis import Redis
 
 from codexbot.redact import Redactor
+from codexbot.request import TaskRequest
 from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, tasks, text
 from workers.agent.loop import AgentResult
@@ -154,19 +155,19 @@ def run_local(
         test_command=test_command,
         max_steps=max_steps,
     )
-    record = tasks.TaskRecord(
-        id=task_id,
+    request = TaskRequest(
         kind="fix",
         repo=source.full_name,
         number=0,
-        is_pull=False,
         installation_id=0,
         sender="local",
+        is_pull=False,
+        task_id=task_id,
         delivery_id=task_id,
     )
     with tempfile.TemporaryDirectory(prefix="codexbot-run-") as scratch:
         task = Task(
-            record=record,
+            record=tasks.TaskRecord(request),
             settings=settings,
             redis=redis,
             source=source,

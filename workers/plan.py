@@ -20,18 +20,18 @@ from workers.workspace import MirrorCache
 
 def plan(record: tasks.TaskRecord, repo: Repository, bot_login: Callable[[], str]) -> Work:
     """`bot_login` is asked only for a pull request: whose it is decides where work goes."""
-    if record.is_pull:
+    if record.request.is_pull:
         return plan_pull_follow_up(record, repo, bot_login())
     return plan_issue_fix(record, repo)
 
 
 def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
-    issue = repo.issue(record.number)
+    issue = repo.issue(record.request.number)
     branch = text.branch_name(issue.number, issue.title)
     exists = repo.branch_head(branch) is not None
     instructions = issue.body
-    if record.text:
-        instructions += f"\n\nThe maintainer who asked added:\n{record.text}"
+    if record.request.text:
+        instructions += f"\n\nThe maintainer who asked added:\n{record.request.text}"
     return Work(
         title=issue.title,
         instructions=instructions,
@@ -54,23 +54,23 @@ def describe_review_comments(comments: list[ReviewComment]) -> str:
 
 
 def plan_pull_follow_up(record: tasks.TaskRecord, repo: Repository, bot_login: str) -> Work:
-    pull = repo.pull(record.number)
+    pull = repo.pull(record.request.number)
     if pull.state != "open":
         raise TaskFailed(f"pull request #{pull.number} is {pull.state}")
     comments: list[ReviewComment] = []
     parts = [f"Pull request #{pull.number}: {pull.title}", pull.body]
-    if record.review_id is not None:
-        review_body = repo.review_body(pull.number, record.review_id)
-        comments = repo.review_comments(pull.number, record.review_id)
+    if record.request.review_id is not None:
+        review_body = repo.review_body(pull.number, record.request.review_id)
+        comments = repo.review_comments(pull.number, record.request.review_id)
         if review_body:
             parts.append(f"The review says:\n{fence(review_body)}")
         if comments:
             parts.append(describe_review_comments(comments))
-    if record.text:
-        parts.append(f"@{record.sender} asked:\n{fence(record.text)}")
+    if record.request.text:
+        parts.append(f"@{record.request.sender} asked:\n{fence(record.request.text)}")
     from_fork = pull.from_fork(repo.full_name)
     owned = pull.owned_by(bot_login, repo.full_name)
-    if record.kind == "review" and not owned:
+    if record.request.kind == "review" and not owned:
         raise TaskStopped(f"pull request #{pull.number} was not opened by {bot_login}")
     start_ref: str | None = pull.head_ref
     if owned:  # the bot's own pull request: more commits on its branch

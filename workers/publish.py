@@ -74,7 +74,7 @@ def commit_message_for(
     return text.commit_message(
         result.title or f"Fix {work.title}",
         result.summary,
-        task.record.number if work.closes_issue else None,
+        task.record.request.number if work.closes_issue else None,
         conventions=text.learn_conventions(checkout.recent_subjects(start)),
         component=text.component_for(changed),
         co_author=co_author,
@@ -82,7 +82,9 @@ def commit_message_for(
 
 
 def ensure_still_newest(task: Task) -> None:
-    newest = tasks.newest_for_target(task.redis, task.record.repo, task.record.number)
+    newest = tasks.newest_for_target(
+        task.redis, task.record.request.repo, task.record.request.number
+    )
     if newest not in (None, task.id):
         raise TaskStopped(f"superseded by task `{newest}`")
 
@@ -176,10 +178,10 @@ class GitHubPublisher:
 
     def _co_author(self, task: Task) -> str | None:
         record = task.record
-        if not self._settings.codex_co_author or record.sender_id is None:
+        if not self._settings.codex_co_author or record.request.sender_id is None:
             return None
-        email = text.noreply_email(record.sender, record.sender_id)
-        return text.co_author_trailer(record.sender, email)
+        email = text.noreply_email(record.request.sender, record.request.sender_id)
+        return text.co_author_trailer(record.request.sender, email)
 
     def publish(
         self,
@@ -199,7 +201,7 @@ class GitHubPublisher:
         pull_url = ""
         if work.opens_pull:
             body = text.pr_body(
-                issue_number=task.record.number,
+                issue_number=task.record.request.number,
                 summary=result.summary,
                 changed_files=changed,
                 tests_before=before.run,
@@ -220,12 +222,12 @@ class GitHubPublisher:
                 draft=draft,
             )
             pull_url = pull.url
-            self.ask_for_review(task.record.sender, pull.number)
+            self.ask_for_review(task.record.request.sender, pull.number)
         elif work.pull is not None:
             pull_url = work.pull.url
         for comment in work.review_comments:
             self.repo.reply_to_review_comment(
-                task.record.number,
+                task.record.request.number,
                 comment.id,
                 f"Addressed in {sha[:12]}: {message.splitlines()[0]}",
             )

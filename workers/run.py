@@ -94,17 +94,17 @@ def brief_agent(
     test_command: str | None,
 ) -> Briefing:
     settings = task.settings
-    asking = task.record.kind == "ask"
+    asking = task.record.request.kind == "ask"
     agent_task = AgentTask(
         repo=task.source.full_name,
-        issue_number=task.record.number,
+        issue_number=task.record.request.number,
         issue_title=work.title,
         issue_body=work.instructions,
         test_command=test_command,
         discussion=task.source.discussion(work),
         instructions=tuple(discover_instructions(start.path)),
         mode="ask" if asking else "fix",
-        question=task.record.text if asking else "",
+        question=task.record.request.text if asking else "",
     )
     model = OpenAIModel(
         base_url=settings.openai_base_url,

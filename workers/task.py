@@ -124,6 +124,6 @@ class Task:
         if reason:
             raise TaskStopped(reason)
 
-    def advance(self, state: str, **changes: object) -> None:
+    def advance(self, state: tasks.TaskState, **changes: object) -> None:
         self.record.state = state
         self.progress.update(state, **changes)

@@ -103,9 +103,9 @@ def collect_tasks(data_dir: Path, redis_url: str | None) -> list[report.TaskSumm
         summaries[path.stem] = report.summarize(path.stem, read_records(path))
     for task_id, record in _redis_tasks(redis_url).items():
         summary = summaries.setdefault(task_id, report.TaskSummary(id=task_id))
-        summary.repo = record.repo or summary.repo
-        summary.number = record.number or summary.number
-        summary.mode = record.kind or summary.mode
+        summary.repo = record.request.repo or summary.repo
+        summary.number = record.request.number or summary.number
+        summary.mode = record.request.kind or summary.mode
         summary.state = record.state or summary.state
         summary.pr_url = record.pr_url
         summary.started = record.created or summary.started
