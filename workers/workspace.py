@@ -229,7 +229,7 @@ def task_sandbox(
     Raises `SetupFailed` (before any agent step) when a setup command fails. `timings` receives
     milliseconds for `setup` (0 when reused), `container_start` and `workspace`.
     """
-    spent = timings if timings is not None else {}
+    timed = timings if timings is not None else {}
     keep_commit(host_mirror, start.path, start.base_sha)
     volume = ensure_mirror_volume(client, repo, task_id)
     mounts = mirror_mount(volume)
@@ -258,8 +258,8 @@ def task_sandbox(
         limits=limits,
         volumes=mounts,
     )
-    spent["setup"] = prepared.setup_ms if prepared.built else 0
-    common: dict[str, Any] = {
+    timed["setup"] = prepared.setup_ms if prepared.built else 0
+    sandbox_args: dict[str, Any] = {
         "image": prepared.image,
         "task_id": task_id,
         "labels": {REPO_LABEL: repo},
@@ -286,17 +286,17 @@ def task_sandbox(
                 )
                 build = threading.Thread(
                     target=_build_tree,
-                    args=(client, redis, source, distance, common),
+                    args=(client, redis, source, distance, sandbox_args),
                     name=f"codexbot-tree-{task_id}",
                     daemon=True,
                 )
-        box = _layered_sandbox(stack, client, tree, mounts, common) if tree else None
+        box = _layered_sandbox(stack, client, tree, mounts, sandbox_args) if tree else None
         if box is None:
-            box = stack.enter_context(Sandbox(client, volumes=mounts, **common))
-        spent["container_start"] = int((time.monotonic() - began) * 1000)
+            box = stack.enter_context(Sandbox(client, volumes=mounts, **sandbox_args))
+        timed["container_start"] = int((time.monotonic() - began) * 1000)
         began = time.monotonic()
         populate(box)
-        spent["workspace"] = int((time.monotonic() - began) * 1000)
+        timed["workspace"] = int((time.monotonic() - began) * 1000)
         if build is not None:
             build.start()
             stack.callback(build.join)  # waited for as the sandbox is removed
@@ -317,7 +317,7 @@ def _build_tree(
     redis: Redis,
     source: layers.Source,
     distance: Callable[[str, str], int],
-    common: dict[str, Any],
+    sandbox_args: dict[str, Any],
 ) -> None:
     """Make the repository's tree at `source.sha` unless one is near or being made; log failures."""
     try:
@@ -325,14 +325,14 @@ def _build_tree(
             client,
             redis,
             source,
-            image=common["image"],
+            image=sandbox_args["image"],
             distance=distance,
-            task_id=common["task_id"],
-            limits=common["limits"],
+            task_id=sandbox_args["task_id"],
+            limits=sandbox_args["limits"],
             wait=False,
         )
     except Exception as error:  # noqa: BLE001 - the task goes on with its plain workspace
-        log.warning("sandbox.tree_failed", error=str(error), task_id=common["task_id"])
+        log.warning("sandbox.tree_failed", error=str(error), task_id=sandbox_args["task_id"])
 
 
 def _layered_sandbox(
@@ -340,29 +340,33 @@ def _layered_sandbox(
     client: docker.DockerClient,
     tree: layers.Tree,
     mounts: dict[str, dict[str, str]],
-    common: dict[str, Any],
+    sandbox_args: dict[str, Any],
 ) -> Sandbox | None:
     """The task's sandbox with /workspace layered on `tree`, or None to use a plain one."""
-    layered = layers.task_layers(client, tree, task_id=common["task_id"], labels=common["labels"])
+    layered = layers.task_layers(
+        client, tree, task_id=sandbox_args["task_id"], labels=sandbox_args["labels"]
+    )
     box = Sandbox(
         client,
         workspace_volume=False,
         volumes={**mounts, **layered.mounts},
         owned_volumes=layered.volumes,
-        **common,
+        **sandbox_args,
     )
     try:
         box.start()
     except SandboxError as error:
         _engine["layers"] = False
-        log.warning("sandbox.layers_unavailable", error=str(error), task_id=common["task_id"])
+        log.warning("sandbox.layers_unavailable", error=str(error), task_id=sandbox_args["task_id"])
         return None
     if box.run_raw("test -w .", timeout=30, workdir=WORKSPACE).exit_code != 0:
         # The image has no empty UPPER_MOUNT of the sandbox user's (a base image of the
         # repository's own), so /workspace kept the engine's root ownership.
         box.remove()
-        _engine["unowned_images"].add(common["image"])
-        log.warning("sandbox.layers_unowned", image=common["image"], task_id=common["task_id"])
+        _engine["unowned_images"].add(sandbox_args["image"])
+        log.warning(
+            "sandbox.layers_unowned", image=sandbox_args["image"], task_id=sandbox_args["task_id"]
+        )
         return None
     stack.push(box)
     return box
