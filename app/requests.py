@@ -10,6 +10,7 @@ from typing import Any
 
 from app.router import Context, Delivery, Enqueued
 from codexbot.commands import MARKER
+from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings
 
 INTAKE = "workers.intake.accept"
@@ -59,7 +60,7 @@ def enqueue_intake(
     context: Context,
     delivery: Delivery,
     *,
-    kind: str,
+    kind: RequestKind,
     is_pull: bool,
     comment_id: int | None = None,
     comment_type: str | None = None,
@@ -72,18 +73,19 @@ def enqueue_intake(
     if target is None or not sender:
         return None
     repo, number, installation_id = target
-    return context.enqueue(
-        INTAKE,
-        delivery,
+    request = TaskRequest(
         kind=kind,
         repo=repo,
         number=number,
         installation_id=installation_id,
         sender=sender,
-        sender_id=sender_id if isinstance(sender_id, int) else None,
         is_pull=is_pull,
+        task_id=delivery.id,
+        delivery_id=delivery.id,
+        sender_id=sender_id if isinstance(sender_id, int) else None,
         comment_id=comment_id,
         comment_type=comment_type,
         review_id=review_id,
         text=text[:20_000],
     )
+    return context.enqueue(INTAKE, delivery, **request.fields())

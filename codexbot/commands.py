@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 COMMANDS = {
     "fix": "`/codex fix [instructions]`: work on this issue or pull request and push the result",
@@ -16,6 +17,8 @@ COMMANDS = {
     "stop": "`/codex stop`: stop the task running for this issue or pull request",
     "help": "`/codex help`: show this list",
 }
+CommandName = Literal["fix", "ask", "stop", "help", "unknown"]
+_NAMES: dict[str, CommandName] = {"fix": "fix", "ask": "ask", "stop": "stop", "help": "help"}
 MARKER = "<!-- codex-bot -->"  # hidden in every comment the bot posts, so it never answers itself
 _COMMAND_LINE = re.compile(r"^ {0,3}/codex(?:\s+(?P<word>\S+))?(?:[ \t]+(?P<rest>.*))?$", re.I)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -24,7 +27,7 @@ _CLOSED_COMMENT = re.compile(r"<!--.*?-->")
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # one of COMMANDS, or "unknown"
+    name: CommandName  # one of COMMANDS, or "unknown"
     argument: str  # what follows the command word on its line, and the lines after it
     word: str  # the command word as written (for "unknown")
 
@@ -68,7 +71,7 @@ def parse_command(text: str | None) -> Command | None:
         if not match:
             continue
         word = (match.group("word") or "").strip()
-        name = word.lower() if word.lower() in COMMANDS else ("help" if not word else "unknown")
+        name = _NAMES.get(word.lower(), "help" if not word else "unknown")
         argument = (match.group("rest") or "").strip()
         return Command(name=name, argument=argument[:4000], word=word[:40])
     return None

@@ -25,6 +25,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from codexbot.request import TASK_KINDS
 from sandbox.labels import remove_task_containers
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
@@ -33,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_REPO = ROOT / "sim" / "demo_repo"
 DEMO_SCRIPTS = ROOT / "sim" / "scripts"
 APP_ID = 4242
-TASK_KINDS = ("fix", "ask", "review")
 BIN = Path(sys.executable).parent
 
 

@@ -267,9 +267,3 @@ LINES = {"app/webhook.py": 120, "README.md": 10}
 )
 def test_verify_references(answer, expected):
     assert text.verify_references(answer, LINES.get) == expected
-
-
-def test_answer_comment_links_the_task_and_carries_the_marker():
-    comment = text.answer_comment("It is at a.py:1.", "https://bot/tasks/1")
-    assert comment.startswith("It is at a.py:1.") and "(https://bot/tasks/1)" in comment
-    assert comment.endswith(text.MARKER + "\n")

@@ -8,7 +8,7 @@ comments to a running task, and for real work posts the progress comment and enq
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,15 +19,14 @@ from rq import Queue
 from codexbot import keys
 from codexbot.commands import MARKER, help_text
 from codexbot.logs import configure_logging, forget_secret
+from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings, load_settings
-from workers import tasks, text
+from workers import steering, tasks, text
 from workers.github import GitHubApp, Repository
 from workers.permissions import WRITE_ROLES, cached_role
 from workers.progress import Progress, ProgressView
 
 log = structlog.get_logger()
-STEERING_TTL = 24 * 3600
-TASK_KINDS = {"fix", "ask", "review"}
 
 
 @dataclass(frozen=True)
@@ -50,24 +49,7 @@ def runtime() -> Runtime:
     return Runtime(settings=settings, redis=Redis.from_url(settings.redis_url), app=app)
 
 
-@dataclass(frozen=True)
-class Request:
-    kind: str
-    repo: str
-    number: int
-    installation_id: int
-    sender: str
-    is_pull: bool
-    task_id: str
-    delivery_id: str
-    comment_id: int | None = None
-    comment_type: str | None = None
-    review_id: int | None = None
-    text: str = ""
-    sender_id: int | None = None
-
-
-def reply(repository: Repository, request: Request, body: str) -> None:
+def reply(repository: Repository, request: TaskRequest, body: str) -> None:
     repository.comment(request.number, f"{body.strip()}\n\n{MARKER}\n")
 
 
@@ -77,7 +59,7 @@ def may_ask(run: Runtime, repository: Repository, user: str) -> bool:
     return cached_role(run.redis, repository, user) in WRITE_ROLES
 
 
-def explain_who_may_ask(repository: Repository, request: Request) -> None:
+def explain_who_may_ask(repository: Repository, request: TaskRequest) -> None:
     reply(
         repository,
         request,
@@ -87,11 +69,12 @@ def explain_who_may_ask(repository: Repository, request: Request) -> None:
     )
 
 
-def answer_help(repository: Repository, request: Request) -> None:
+def answer_help(run: Runtime, repository: Repository, request: TaskRequest) -> str:
     reply(repository, request, f"codex-bot understands these commands:\n\n{help_text()}")
+    return "help"
 
 
-def answer_unknown(repository: Repository, request: Request) -> None:
+def answer_unknown(run: Runtime, repository: Repository, request: TaskRequest) -> str:
     word = request.text.replace("`", "")[:40]
     reply(
         repository,
@@ -99,29 +82,28 @@ def answer_unknown(repository: Repository, request: Request) -> None:
         f"I don't know the command `/codex {word}`. These are the ones I understand:\n\n"
         f"{help_text()}",
     )
+    return "unknown"
 
 
-def stop_running_task(run: Runtime, repository: Repository, request: Request) -> None:
+def stop_running_task(run: Runtime, repository: Repository, request: TaskRequest) -> str:
     running = tasks.newest_for_target(run.redis, request.repo, request.number)
     if running is None:
         reply(repository, request, "Nothing is running for this one, so there is nothing to stop.")
-        return
-    tasks.request_stop(run.redis, running, f"stopped by @{request.sender}")
-    reply(repository, request, f"Stopping task `{running}`, as @{request.sender} asked.")
+    else:
+        tasks.request_stop(run.redis, running, f"stopped by @{request.sender}")
+        reply(repository, request, f"Stopping task `{running}`, as @{request.sender} asked.")
+    return "stop"
 
 
-def pass_comment_to_running_task(run: Runtime, request: Request) -> None:
+def pass_comment_to_running_task(run: Runtime, repository: Repository, request: TaskRequest) -> str:
     running = tasks.newest_for_target(run.redis, request.repo, request.number)
-    if running is None:
-        return
-    note = json.dumps({"author": request.sender, "body": request.text, "id": request.comment_id})
-    pipe = run.redis.pipeline()
-    pipe.rpush(keys.steering(running), note)
-    pipe.expire(keys.steering(running), STEERING_TTL)
-    pipe.execute()
+    if running is not None:
+        note = steering.Note(request.sender, request.text, request.comment_id)
+        steering.pass_on(run.redis, running, note)
+    return "steer"
 
 
-def claims_review(run: Runtime, request: Request) -> bool:
+def claims_review(run: Runtime, request: TaskRequest) -> bool:
     """GitHub sends one event for a review and one per inline comment: start one follow-up."""
     if request.kind != "review" or request.review_id is None:
         return True
@@ -132,7 +114,7 @@ def claims_review(run: Runtime, request: Request) -> bool:
     )
 
 
-def explain_where_work_goes(run: Runtime, repository: Repository, request: Request) -> bool:
+def explain_where_work_goes(run: Runtime, repository: Repository, request: TaskRequest) -> bool:
     """On a pull request the bot pushes only to a branch of its own: say so when that is not the
     PR's head. False for a review follow-up on a PR the bot did not open: nothing to start."""
     pull = repository.pull(request.number)
@@ -160,26 +142,14 @@ def explain_where_work_goes(run: Runtime, repository: Repository, request: Reque
     return True
 
 
-def start_task(run: Runtime, repository: Repository, request: Request) -> bool:
+def start_task(run: Runtime, repository: Repository, request: TaskRequest) -> str:
+    if not claims_review(run, request):
+        return "nothing to do"
     if request.is_pull and not explain_where_work_goes(run, repository, request):
-        return False
-    record = tasks.TaskRecord(
-        id=request.task_id,
-        kind=request.kind,
-        repo=request.repo,
-        number=request.number,
-        is_pull=request.is_pull,
-        installation_id=request.installation_id,
-        sender=request.sender,
-        sender_id=request.sender_id,
-        delivery_id=request.delivery_id,
-        text=request.text,
-        comment_id=request.comment_id,
-        comment_type=request.comment_type,
-        review_id=request.review_id,
-    )
+        return "not the bot's pull request"
+    record = tasks.TaskRecord(request)
     view = ProgressView(
-        "queued", record.id, record.kind, record.sender, link=run.settings.task_url(record.id)
+        "queued", record.id, request.kind, request.sender, link=run.settings.task_url(record.id)
     )
     progress = Progress(repository, request.number, view)
     progress.update()
@@ -195,15 +165,27 @@ def start_task(run: Runtime, repository: Repository, request: Request) -> bool:
         job_timeout=run.settings.codex_job_timeout,
         result_ttl=tasks.RECORD_TTL,
         failure_ttl=tasks.RECORD_TTL,
-        description=f"{record.kind} {record.repo}#{record.number}",
+        description=f"{request.kind} {request.repo}#{request.number}",
     )
     log.info("task queued", superseded=previous)
-    return True
+    return request.kind
+
+
+Action = Callable[[Runtime, Repository, TaskRequest], str]
+ACTIONS: dict[RequestKind, Action] = {
+    "help": answer_help,
+    "unknown": answer_unknown,
+    "stop": stop_running_task,
+    "steer": pass_comment_to_running_task,
+    "fix": start_task,
+    "ask": start_task,
+    "review": start_task,
+}
 
 
 def accept(**fields: object) -> str:
     """RQ entry point for the fast lane. Returns what it did, for the job's result."""
-    request = Request(**fields)  # type: ignore[arg-type]
+    request = TaskRequest(**fields)  # type: ignore[arg-type]  # as app.requests built it
     run = runtime()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
@@ -223,19 +205,7 @@ def accept(**fields: object) -> str:
             if request.kind != "steer":  # a plain comment from a reader is just a comment
                 explain_who_may_ask(repository, request)
             return "not allowed"
-        if request.kind == "help":
-            answer_help(repository, request)
-        elif request.kind == "unknown":
-            answer_unknown(repository, request)
-        elif request.kind == "stop":
-            stop_running_task(run, repository, request)
-        elif request.kind == "steer":
-            pass_comment_to_running_task(run, request)
-        elif request.kind in TASK_KINDS and claims_review(run, request):
-            if not start_task(run, repository, request):
-                return "not the bot's pull request"
-        else:
-            return "nothing to do"
-        return request.kind
+        act = ACTIONS.get(request.kind)
+        return act(run, repository, request) if act else "nothing to do"
     finally:
         repository.close()

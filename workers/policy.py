@@ -88,8 +88,10 @@ def _blob(mirror: Path, obj: str) -> bytes:
 
 
 def default_branch_sha(mirror: Path, branch: str) -> str:
+    """The branch's commit; `HEAD` is the mirror's own HEAD (a local checkout's detached HEAD)."""
+    ref = "HEAD" if branch == "HEAD" else f"refs/heads/{branch}"
     try:
-        return Git(mirror)("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+        return Git(mirror)("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except GitError:
         raise PolicyError(f"the default branch `{branch}` was not found") from None
 

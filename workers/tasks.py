@@ -8,49 +8,56 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
 
 from redis import Redis
 
 from codexbot import keys
+from codexbot.request import TaskRequest
 
 RECORD_TTL = 30 * 24 * 3600
-STATES = ("queued", "preparing", "running", "testing", "publishing", "done", "failed", "stopped")
-FINAL_STATES = {"done", "failed", "stopped"}
+TaskState = Literal[
+    "queued", "preparing", "running", "testing", "publishing", "done", "failed", "stopped"
+]
+STATES: tuple[TaskState, ...] = get_args(TaskState)
+FINAL_STATES: frozenset[TaskState] = frozenset({"done", "failed", "stopped"})
 
 
 @dataclass
 class TaskRecord:
-    id: str
-    kind: str  # fix, ask, review
-    repo: str
-    number: int
-    is_pull: bool
-    installation_id: int
-    sender: str
-    delivery_id: str
-    text: str = ""
-    sender_id: int | None = None
-    comment_id: int | None = None
-    comment_type: str | None = None
-    review_id: int | None = None
+    """The request, and how far the task for it got."""
+
+    request: TaskRequest
     progress_comment_id: int | None = None
-    state: str = "queued"
+    state: TaskState = "queued"
     reason: str = ""
     pr_url: str = ""
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
     @property
+    def id(self) -> str:
+        return self.request.task_id
+
+    @property
     def target(self) -> str:
-        return keys.target(self.repo, self.number)
+        return keys.target(self.request.repo, self.request.number)
+
+
+REQUEST_FIELDS = {f.name for f in fields(TaskRequest)}
+PROGRESS_FIELDS = {f.name for f in fields(TaskRecord)} - {"request"}
 
 
 def save(redis: Redis, record: TaskRecord) -> None:
+    """One flat hash: the request's fields and the progress fields side by side."""
     record.updated = time.time()
+    flat = {
+        **record.request.fields(),
+        **{name: getattr(record, name) for name in PROGRESS_FIELDS},
+    }
     values: dict[str | bytes, bytes | str | int | float] = {
-        name: json.dumps(value) for name, value in asdict(record).items()
+        name: json.dumps(value) for name, value in flat.items()
     }
     pipe = redis.pipeline()
     pipe.hset(keys.task(record.id), mapping=values)  # type: ignore[arg-type]
@@ -67,8 +74,10 @@ def load(redis: Redis, task_id: str) -> TaskRecord | None:
     if not raw:
         return None
     values: dict[str, Any] = {name.decode(): json.loads(value) for name, value in raw.items()}
-    known = TaskRecord.__dataclass_fields__
-    return TaskRecord(**{name: value for name, value in values.items() if name in known})
+    if "id" in values:  # written before the request had a type of its own
+        values.setdefault("task_id", values.pop("id"))
+    request = TaskRequest(**{k: v for k, v in values.items() if k in REQUEST_FIELDS})
+    return TaskRecord(request, **{k: v for k, v in values.items() if k in PROGRESS_FIELDS})
 
 
 def newest_for_target(redis: Redis, repo: str, number: int) -> str | None:

@@ -378,11 +378,6 @@ def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str
     return re.sub(r"[ \t]{2,}", " ", re.sub(r"[ \t]+([,.;:)])", r"\1", checked)).strip()
 
 
-def answer_comment(answer: str, task_url: str | None = None) -> str:
-    link = f"\n\n<sub>[How I found this]({task_url})</sub>" if task_url else ""
-    return f"{close_fences(defuse(answer.strip()))}{link}\n\n{MARKER}\n"
-
-
 def tail_lines(text: str, lines: int = 15, limit: int = 2000) -> str:
     tail = "\n".join(text.rstrip().splitlines()[-lines:])
     return tail[-limit:]

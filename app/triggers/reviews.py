@@ -6,6 +6,7 @@ from __future__ import annotations
 from app.requests import enqueue_intake, field, is_ignored_author, text_field
 from app.router import Context, Delivery, Enqueued, Router
 from codexbot.commands import Command, parse_command
+from codexbot.request import RequestKind
 
 router = Router()
 BOT_BRANCH_PREFIX = "codex/"
@@ -23,7 +24,7 @@ def opened_by_bot(delivery: Delivery) -> bool:
     )
 
 
-def _kind_on_pull(command: Command | None, by_bot: bool) -> str | None:
+def _kind_on_pull(command: Command | None, by_bot: bool) -> RequestKind | None:
     """On the bot's own PR, `/codex` with anything but ask, stop or help is a follow-up: the
     review itself is the instruction. Elsewhere a command means what it says."""
     if command is None:

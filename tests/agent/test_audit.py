@@ -16,6 +16,7 @@ from redis import Redis
 from werkzeug.serving import make_server
 
 from codexbot.redact import Redactor
+from codexbot.request import TaskRequest
 from tests.agent.support import API_KEY, FILE_TOOLS, LocalShell, task_titled
 from tests.conftest import FAKE_SECRETS, make_settings
 from workers import tasks
@@ -64,10 +65,11 @@ def test_task_show_refuses_unknown_and_path_like_ids(data_dir: Path) -> None:
 def test_task_ls_merges_redis_records_and_trajectories(
     data_dir: Path, redis: Redis, redis_url: str
 ) -> None:
-    record = tasks.TaskRecord(
-        id="queued-2", kind="fix", repo="octo/other", number=9, is_pull=False,
-        installation_id=1, sender="octo", delivery_id="queued-2", created=9999999999,
+    request = TaskRequest(
+        kind="fix", repo="octo/other", number=9, is_pull=False, installation_id=1,
+        sender="octo", task_id="queued-2", delivery_id="queued-2",
     )  # fmt: skip
+    record = tasks.TaskRecord(request, created=9999999999)
     tasks.save(redis, record)  # as the intake lane writes it
     redis.set("codexbot:task:queued-2:stop", "1")  # not a task record
     listed = CliRunner().invoke(

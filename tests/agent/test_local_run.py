@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -22,6 +23,17 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def run_on(checkout: Path, model_server: ScriptedModel, tmp_path: Path, redis_url: str) -> Any:
+    """`codexbot run` with the demo issue's title as the task."""
+    title = (DEMO_REPO / "issue.md").read_text().splitlines()[0]
+    return CliRunner().invoke(
+        run_command,
+        ["--repo", str(checkout), "--task", title, "--model", "scripted-model",
+         "--base-url", model_server.base_url, "--data-dir", str(tmp_path / "data")],
+        env={"OPENAI_API_KEY": API_KEY, "REDIS_URL": redis_url},
+    )  # fmt: skip
+
+
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     repo = tmp_path / "textstats"
@@ -36,16 +48,10 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def test_run_leaves_the_fix_as_a_branch_and_the_worktree_alone(
-    model_server: ScriptedModel, checkout: Path, tmp_path: Path, docker_client
+    model_server: ScriptedModel, checkout: Path, tmp_path: Path, docker_client, redis_url: str
 ) -> None:
     head = git(checkout, "rev-parse", "HEAD")
-    title = (DEMO_REPO / "issue.md").read_text().splitlines()[0]
-    result = CliRunner().invoke(
-        run_command,
-        ["--repo", str(checkout), "--task", title, "--model", "scripted-model",
-         "--base-url", model_server.base_url, "--data-dir", str(tmp_path / "data")],
-        env={"OPENAI_API_KEY": API_KEY},
-    )  # fmt: skip
+    result = run_on(checkout, model_server, tmp_path, redis_url)
 
     assert result.exit_code == 0, result.output
     assert "tests before: failed (exit 1) (python3 -m pytest -q)" in result.output
@@ -77,3 +83,24 @@ def test_run_refuses_to_start_without_a_key(checkout: Path) -> None:
         run_command, ["--repo", str(checkout), "--task", "x"], env={"OPENAI_API_KEY": ""}
     )
     assert result.exit_code == 1 and "set OPENAI_API_KEY" in result.output
+
+
+def test_run_works_under_the_checkouts_codex_yml_and_its_change_guard(
+    model_server: ScriptedModel, checkout: Path, tmp_path: Path, docker_client, redis_url: str
+) -> None:
+    (checkout / ".github").mkdir()
+    (checkout / ".github" / "codex.yml").write_text(
+        'test: python3 -m pytest -q tests\nprotected_paths: ["textstats/core.py"]\n'
+    )
+    git(checkout, "add", ".github")
+    git(checkout, "-c", "user.name=Dev", "-c", "user.email=dev@example.com",
+        "commit", "-q", "-m", "ci: codex config")  # fmt: skip
+    result = run_on(checkout, model_server, tmp_path, redis_url)
+
+    assert result.exit_code == 1, result.output
+    assert "no change was made; no branch created" in result.output
+    assert git(checkout, "branch", "--list", "codex/*") == ""
+    (trajectory,) = (tmp_path / "data" / "trajectories").glob("local-*.jsonl")
+    recorded = trajectory.read_text()
+    assert "python3 -m pytest -q tests`" in recorded, "the test command of codex.yml"
+    assert "[refused: " in recorded and "textstats/core.py" in recorded

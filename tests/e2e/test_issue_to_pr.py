@@ -241,7 +241,11 @@ def test_a_refused_change_is_told_to_the_agent_at_once_and_named_in_the_pr(stack
     assert outcome["changed_files"] == ["CHANGES.md"]
     assert outcome["steered"] == 0, "the bot's own notes are not people's comments"
     requests = stack.model.chat_requests_for("Change the CI workflow and the change log")
-    told = json.dumps(requests[2]["body"]["messages"])  # the request after the first command
-    assert ".github/workflows/ci.yml" in told and "refused" in told
+    # told with the result of the command that made the change, by the bot, not as a comment
+    result = requests[1]["body"]["messages"][-1]
+    assert result["role"] == "tool"
+    assert ".github/workflows/ci.yml" in result["content"] and "refused" in result["content"]
+    told = json.dumps(requests[-1]["body"]["messages"])
+    assert "@codex-bot (admin access)" not in told, "no comment in the bot's name"
     pull = stack.github.pulls(full_name)[0]
     assert "`.github/workflows/ci.yml` was left out" in pull["body"]

@@ -40,14 +40,25 @@ def perform(
     action: Action, workspace: Workspace, limits: AgentLimits, seconds_left: float
 ) -> Outcome:
     if isinstance(action, ShellAction):
-        return shell(action, workspace, limits, seconds_left)
+        return after_change(shell(action, workspace, limits, seconds_left), workspace)
     if isinstance(action, ReadFileAction):
         return read_file(action, workspace, limits)
     if isinstance(action, SearchAction):
         return search(action, workspace, limits)
     if isinstance(action, ApplyPatchAction):
-        return apply_patch(action, workspace)
+        return after_change(apply_patch(action, workspace), workspace)
     raise FormatError(f"the tool for {type(action).__name__} cannot run here")
+
+
+def after_change(outcome: Outcome, workspace: Workspace) -> Outcome:
+    """A tool that may change files, with what the environment says of the change (a change
+    the sandbox refuses) after its result, outside the output's fence: the bot's, not the
+    command's. Environments without a change guard say nothing."""
+    said: Callable[[], str] | None = getattr(workspace.env, "after_change", None)
+    note = said() if said else ""
+    if note:
+        outcome.shown = f"{outcome.shown}\n\n{note}"
+    return outcome
 
 
 def shell(

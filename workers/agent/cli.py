@@ -7,28 +7,21 @@ directory, Redis, and for `run` the model settings; never the GitHub App's secre
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
 import sys
-import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import SecretStr
 
 from codexbot import keys
-from codexbot.redact import Redactor
-from workers import tasks, text
+from codexbot.settings import Settings
+from workers import tasks
 from workers.agent import report
-from workers.agent.loop import AgentLimits, AgentResult, run_agent
-from workers.agent.model import OpenAIModel
-from workers.agent.text import AgentTask
-from workers.agent.trajectory import Trajectory, read_records
-from workers.instructions import discover_instructions
-from workers.testcmd import find_test_command
+from workers.agent.trajectory import read_records
 
+DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
 DATA_DIR_HELP = "The bot's data directory (trajectories are in its `trajectories/`)."
 
 
@@ -46,7 +39,7 @@ def task() -> None:
 @click.option(
     "--data-dir",
     envvar="CODEX_DATA_DIR",
-    default="/var/lib/codexbot",
+    default=DEFAULTS["codex_data_dir"],
     type=click.Path(path_type=Path),
     help=DATA_DIR_HELP,
 )
@@ -110,9 +103,9 @@ def collect_tasks(data_dir: Path, redis_url: str | None) -> list[report.TaskSumm
         summaries[path.stem] = report.summarize(path.stem, read_records(path))
     for task_id, record in _redis_tasks(redis_url).items():
         summary = summaries.setdefault(task_id, report.TaskSummary(id=task_id))
-        summary.repo = record.repo or summary.repo
-        summary.number = record.number or summary.number
-        summary.mode = record.kind or summary.mode
+        summary.repo = record.request.repo or summary.repo
+        summary.number = record.request.number or summary.number
+        summary.mode = record.request.kind or summary.mode
         summary.state = record.state or summary.state
         summary.pr_url = record.pr_url
         summary.started = record.created or summary.started
@@ -131,7 +124,7 @@ def _age(started: float | None) -> str:
 @click.option(
     "--data-dir",
     envvar="CODEX_DATA_DIR",
-    default="/var/lib/codexbot",
+    default=DEFAULTS["codex_data_dir"],
     type=click.Path(path_type=Path),
     help=DATA_DIR_HELP,
 )
@@ -155,24 +148,6 @@ def list_tasks(data_dir: Path, redis_url: str | None, limit: int) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # codexbot run
-
-
-def _git(
-    repo: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None
-) -> str:
-    done = subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        input=input,
-        capture_output=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    if done.returncode != 0:
-        raise click.ClickException(
-            f"git {args[0]} failed: {done.stderr.decode(errors='replace').strip()[:500]}"
-        )
-    return done.stdout.decode(errors="replace").strip()
 
 
 def progress_printer(out: Any = None) -> Any:
@@ -204,29 +179,6 @@ def progress_printer(out: Any = None) -> Any:
     return show
 
 
-def commit_locally(repo: Path, patch: bytes, branch: str, message: str) -> str:
-    """Commit ``patch`` on HEAD as branch ``branch``, leaving the working tree and index alone."""
-    with tempfile.TemporaryDirectory() as scratch:
-        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        _git(repo, "read-tree", "HEAD", env=env)
-        _git(
-            repo, "apply", "--cached", "--binary", "--whitespace=nowarn", "-", input=patch, env=env
-        )
-        tree = _git(repo, "write-tree", env=env)
-    identity = {}
-    if subprocess.run(["git", "config", "user.email"], cwd=repo, capture_output=True).returncode:
-        identity = {
-            f"GIT_{who}_{part}": value
-            for who in ("AUTHOR", "COMMITTER")
-            for part, value in (("NAME", "codex-bot"), ("EMAIL", "codex-bot@localhost"))
-        }
-    commit = _git(
-        repo, "commit-tree", tree, "-p", "HEAD", "-F", "-", input=message.encode(), env=identity
-    )
-    _git(repo, "branch", "--force", branch, commit)
-    return commit
-
-
 @click.command("run")
 @click.option(
     "--repo",
@@ -236,7 +188,7 @@ def commit_locally(repo: Path, patch: bytes, branch: str, message: str) -> str:
     help="A local git checkout; its HEAD is what the agent works on.",
 )
 @click.option("--task", "task_text", required=True, help="What to do (first line: the title).")
-@click.option("--model", envvar="CODEX_MODEL", default="gpt-4.1", show_default=True)
+@click.option("--model", envvar="CODEX_MODEL", default=DEFAULTS["codex_model"], show_default=True)
 @click.option(
     "--base-url",
     envvar="OPENAI_BASE_URL",
@@ -244,7 +196,10 @@ def commit_locally(repo: Path, patch: bytes, branch: str, message: str) -> str:
     help="OpenAI-compatible endpoint (default: OpenAI). The key is read from OPENAI_API_KEY only.",
 )
 @click.option(
-    "--image", envvar="CODEX_SANDBOX_IMAGE", default="codexbot-sandbox:latest", show_default=True
+    "--image",
+    envvar="CODEX_SANDBOX_IMAGE",
+    default=DEFAULTS["codex_sandbox_image"],
+    show_default=True,
 )
 @click.option("--test", "test_command", default=None, help="Test command (default: detected).")
 @click.option("--steps", default=None, type=click.IntRange(1, 1000), help="Step limit.")
@@ -255,6 +210,13 @@ def commit_locally(repo: Path, patch: bytes, branch: str, message: str) -> str:
     type=click.Path(path_type=Path),
     help=DATA_DIR_HELP,
 )
+@click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    default=DEFAULTS["redis_url"],
+    show_default=True,
+    help="Where prepared environments are kept, as for the bot's workers.",
+)
 def run(
     repo: Path,
     task_text: str,
@@ -264,130 +226,64 @@ def run(
     test_command: str | None,
     steps: int | None,
     data_dir: Path,
+    redis_url: str,
 ) -> None:
-    """Run the agent on a local checkout in the sandbox; the result becomes a branch there."""
+    """Run a task on a local checkout: the bot's pipeline, with `.github/codex.yml` and the
+    change guard, in the same sandbox; the result becomes a branch there instead of a PR."""
     api_key = os.environ.get("OPENAI_API_KEY", "")
     if not api_key:
         raise click.ClickException("set OPENAI_API_KEY (it is never read from the command line)")
-    repo = repo.resolve()
-    _git(repo, "rev-parse", "--verify", "HEAD")
-    task_id = f"local-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from workers.local import LocalSettings, local_task_id, run_local
+    from workers.task import TaskFailed, TaskStopped
+
+    redis = Redis.from_url(redis_url)
+    try:
+        redis.ping()
+    except RedisError:
+        redis.close()
+        raise click.ClickException(
+            "codexbot run keeps prepared environments in Redis, as the workers do, and none "
+            "answered at REDIS_URL (--redis-url)"
+        ) from None
     title, _, body = task_text.strip().partition("\n")
-    limits = AgentLimits(steps=steps) if steps else AgentLimits()
-    outcome = run_local(
-        repo,
-        title,
-        body,
-        model=model,
-        base_url=base_url,
-        api_key=api_key,
-        image=image,
-        test_command=test_command,
-        limits=limits,
-        data_dir=data_dir,
-        task_id=task_id,
+    settings = LocalSettings(
+        codex_data_dir=data_dir,
+        codex_sandbox_image=image,
+        codex_model=model,
+        openai_base_url=base_url,
+        openai_api_key=SecretStr(api_key),
     )
-    click.echo(f"trajectory: {outcome['trajectory']}")
-    if outcome.get("branch"):
-        click.echo(f"branch: {outcome['branch']} ({outcome['commit'][:12]})")
-    else:
-        click.echo("no change was made; no branch created")
+    task_id = local_task_id()
+    try:
+        outcome = run_local(
+            repo.resolve(),
+            title,
+            body,
+            settings=settings,
+            redis=redis,
+            task_id=task_id,
+            test_command=test_command,
+            max_steps=steps,
+            watch=progress_printer(),
+        )
+    except (TaskFailed, TaskStopped) as error:
+        click.echo(f"no change was made; no branch created: {error}", err=True)
         sys.exit(1)
+    finally:
+        redis.close()
+    for when in ("before", "after"):
+        tests = outcome.get(f"tests_{when}")
+        click.echo(f"tests {when}: {_verdict(tests)}", err=True)
+    click.echo(f"trajectory: {outcome['trajectory']}")
+    click.echo(f"branch: {outcome['branch']} ({outcome['sha'][:12]})")
 
 
-def run_local(
-    repo: Path,
-    title: str,
-    body: str,
-    *,
-    model: str,
-    base_url: str | None,
-    api_key: str,
-    image: str,
-    test_command: str | None,
-    limits: AgentLimits,
-    data_dir: Path,
-    task_id: str,
-    progress: Any = None,
-) -> dict[str, Any]:
-    import docker
-
-    from sandbox.container import Sandbox
-
-    redact = Redactor([api_key])
-    trajectory_path = _trajectories(data_dir) / f"{task_id}.jsonl"
-    trajectory = Trajectory(trajectory_path, redact, listener=progress or progress_printer())
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="codexbot-run-") as scratch:
-        work = Path(scratch) / "repo"
-        _git(repo, "clone", "--quiet", "--no-hardlinks", str(repo), str(work))
-        base = _git(work, "rev-parse", "HEAD")
-        found = find_test_command(work, test_command)
-        command = found.command if found else None
-        agent_task = AgentTask(
-            repo=repo.name,
-            issue_number=0,
-            issue_title=title,
-            issue_body=body,
-            test_command=command,
-            instructions=tuple(discover_instructions(work)),
-        )
-        client = docker.from_env()
-        client_model = OpenAIModel(base_url, api_key, model)
-        try:
-            with Sandbox(client, image=image, task_id=task_id) as sandbox:
-                sandbox.put_workspace(work)
-                before = sandbox.exec(command, timeout=900) if command else None
-                _say(progress, f"tests before: {_verdict(before)} ({command or 'no command'})")
-                result: AgentResult = run_agent(
-                    agent_task, sandbox, client_model, limits, trajectory
-                )
-                after = sandbox.exec(command, timeout=900) if command else None
-                _say(progress, f"tests after: {_verdict(after)}")
-                patch = sandbox.diff(base)
-        finally:
-            client_model.close()
-            client.close()
-    outcome: dict[str, Any] = {
-        "task_id": task_id,
-        "trajectory": str(trajectory_path),
-        "status": result.status,
-        "tests_before": before.exit_code if before else None,
-        "tests_after": after.exit_code if after else None,
-        "seconds": round(time.monotonic() - started, 3),
-        "model_seconds": result.model_seconds,
-        "steps": result.steps,
-    }
-    if not patch.strip():
-        return outcome
-    subjects = _git(repo, "log", "-50", "--format=%s").splitlines()
-    changed = [
-        line[6:]
-        for line in patch.decode(errors="replace").splitlines()
-        if line.startswith("+++ b/")
-    ]
-    message = redact(
-        text.commit_message(
-            result.title or title,
-            result.summary,
-            None,
-            conventions=text.learn_conventions(subjects),
-            component=text.component_for(changed),
-        )
-    )
-    branch = f"codex/{text.slugify(title)}-{task_id[-6:]}"
-    outcome.update(
-        branch=branch, commit=commit_locally(repo, patch, branch, message), message=message
-    )
-    return outcome
-
-
-def _verdict(result: Any) -> str:
-    if result is None:
-        return "not run"
-    return "passed" if result.exit_code == 0 else f"failed (exit {result.exit_code})"
-
-
-def _say(progress: Any, line: str) -> None:
-    if progress is None:
-        click.echo(line, err=True)
+def _verdict(tests: dict | None) -> str:
+    if tests is None:
+        return "not run (no test command)"
+    passed = tests["exit_code"] == 0
+    verdict = "passed" if passed else f"failed (exit {tests['exit_code']})"
+    return f"{verdict} ({tests['command']})"

@@ -105,7 +105,7 @@ CALL_SHARE = 0.5  # a model call may take this share of the time left, so a retr
 MIN_REPLY_TOKENS = 256  # max_tokens never goes below this, however full the context
 
 Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
-Protocol = Literal["auto", "native", "text"]
+ToolProtocol = Literal["auto", "native", "text"]
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def run_agent(
     *,
     steering: Callable[[], list[Comment]] | None = None,
     should_stop: Callable[[], str | None] | None = None,
-    tool_protocol: Protocol = "auto",
+    tool_protocol: ToolProtocol = "auto",
 ) -> AgentResult:
     """Runs the task to an end. ``steering`` returns comments that arrived since its last call;
     ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step,

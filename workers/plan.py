@@ -1,0 +1,174 @@
+"""Planning a task from GitHub: what the agent is asked (`Work`), from which branch, with
+which discussion, and where its result goes. `GitHubSource` is where such a task's code and
+discussion come from: a mirror of the repository on this worker, and the issue or PR."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from redis import Redis
+
+from codexbot.commands import MARKER
+from workers import checkout, tasks, text
+from workers.agent.text import Comment, Discussion, fence
+from workers.github import Repository, ReviewComment
+from workers.permissions import cached_role
+from workers.task import TaskFailed, TaskStopped, Work
+from workers.workspace import MirrorCache
+
+
+def plan(record: tasks.TaskRecord, repo: Repository, bot_login: Callable[[], str]) -> Work:
+    """`bot_login` is asked only for a pull request: whose it is decides where work goes."""
+    if record.request.is_pull:
+        return plan_pull_follow_up(record, repo, bot_login())
+    return plan_issue_fix(record, repo)
+
+
+def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
+    issue = repo.issue(record.request.number)
+    branch = text.branch_name(issue.number, issue.title)
+    exists = repo.branch_head(branch) is not None
+    instructions = issue.body
+    if record.request.text:
+        instructions += f"\n\nThe maintainer who asked added:\n{record.request.text}"
+    return Work(
+        title=issue.title,
+        instructions=instructions,
+        branch=branch,
+        base_branch=repo.default_branch,
+        start_ref=branch if exists else None,
+        closes_issue=True,
+    )
+
+
+def describe_review_comments(comments: list[ReviewComment]) -> str:
+    parts = []
+    for comment in comments:
+        where = f"{comment.path}:{comment.line}" if comment.line else comment.path
+        parts.append(
+            f"Review comment by @{comment.author} on {where}:\n{fence(comment.diff_hunk)}\n"
+            f"{fence(comment.body)}"
+        )
+    return "\n\n".join(parts)
+
+
+def plan_pull_follow_up(record: tasks.TaskRecord, repo: Repository, bot_login: str) -> Work:
+    pull = repo.pull(record.request.number)
+    if pull.state != "open":
+        raise TaskFailed(f"pull request #{pull.number} is {pull.state}")
+    comments: list[ReviewComment] = []
+    parts = [f"Pull request #{pull.number}: {pull.title}", pull.body]
+    if record.request.review_id is not None:
+        review_body = repo.review_body(pull.number, record.request.review_id)
+        comments = repo.review_comments(pull.number, record.request.review_id)
+        if review_body:
+            parts.append(f"The review says:\n{fence(review_body)}")
+        if comments:
+            parts.append(describe_review_comments(comments))
+    if record.request.text:
+        parts.append(f"@{record.request.sender} asked:\n{fence(record.request.text)}")
+    from_fork = pull.from_fork(repo.full_name)
+    owned = pull.owned_by(bot_login, repo.full_name)
+    if record.request.kind == "review" and not owned:
+        raise TaskStopped(f"pull request #{pull.number} was not opened by {bot_login}")
+    start_ref: str | None = pull.head_ref
+    if owned:  # the bot's own pull request: more commits on its branch
+        branch, base_branch = pull.head_ref, pull.head_ref
+    else:
+        # Never someone else's branch: a branch of the bot's own, with a pull request into the
+        # head it starts from (into the base branch, for a fork, which the App cannot push to).
+        branch = text.pull_branch_name(pull.number)
+        base_branch = pull.base_ref if from_fork else pull.head_ref
+        start_ref = branch if repo.branch_head(branch) is not None else None
+    return Work(
+        title=f"Follow up on pull request #{pull.number}: {pull.title}",
+        instructions="\n\n".join(part for part in parts if part),
+        branch=branch,
+        base_branch=base_branch,
+        start_ref=start_ref,
+        closes_issue=False,
+        opens_pull=not owned,
+        from_fork=from_fork,
+        review_comments=tuple(comments),
+        pull=pull,
+    )
+
+
+class GitHubSource:
+    """A GitHub repository as a task's source: this worker's mirror of it, and the issue or PR
+    the task is about with everything said on it."""
+
+    def __init__(self, repo: Repository, redis: Redis, mirrors: MirrorCache, number: int) -> None:
+        self.repo = repo
+        self._redis = redis
+        self._mirrors = mirrors
+        self._number = number
+
+    @property
+    def full_name(self) -> str:
+        return self.repo.full_name
+
+    @property
+    def default_branch(self) -> str:
+        return self.repo.default_branch
+
+    def role(self, user: str) -> str:
+        return cached_role(self._redis, self.repo, user)
+
+    def workspace(self, work: Work, into: Path) -> tuple[checkout.Checkout, Path]:
+        """A checkout made in milliseconds from this worker's mirror of the repository."""
+        token = self.repo.token
+        mirror = self._mirrors.update(self.repo.full_name, self.repo.git_url, token=token)
+        start = self._mirrors.checkout(
+            mirror, into, git_url=self.repo.git_url, branch=work.start_ref
+        )
+        if work.pull is not None and work.start_ref is None:  # a fork: start from the PR's head
+            start = checkout.fetch_pull_head(start, work.pull.number, token=token)
+        return start, mirror
+
+    def discussion(self, work: Work) -> Discussion:
+        """The issue or PR with everything said on it, each author with their permission."""
+        number, repo, role = self._number, self.repo, self.role
+        comments = [
+            Comment(author=author, permission=role(author), body=body, created=created)
+            for author, body, created in repo.issue_comments(number)
+            if MARKER not in body
+        ]
+        if work.pull is not None:
+            comments += [
+                Comment(author=author, permission=role(author), body=body, kind="review")
+                for author, body, _ in repo.reviews(number)
+                if body.strip() and MARKER not in body
+            ]
+            comments += [
+                Comment(
+                    author=c.author,
+                    permission=role(c.author),
+                    body=c.body,
+                    kind="review_comment",
+                    path=c.path,
+                    line=c.line,
+                )
+                for c in repo.review_comments(number)
+                if MARKER not in c.body
+            ]
+            return Discussion(
+                kind="pull_request",
+                number=number,
+                title=work.pull.title,
+                body=work.pull.body,
+                author=work.pull.author,
+                author_permission=role(work.pull.author),
+                comments=tuple(comments),
+            )
+        issue = repo.issue(number)
+        return Discussion(
+            kind="issue",
+            number=number,
+            title=issue.title,
+            body=issue.body,
+            author=issue.author,
+            author_permission=role(issue.author),
+            comments=tuple(comments),
+        )

@@ -1,0 +1,251 @@
+"""Publishing a task's change: the checks before a push, the commit message, and the two
+publishers. `GitHubPublisher` pushes the bot's branch and opens or follows up a pull request;
+`workers.local.LocalPublisher` leaves a branch in a local checkout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from codexbot.settings import Settings
+from sandbox.changes import ChangePolicy, Refusal
+from workers import checkout, tasks, text
+from workers.agent.loop import AgentResult
+from workers.github import GitHubError, Repository
+from workers.run import TestOutcome
+from workers.task import Task, TaskFailed, TaskStopped, Work
+from workers.testcmd import compare_runs
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Pushed:
+    sha: str
+    message: str
+    changed: list[str]
+
+
+class Publisher(Protocol):
+    """Where a task's change goes: `push` commits it (while the tests run on it), `publish`
+    makes it known and returns what the task reports."""
+
+    def push(
+        self,
+        task: Task,
+        work: Work,
+        start: checkout.Checkout,
+        patch: bytes,
+        result: AgentResult,
+        policy: ChangePolicy,
+    ) -> Pushed: ...
+
+    def publish(
+        self,
+        task: Task,
+        work: Work,
+        pushed: Pushed,
+        result: AgentResult,
+        tests: tuple[TestOutcome, TestOutcome],
+        refusals: tuple[Refusal, ...] = (),
+        ran_into: tuple[str, ...] = (),
+    ) -> dict: ...
+
+
+def ensure_no_known_secret(task: Task, patch: bytes) -> None:
+    if kinds := task.redact.found(patch):
+        raise TaskFailed(
+            f"the change holds a secret the bot knows ({', '.join(kinds)}); nothing was pushed"
+        )
+
+
+def commit_message_for(
+    task: Task,
+    work: Work,
+    start: checkout.Checkout,
+    result: AgentResult,
+    changed: list[str],
+    co_author: str | None = None,
+) -> str:
+    return text.commit_message(
+        result.title or f"Fix {work.title}",
+        result.summary,
+        task.record.request.number if work.closes_issue else None,
+        conventions=text.learn_conventions(checkout.recent_subjects(start)),
+        component=text.component_for(changed),
+        co_author=co_author,
+    )
+
+
+def ensure_still_newest(task: Task) -> None:
+    newest = tasks.newest_for_target(
+        task.redis, task.record.request.repo, task.record.request.number
+    )
+    if newest not in (None, task.id):
+        raise TaskStopped(f"superseded by task `{newest}`")
+
+
+def ensure_branch_unmoved(repo: Repository, work: Work, start: checkout.Checkout) -> None:
+    """Never push over a human: the branch must still be where this task started from."""
+    head = repo.branch_head(work.branch)
+    expected = start.base_sha if work.start_ref else None
+    if head != expected:
+        raise TaskStopped(
+            f"`{work.branch}` moved while I worked (now at {str(head)[:12]}); "
+            "I did not push over it. Ask again to start from the new head."
+        )
+
+
+def ensure_push_target(repo: Repository, work: Work) -> None:
+    """The bot pushes only to branches of its own: never the default or a protected branch."""
+    branch = work.branch
+    if (
+        not branch.startswith(text.BRANCH_PREFIX)
+        or branch == repo.default_branch
+        or repo.branch_protected(branch)
+    ):
+        raise TaskFailed(
+            f"`{branch}` is not a branch codex-bot created (or it is protected), so I did not "
+            "push to it"
+        )
+
+
+def ensure_fork_branch_allowed(start: checkout.Checkout, work: Work, policy: ChangePolicy) -> None:
+    """A fork's branch pushed here is judged whole against the base branch: a workflow or a
+    protected path that came with the fork would land in this repository, where workflows run
+    with its secrets. Workflow changes from a fork are refused whatever the config allows."""
+    base = checkout.merge_base(start, work.base_branch)
+    strict = dataclasses.replace(policy, allow_workflow_changes=False)
+    refusals = checkout.judge_staged(start.path, base, strict)
+    if refusals:
+        listed = "; ".join(
+            f"{text.code_span(refusal.path)}: {refusal.reason}" for refusal in refusals[:10]
+        )
+        raise TaskFailed(
+            f"the branch would bring changes from the fork into `{work.base_branch}`'s "
+            f"repository that codex-bot does not push: {listed}"
+        )
+
+
+def result_notes(
+    result: AgentResult, refusals: tuple[Refusal, ...], ran_into: tuple[str, ...]
+) -> list[str]:
+    """What the result leaves out or ran into, for the pull request's body."""
+    return [
+        *(note for note in (result.not_done,) if note),
+        *(f"{text.code_span(refusal.path)} was left out: {refusal.reason}" for refusal in refusals),
+        *(f"A command of the agent's ran into this: {note}" for note in ran_into),
+    ]
+
+
+class GitHubPublisher:
+    """The bot's branch pushed to the repository, and a pull request for it (or replies on the
+    pull request it follows up)."""
+
+    def __init__(self, repo: Repository, settings: Settings) -> None:
+        self.repo = repo
+        self._settings = settings
+
+    def push(
+        self,
+        task: Task,
+        work: Work,
+        start: checkout.Checkout,
+        patch: bytes,
+        result: AgentResult,
+        policy: ChangePolicy,
+    ) -> Pushed:
+        """The patch committed on the task's branch and pushed; the PR is `publish`'s."""
+        with task.timings.stage("push"):
+            ensure_still_newest(task)
+            ensure_push_target(self.repo, work)
+            ensure_branch_unmoved(self.repo, work, start)
+            ensure_no_known_secret(task, patch)
+            changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
+            if work.from_fork:
+                ensure_fork_branch_allowed(start, work, policy)
+            message = task.redact(
+                commit_message_for(task, work, start, result, changed, self._co_author(task))
+            )
+            sha = checkout.commit_and_push(
+                start, branch=work.branch, message=message, token=self.repo.token
+            )
+        return Pushed(sha, message, changed)
+
+    def _co_author(self, task: Task) -> str | None:
+        record = task.record
+        if not self._settings.codex_co_author or record.request.sender_id is None:
+            return None
+        email = text.noreply_email(record.request.sender, record.request.sender_id)
+        return text.co_author_trailer(record.request.sender, email)
+
+    def publish(
+        self,
+        task: Task,
+        work: Work,
+        pushed: Pushed,
+        result: AgentResult,
+        tests: tuple[TestOutcome, TestOutcome],
+        refusals: tuple[Refusal, ...] = (),
+        ran_into: tuple[str, ...] = (),
+    ) -> dict:
+        """The pull request for the pushed change, or replies on the one it follows up."""
+        before, after = tests
+        sha, message, changed = pushed.sha, pushed.message, pushed.changed
+        reason = result.reason if result.status != "finished" else ""
+        draft = text.draft_line(after.run, result.status, reason) is not None
+        pull_url = ""
+        if work.opens_pull:
+            body = text.pr_body(
+                issue_number=task.record.request.number,
+                summary=result.summary,
+                changed_files=changed,
+                tests_before=before.run,
+                tests_after=after.run,
+                steps=result.steps,
+                tokens=result.prompt_tokens + result.completion_tokens,
+                notes=result_notes(result, refusals, ran_into),
+                status=result.status,
+                reason=reason,
+                pre_existing=compare_runs(before.output, after.output).pre_existing,
+                task_url=self._settings.task_url(task.id) or None,
+            )
+            pull = self.repo.open_pull_request(
+                head=work.branch,
+                base=work.base_branch,
+                title=message.splitlines()[0],
+                body=task.redact(body),
+                draft=draft,
+            )
+            pull_url = pull.url
+            self.ask_for_review(task.record.request.sender, pull.number)
+        elif work.pull is not None:
+            pull_url = work.pull.url
+        for comment in work.review_comments:
+            self.repo.reply_to_review_comment(
+                task.record.request.number,
+                comment.id,
+                f"Addressed in {sha[:12]}: {message.splitlines()[0]}",
+            )
+        log.info("published", branch=work.branch, sha=sha, pr=pull_url, draft=draft)
+        return {
+            "pr_url": pull_url,
+            "branch": work.branch,
+            "sha": sha,
+            "commit_message": message,
+            "draft": draft,
+            "changed_files": changed,
+        }
+
+    def ask_for_review(self, sender: str, number: int) -> None:
+        """The person who asked reviews the result; a bot that asked (CI) is not asked back."""
+        if sender.lower().endswith("[bot]"):
+            return
+        try:
+            self.repo.request_review(number, sender)
+        except GitHubError:
+            log.warning("review not requested", reviewer=sender, exc_info=True)

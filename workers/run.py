@@ -1,0 +1,272 @@
+"""Running the agent for a task: the policy it works under, its briefing, the baseline it
+starts from (the change guard and the tests before), the sandbox as it sees it, and its result.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sandbox.changes import ChangeGuard, ChangePolicy
+from sandbox.container import ExecResult, Sandbox
+from sandbox.prepared import setup_secret_values
+from workers import checkout, policy, repoconfig, steering, text
+from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
+from workers.agent.text import Comment
+from workers.agent.trajectory import Trajectory
+from workers.concurrency import Timings
+from workers.instructions import discover_instructions
+from workers.policy import Policy
+from workers.task import AgentSettings, Task, TaskFailed, TaskStopped, Work
+
+TEST_TIMEOUT = 900
+PROGRESS_INTERVAL = 5.0  # seconds between "step N" edits of the progress comment
+UNFINISHED = {"limits_exceeded", "stuck", "stopped", "error"}
+
+
+def read_policy(task: Task, work: Work, start: checkout.Checkout, mirror: Path) -> Policy:
+    """The rules of the base repository's default branch, whatever the task works on."""
+    try:
+        return policy.read_policy(
+            mirror,
+            task.source.default_branch,
+            start,
+            task.workdir / "policy",
+            from_fork=work.from_fork,
+        )
+    except policy.PolicyError as error:
+        raise TaskFailed(str(error)) from None
+
+
+def setup_secrets_for(task: Task, rules: Policy) -> dict[str, str]:
+    """The setup secrets the policy names; none for code from a fork, whatever it says."""
+    if rules.from_fork:
+        return {}
+    secrets = setup_secret_values(rules.config.setup_secrets, repo=task.source.full_name)
+    for value in secrets.values():
+        task.redact.add(value)
+    return secrets
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    __test__ = False  # not a pytest class
+
+    run: text.TestRun | None
+    output: str = ""
+
+
+def verify_with_tests(sandbox: Sandbox, command: str | None) -> TestOutcome:
+    if command is None:
+        return TestOutcome(None)
+    result = sandbox.exec(command, timeout=TEST_TIMEOUT)
+    tail = text.tail_lines(result.output)
+    return TestOutcome(
+        text.TestRun(command=command, exit_code=result.exit_code, tail=tail), result.output
+    )
+
+
+def agent_limits(config: repoconfig.RepoConfig, work: Work, settings: AgentSettings) -> AgentLimits:
+    overrides = {k: v for k, v in asdict(config.limits).items() if v is not None}
+    if work.max_steps is not None:
+        overrides["steps"] = work.max_steps
+    defaults = {
+        "max_tokens": settings.codex_max_tokens,
+        "model_timeout_floor": settings.codex_model_timeout_floor,
+    }
+    try:
+        return AgentLimits.from_config({**defaults, **overrides})
+    except ValueError as error:
+        raise TaskFailed(f"`.github/codex.yml` limits: {error}") from None
+
+
+@dataclass(frozen=True)
+class Briefing:
+    """What the agent starts with: its task and its model client."""
+
+    agent_task: AgentTask
+    model: OpenAIModel
+
+
+def brief_agent(
+    task: Task,
+    work: Work,
+    start: checkout.Checkout,
+    config: repoconfig.RepoConfig,
+    test_command: str | None,
+) -> Briefing:
+    settings = task.settings
+    asking = task.record.request.kind == "ask"
+    agent_task = AgentTask(
+        repo=task.source.full_name,
+        issue_number=task.record.request.number,
+        issue_title=work.title,
+        issue_body=work.instructions,
+        test_command=test_command,
+        discussion=task.source.discussion(work),
+        instructions=tuple(discover_instructions(start.path)),
+        mode="ask" if asking else "fix",
+        question=task.record.request.text if asking else "",
+    )
+    model = OpenAIModel(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        model=config.model or settings.codex_model,
+    )
+    return Briefing(agent_task, model)
+
+
+def close_model(briefing: Future[Briefing]) -> None:
+    if briefing.exception() is None:
+        briefing.result().model.close()
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The untouched workspace: the change guard's start, and the tests before."""
+
+    guard: ChangeGuard
+    tests: TestOutcome
+
+
+def take_baseline(
+    sandbox: Sandbox,
+    start: checkout.Checkout,
+    config: repoconfig.RepoConfig,
+    test_command: str | None,
+    timings: Timings,
+) -> Baseline:
+    guard = ChangeGuard(sandbox, start.base_sha, ChangePolicy.from_config(config))
+    with timings.stage("tests_before"):
+        return Baseline(guard, verify_with_tests(sandbox, test_command))
+
+
+class AfterBaseline:
+    """The sandbox as the agent sees it: a command waits until the baseline is taken, so the
+    agent never changes the workspace under the tests before."""
+
+    def __init__(self, sandbox: Sandbox, baseline: Future[Baseline]) -> None:
+        self._sandbox = sandbox
+        self._baseline = baseline
+        self.ran_into: list[str] = []  # what the agent's commands ran into, once each kind
+
+    def exec(self, command: str, *, timeout: float) -> ExecResult:
+        self._baseline.result()  # raises what went wrong taking it
+        result = self._sandbox.exec(command, timeout=timeout)
+        for note in result.notes:
+            kind = note.split(":")[0].split("(")[0]
+            if not any(seen.startswith(kind) for seen in self.ran_into):
+                self.ran_into.append(note)
+        return result
+
+    def after_change(self) -> str:
+        """What the change guard refuses of the workspace now and has not said yet, or "".
+
+        The agent loop calls it after a tool that may change files and shows the note with that
+        tool's result, so the agent can take another way at once."""
+        return self._baseline.result().guard.after_command().strip()
+
+    def cancel(self, reason: str) -> bool:
+        """A stop kills the command running now, the tests before included."""
+        return self._sandbox.cancel(reason)
+
+
+class AgentControls:
+    """What the task lends the agent loop: its stop flag, the comments that arrive while it
+    works, and a live count of its steps for the progress comment."""
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+        self.steps = 0
+        self.steered = 0
+        self._last_progress = 0.0
+
+    def should_stop(self) -> str | None:
+        try:
+            self._task.check_stop()
+        except TaskStopped as stop:
+            return str(stop)
+        return None
+
+    def steering(self) -> list[Comment]:
+        task = self._task
+        comments = [
+            Comment(author=note.author, permission=task.source.role(note.author), body=note.body)
+            for note in steering.take(task.redis, task.id)
+        ]
+        if comments:
+            self.steered += len(comments)
+            self._show_progress(force=True)
+        return comments
+
+    def on_record(self, record: dict) -> None:
+        if self._task.watch is not None:
+            self._task.watch(record)
+        if record.get("type") == "tool":
+            self.steps += 1
+            self._show_progress()
+
+    def _show_progress(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_progress > PROGRESS_INTERVAL:
+            self._last_progress = time.monotonic()
+            self._task.progress.update("running", step=self.steps, steered=self.steered)
+
+
+def trajectory_path(data_dir: Path, task_id: str) -> Path:
+    return data_dir / "trajectories" / f"{task_id}.jsonl"
+
+
+def run_agent_for(
+    task: Task,
+    work: Work,
+    briefing: Briefing,
+    env: AfterBaseline,
+    config: repoconfig.RepoConfig,
+    controls: AgentControls,
+) -> AgentResult:
+    """The agent loop on the task's sandbox, its trajectory redacted as the task redacts."""
+    trajectory = Trajectory(
+        trajectory_path(task.settings.codex_data_dir, task.id),
+        task.redact,
+        listener=controls.on_record,
+    )
+    return run_agent(
+        briefing.agent_task,
+        env,
+        briefing.model,
+        agent_limits(config, work, task.settings),
+        trajectory,
+        steering=controls.steering,
+        should_stop=controls.should_stop,
+        tool_protocol=config.tool_protocol or task.settings.codex_tool_protocol,
+    )
+
+
+def ensure_agent_went_on(result: AgentResult) -> None:
+    """A newer task took over: nothing of this one is published."""
+    if result.status == "stopped" and result.reason.startswith("superseded"):
+        raise TaskStopped(result.reason)
+
+
+def answered(result: AgentResult) -> dict:
+    ensure_agent_went_on(result)
+    if result.status == "error":
+        raise TaskFailed(f"the agent stopped with an error: {result.reason}")
+    answer = result.answer or result.summary
+    return {"answer": answer, "status": result.status, "steps": result.steps}
+
+
+def ensure_something_to_publish(result: AgentResult, patch: bytes) -> None:
+    """Work in the workspace is published however the run ended (a draft unless it finished;
+    a `/codex stop` keeps what was done); only a run that changed nothing has nothing to show."""
+    ensure_agent_went_on(result)
+    if not patch.strip():
+        if result.status == "stopped":
+            raise TaskStopped(result.reason)
+        if result.status == "error":
+            raise TaskFailed(f"the agent stopped with an error: {result.reason}")
+        if result.status in UNFINISHED:
+            raise TaskFailed(f"{result.reason or result.status}, before changing any file")
+        raise TaskFailed("the agent finished without changing any file")
