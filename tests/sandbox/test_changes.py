@@ -13,6 +13,7 @@ import pytest
 
 from sandbox.changes import (
     CLOCK_SLACK,
+    GUARD_DIR_PREFIX,
     Change,
     ChangeGuard,
     ChangePolicy,
@@ -208,7 +209,7 @@ def test_the_guard_looks_again_only_when_the_workspace_changed(
     guard = ChangeGuard(box, base, ChangePolicy(max_file_bytes=1000))
 
     def index() -> str:  # each full look stages in a git directory of its own, under a new name
-        return box.exec("ls -d /tmp/.codexbot-guard-*").output
+        return box.exec(f"ls -d {GUARD_DIR_PREFIX}*").output
 
     looked = index()
     box.exec("cat calc.py && ls -la && git log --oneline")
