@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from codexbot.logs import configure_logging
-from codexbot.settings import Settings, SettingsError, load_settings
+from codexbot.settings import Settings, SettingsError, app_configured, load_settings
 
 
 def _settings() -> Settings:
@@ -58,6 +58,17 @@ def served_app():  # noqa: ANN201 - a Flask app; flask is imported in the worker
     return create_app(settings)
 
 
+def setup_app():  # noqa: ANN201 - a Flask app
+    """The factory for the set-up server (no App configured yet): see app/setup.py."""
+    from app.setup import create_setup_app
+
+    configure_logging([], logging.INFO)
+    return create_setup_app(
+        os.environ.get("GITHUB_API_URL", "").strip() or "https://api.github.com",
+        os.environ.get("CODEX_PUBLIC_URL", "").strip() or None,
+    )
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -92,7 +103,21 @@ def serve(
     server: str,
     dev: bool,
 ) -> None:
-    """Run the webhook receiver (POST /webhook, GET /healthz, GET /metrics)."""
+    """Run the webhook receiver (POST /webhook, GET /healthz, GET /metrics).
+
+    With no GitHub App configured yet, serve the set-up page (GET /setup) instead.
+    """
+    if not app_configured():
+        click.echo(
+            f"codexbot: no GitHub App is configured; open http://{host}:{port}/setup "
+            "(or CODEX_PUBLIC_URL/setup) to create it",
+            err=True,
+        )
+        if dev:
+            setup_app().run(host=host, port=port)
+        else:  # one process: the set-up's state must be the same on every request
+            _serve_with_granian(host, port, 1, 1, target="codexbot.cli:setup_app")
+        return
     settings = _settings()
     level = context.obj["log_level"]
     configure_logging(settings.secret_values(), level)
@@ -118,13 +143,15 @@ def serve(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _serve_with_granian(host: str, port: int, workers: int, threads: int) -> None:
+def _serve_with_granian(
+    host: str, port: int, workers: int, threads: int, target: str = "codexbot.cli:served_app"
+) -> None:
     from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
 
     Granian(
-        "codexbot.cli:served_app",
+        target,
         factory=True,
         interface=Interfaces.WSGI,
         address=host,

@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REST_OPERATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/app", "get", ("200",)),
     ("/app/installations", "get", ("200",)),
+    ("/app-manifests/{code}/conversions", "post", ("201", "404", "422")),
     ("/repos/{owner}/{repo}/installation", "get", ("200", "404")),
     ("/app/installations/{installation_id}/access_tokens", "post", ("201", "401", "404", "422")),
     ("/repos/{owner}/{repo}", "get", ("200", "404")),
