@@ -27,6 +27,7 @@ def _settings() -> Settings:
 
 
 @click.group()
+@click.version_option(package_name="codex-bot", prog_name="codexbot")
 @click.option(
     "--log-level",
     default="INFO",
@@ -238,6 +239,14 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
 
         start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
     worker_class(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
+
+
+@main.command()
+def doctor() -> None:
+    """Check the set-up (settings, App key, Redis, Docker, model, webhook URL); exit 1 if wrong."""
+    from codexbot.doctor import main as run_doctor
+
+    sys.exit(run_doctor(click.echo))
 
 
 def _add_subcommands() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -159,11 +160,15 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as error:
-        first = error.errors()[0]
-        name = "_".join(str(part) for part in first["loc"]).upper() or "settings"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "missing":
-            message = "is not set"
-            if name == "GITHUB_APP_ID":
-                message += " (run `codexbot serve` and open /setup to create the App)"
-        raise SettingsError(f"{name}: {message}" if first["loc"] else message) from None
+        raise SettingsError(describe_error(error.errors()[0])) from None
+
+
+def describe_error(problem: Any) -> str:
+    """One pydantic validation error as one line naming the setting."""
+    name = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "missing":
+        message = "is not set"
+        if name == "GITHUB_APP_ID":
+            message += " (run `codexbot serve` and open /setup to create the App)"
+    return f"{name}: {message}" if problem["loc"] else message
