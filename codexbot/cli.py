@@ -249,6 +249,34 @@ def doctor() -> None:
     sys.exit(run_doctor(click.echo))
 
 
+@main.command()
+@click.option("--url", default=None, help="Also require this URL to answer 200 (the receiver).")
+@click.option("--worker", is_flag=True, help="Also require a live RQ worker on this host.")
+def health(url: str | None, worker: bool) -> None:
+    """Exit 0 if Redis answers (and the receiver or this host's worker is alive): for probes."""
+    import socket
+    import urllib.request
+
+    from redis import Redis
+    from redis.exceptions import RedisError
+    from rq import Worker
+
+    settings = _settings()
+    try:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis.ping()
+        if worker and not any(
+            w.hostname == socket.gethostname() for w in Worker.all(connection=redis)
+        ):
+            click.echo("codexbot: no live worker registered from this host", err=True)
+            sys.exit(1)
+        if url:
+            urllib.request.urlopen(url, timeout=5).close()  # noqa: S310 - the operator's own URL
+    except (RedisError, OSError) as error:
+        click.echo(f"codexbot: unhealthy: {error}", err=True)
+        sys.exit(1)
+
+
 def _add_subcommands() -> None:
     from sandbox.cli import sandbox
     from workers.agent.cli import run, task

@@ -17,7 +17,10 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # An empty variable is an unset one (.env.example leaves the App lines empty).
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True
+    )
 
     github_app_id: int = Field(gt=0)
     github_private_key: SecretStr | None = None

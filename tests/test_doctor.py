@@ -101,3 +101,19 @@ def test_version():
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.startswith("codexbot, version ")
+
+
+def test_health_probe_needs_a_live_worker_on_this_host(stack: Stack):
+    from rq import Queue, Worker
+
+    probe = [sys.executable, "-m", "codexbot.cli", "health", "--worker"]
+    env = {**stack.env(), "PYTHONPATH": str(ROOT)}
+    alone = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 1 and "no live worker" in alone.stderr
+    worker = Worker([Queue(stack.queue, connection=stack.redis)], connection=stack.redis)
+    worker.register_birth()
+    try:
+        alive = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=60)
+        assert alive.returncode == 0, alive.stderr
+    finally:
+        worker.register_death()
