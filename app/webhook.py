@@ -39,7 +39,8 @@ log = structlog.get_logger()
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps deliveries at 25 MB
 INTAKE_TIMEOUT = 120
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
-EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
+# GitHub event names are snake_case and may carry digits (projects_v2_item).
+EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 IGNORED_EVENTS = {"ping", "installation", "installation_repositories"}
 JOB_RESULT_TTL = 7 * 24 * 3600
 JSON_TYPE = {"Content-Type": "application/json"}

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from codexbot.logs import configure_logging
-from codexbot.settings import Settings, SettingsError, load_settings
+from codexbot.settings import Settings, SettingsError, app_configured, load_settings
 
 
 def _settings() -> Settings:
@@ -27,6 +27,7 @@ def _settings() -> Settings:
 
 
 @click.group()
+@click.version_option(package_name="codex-bot", prog_name="codexbot")
 @click.option(
     "--log-level",
     default="INFO",
@@ -56,6 +57,17 @@ def served_app():  # noqa: ANN201 - a Flask app; flask is imported in the worker
     level = logging.getLevelNamesMapping().get(os.environ.get(LOG_LEVEL_VARIABLE, ""), logging.INFO)
     configure_logging(settings.secret_values(), level)
     return create_app(settings)
+
+
+def setup_app():  # noqa: ANN201 - a Flask app
+    """The factory for the set-up server (no App configured yet): see app/setup.py."""
+    from app.setup import create_setup_app
+
+    configure_logging([], logging.INFO)
+    return create_setup_app(
+        os.environ.get("GITHUB_API_URL", "").strip() or "https://api.github.com",
+        os.environ.get("CODEX_PUBLIC_URL", "").strip() or None,
+    )
 
 
 @main.command()
@@ -92,7 +104,21 @@ def serve(
     server: str,
     dev: bool,
 ) -> None:
-    """Run the webhook receiver (POST /webhook, GET /healthz, GET /metrics)."""
+    """Run the webhook receiver (POST /webhook, GET /healthz, GET /metrics).
+
+    With no GitHub App configured yet, serve the set-up page (GET /setup) instead.
+    """
+    if not app_configured():
+        click.echo(
+            f"codexbot: no GitHub App is configured; open http://{host}:{port}/setup "
+            "(or CODEX_PUBLIC_URL/setup) to create it",
+            err=True,
+        )
+        if dev:
+            setup_app().run(host=host, port=port)
+        else:  # one process: the set-up's state must be the same on every request
+            _serve_with_granian(host, port, 1, 1, target="codexbot.cli:setup_app")
+        return
     settings = _settings()
     level = context.obj["log_level"]
     configure_logging(settings.secret_values(), level)
@@ -118,13 +144,15 @@ def serve(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _serve_with_granian(host: str, port: int, workers: int, threads: int) -> None:
+def _serve_with_granian(
+    host: str, port: int, workers: int, threads: int, target: str = "codexbot.cli:served_app"
+) -> None:
     from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
 
     Granian(
-        "codexbot.cli:served_app",
+        target,
         factory=True,
         interface=Interfaces.WSGI,
         address=host,
@@ -258,6 +286,42 @@ def redeliver(context: click.Context, since: str, dry_run: bool) -> None:
     for text in report.lines:
         click.echo(text)
     click.echo(report.summary())
+
+
+@main.command()
+def doctor() -> None:
+    """Check the set-up (settings, App key, Redis, Docker, model, webhook URL); exit 1 if wrong."""
+    from codexbot.doctor import main as run_doctor
+
+    sys.exit(run_doctor(click.echo))
+
+
+@main.command()
+@click.option("--url", default=None, help="Also require this URL to answer 200 (the receiver).")
+@click.option("--worker", is_flag=True, help="Also require a live RQ worker on this host.")
+def health(url: str | None, worker: bool) -> None:
+    """Exit 0 if Redis answers (and the receiver or this host's worker is alive): for probes."""
+    import socket
+    import urllib.request
+
+    from redis import Redis
+    from redis.exceptions import RedisError
+    from rq import Worker
+
+    settings = _settings()
+    try:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis.ping()
+        if worker and not any(
+            w.hostname == socket.gethostname() for w in Worker.all(connection=redis)
+        ):
+            click.echo("codexbot: no live worker registered from this host", err=True)
+            sys.exit(1)
+        if url:
+            urllib.request.urlopen(url, timeout=5).close()  # noqa: S310 - the operator's own URL
+    except (RedisError, OSError) as error:
+        click.echo(f"codexbot: unhealthy: {error}", err=True)
+        sys.exit(1)
 
 
 def _add_subcommands() -> None:

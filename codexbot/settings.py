@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -16,7 +17,10 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # An empty variable is an unset one (.env.example leaves the App lines empty).
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True
+    )
 
     github_app_id: int = Field(gt=0)
     github_private_key: SecretStr | None = None
@@ -110,14 +114,68 @@ class Settings(BaseSettings):
         return values
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings, or raise SettingsError with one line naming what is wrong."""
+DEFAULT_DATA_DIR = "/var/lib/codexbot"
+
+
+def settings_file() -> Path:
+    """Where ``codexbot serve``'s set-up page writes the App's credentials (and the loader reads
+    them): ``CODEX_SETTINGS_FILE``, else ``app.env`` in ``CODEX_DATA_DIR``."""
+    named = os.environ.get("CODEX_SETTINGS_FILE", "").strip()
+    if named:
+        return Path(named)
+    return Path(os.environ.get("CODEX_DATA_DIR", "").strip() or DEFAULT_DATA_DIR) / "app.env"
+
+
+def app_configured() -> bool:
+    """Whether the App's id is known, from the environment or the settings file."""
+    if os.environ.get("GITHUB_APP_ID", "").strip():
+        return True
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return any(
+            line.strip().upper().startswith("GITHUB_APP_ID=")
+            for line in settings_file().read_text().splitlines()
+        )
+    except OSError:
+        return False
+
+
+def write_settings_file(path: Path, values: dict[str, str]) -> None:
+    """Write ``KEY="value"`` lines readable by the owner alone (0600), replacing the file whole.
+
+    Values are escaped for dotenv's double quotes (``\\n`` for a newline), so a PEM fits a line.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for key, value in values.items():
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        lines.append(f'{key}="{escaped}"\n')
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.writelines(lines)
+    os.replace(partial, path)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, or raise SettingsError with one line naming what is wrong.
+
+    The environment wins over the settings file (``settings_file()``), which holds what the
+    set-up page wrote.
+    """
+    path = settings_file()
+    try:
+        return Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as error:
-        first = error.errors()[0]
-        name = "_".join(str(part) for part in first["loc"]).upper() or "settings"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "missing":
-            message = "is not set"
-        raise SettingsError(f"{name}: {message}" if first["loc"] else message) from None
+        raise SettingsError(describe_error(error.errors()[0])) from None
+
+
+def describe_error(problem: Any) -> str:
+    """One pydantic validation error as one line naming the setting."""
+    name = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "missing":
+        message = "is not set"
+        if name == "GITHUB_APP_ID":
+            message += " (run `codexbot serve` and open /setup to create the App)"
+    return f"{name}: {message}" if problem["loc"] else message

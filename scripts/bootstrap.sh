@@ -14,6 +14,7 @@ command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v git >/dev/null || need_pkgs+=(git)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)  # checks deploy/compose.yaml
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   as_root apt-get update -qq

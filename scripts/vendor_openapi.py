@@ -6,6 +6,11 @@ this script copies those, plus every component they reach through ``$ref``, into
 ``tests/openapi/rest-subset.json`` and ``tests/openapi/webhooks-subset.json``. Prose
 (descriptions, summaries, examples) is dropped to keep the files small; schemas are untouched.
 
+It also writes ``tests/openapi/webhook-examples.json``: one payload for every webhook in the
+description, with the event name GitHub sends in ``X-GitHub-Event``. The payload is GitHub's own
+example where the description has one, else the smallest payload its schema allows (every
+required property, the first choice of every enum, ``oneOf`` and ``anyOf``).
+
 Usage: python scripts/vendor_openapi.py [--shared DIR] [--out DIR]
 """
 
@@ -25,6 +30,7 @@ REST_OPERATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/app/installations", "get", ("200",)),
     ("/app/hook/deliveries", "get", ("200", "400", "422")),
     ("/app/hook/deliveries/{delivery_id}/attempts", "post", ("202", "400", "422")),
+    ("/app-manifests/{code}/conversions", "post", ("201", "404", "422")),
     ("/repos/{owner}/{repo}/installation", "get", ("200", "404")),
     ("/app/installations/{installation_id}/access_tokens", "post", ("201", "401", "404", "422")),
     ("/repos/{owner}/{repo}", "get", ("200", "404")),
@@ -188,6 +194,70 @@ def webhooks_subset(source: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def event_name(operation: dict[str, Any]) -> str:
+    """``X-GitHub-Event`` for a webhook: its subcategory, whose doc slugs use hyphens."""
+    return str(operation["x-github"]["subcategory"]).replace("-", "_")
+
+
+def smallest_instance(source: dict[str, Any], schema: Any, depth: int = 0) -> Any:
+    """The smallest value a schema allows: required properties only, first of every choice."""
+    if depth > 40:
+        raise ValueError("schema nests too deep for an example")
+    if not isinstance(schema, dict):
+        return None
+    if "$ref" in schema:
+        return smallest_instance(source, resolve_pointer(source, schema["$ref"]), depth + 1)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "allOf" in schema:
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            value = smallest_instance(source, part, depth + 1)
+            if isinstance(value, dict):
+                merged.update(value)
+        return merged
+    for choice in ("oneOf", "anyOf"):
+        if choice in schema:
+            return smallest_instance(source, schema[choice][0], depth + 1)
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        return {
+            name: smallest_instance(source, properties.get(name, {}), depth + 1)
+            for name in schema.get("required", [])
+        }
+    if kind == "array":
+        return []
+    if kind in ("integer", "number"):
+        return max(1, schema.get("minimum", 1))
+    if kind == "boolean":
+        return False
+    if kind == "string":
+        fmt = schema.get("format")
+        if fmt == "date-time":
+            return "2024-01-01T00:00:00Z"
+        if fmt == "uri":
+            return "https://github.com/octo-org"
+        return "x"
+    return None
+
+
+def webhook_examples(source: dict[str, Any]) -> dict[str, Any]:
+    """Every webhook GitHub describes: ``{key: {"event": name, "payload": {...}}}``."""
+    examples: dict[str, Any] = {}
+    for key, webhook in sorted(source["webhooks"].items()):
+        operation = webhook["post"]
+        content = operation["requestBody"]["content"]["application/json"]
+        example = content.get("examples", {}).get("default")
+        if example is not None:
+            payload = resolve_pointer(source, example["$ref"])["value"]
+        else:
+            payload = smallest_instance(source, content["schema"])
+        examples[key] = {"event": event_name(operation), "payload": payload}
+    return examples
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
@@ -203,8 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, document in (
         ("rest-subset.json", rest_subset(rest)),
         ("webhooks-subset.json", webhooks_subset(hooks)),
+        ("webhook-examples.json", webhook_examples(hooks)),
     ):
         target = args.out / name
+        if name == "webhook-examples.json":  # one webhook a line: about 1 MB indented
+            lines = (f" {json.dumps(k)}: {json.dumps(v)}" for k, v in document.items())
+            target.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+            print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")
+            continue
         write_json(target, document)
         print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")
     return 0

@@ -187,6 +187,18 @@ class GitHubApp:
         self._tokens[installation_id] = (grant.token, expires.astimezone(UTC))
         return grant.token
 
+    def check(self) -> tuple[str, list[str]]:
+        """What GitHub says of the App's JWT: its page, and the accounts it is installed on.
+
+        Raises GitHubError when GitHub refuses the JWT (a key that is not this App's).
+        """
+        try:
+            app = self._integration.get_app()
+            accounts = [i.account.login for i in self._integration.get_installations()]
+        except GithubException as error:
+            raise _explain(error, "GET /app with the App's JWT") from None
+        return app.html_url, accounts
+
     def login(self) -> str:
         """The App's bot account, as it appears on comments and pull requests."""
         if self._login is None:

@@ -85,6 +85,7 @@ def create_app(github_sim: GitHubSim) -> Flask:
     app.extensions["github_sim"] = github_sim
     app.register_blueprint(api_blueprint(), url_prefix=API_PREFIX)
     app.register_blueprint(git_blueprint())
+    app.register_blueprint(web_blueprint())
     app.register_blueprint(admin_blueprint(), url_prefix="/_sim")
     app.register_error_handler(ApiError, lambda error: json_response(error.body, error.status))
     app.register_error_handler(HTTPException, answer_http_exception)
@@ -198,6 +199,8 @@ def uses_app_jwt(path: str) -> bool:
 
 def authenticate_api_request() -> None:
     path = request.path[len(API_PREFIX) :]
+    if path.startswith("/app-manifests/"):
+        return  # the conversion is unauthenticated: the one-hour code is the credential
     if uses_app_jwt(path):
         verify_app_jwt()
     else:
@@ -302,6 +305,14 @@ def api_blueprint() -> Blueprint:
     def get_app() -> Response:
         s = sim()
         return json_response(payloads.app_json(s.urls, s.app, s.state.users[s.app.owner]))
+
+    @bp.post("/app-manifests/<code>/conversions")
+    def create_app_from_manifest(code: str) -> Response:
+        converted = sim().convert_manifest(code)
+        if converted is None:
+            raise not_found()
+        log.info("github_sim.app_created", app_id=converted["id"])
+        return json_response(converted, 201)
 
     @bp.get("/app/installations")
     def list_installations() -> Response:
@@ -954,6 +965,42 @@ def git_service(path: str) -> str | None:
     if path == "info/refs":
         return request.args.get("service")
     return path if path in GIT_SERVICES else None
+
+
+def web_blueprint() -> Blueprint:
+    """GitHub's "register a new App from a manifest" form, for a person or an organisation.
+
+    GitHub asks the signed-in person to confirm first; here they always do, so the form answers
+    with the redirect GitHub sends after that click: ``redirect_url?code=...&state=...``.
+    """
+    bp = Blueprint("web", __name__)
+
+    def register(owner: str | None) -> Response:
+        try:
+            manifest = json.loads(request.form["manifest"])
+        except (KeyError, ValueError):
+            return Response("a manifest form field holding JSON is required\n", 422)
+        if not isinstance(manifest, dict) or not manifest.get("redirect_url"):
+            return Response("the manifest needs a redirect_url\n", 422)
+        code = sim().register_manifest(manifest, owner)
+        query = {"code": code}
+        if request.args.get("state"):
+            query["state"] = request.args["state"]
+        separator = "&" if "?" in manifest["redirect_url"] else "?"
+        return Response(
+            status=302,
+            headers={"Location": manifest["redirect_url"] + separator + urlencode(query)},
+        )
+
+    @bp.post("/settings/apps/new")
+    def new_personal_app() -> Response:
+        return register(None)
+
+    @bp.post("/organizations/<org>/settings/apps/new")
+    def new_organization_app(org: str) -> Response:
+        return register(org)
+
+    return bp
 
 
 def git_blueprint() -> Blueprint:

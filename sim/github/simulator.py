@@ -82,6 +82,7 @@ class QuietRequestHandler(WSGIRequestHandler):
 class GitHubSim:
     TOKEN_TTL_SECONDS = 3600
     WEBHOOK_TIMEOUT_SECONDS = 30.0
+    MANIFEST_CODE_TTL_SECONDS = 3600  # GitHub: "You must complete this step within one hour"
 
     def __init__(
         self,
@@ -109,6 +110,10 @@ class GitHubSim:
         # GitHub delivers the app's own actions (its comments, replies) to the app too; off by
         # default so a test opts in to that traffic.
         self.echo_app_events = False
+        # The manifest flow: codes GitHub hands back after its "new app" form, and who is
+        # signed in to the web pages (the account a personal App belongs to).
+        self.manifest_codes: dict[str, tuple[dict[str, Any], str, float]] = {}
+        self.web_user = "octo-admin"
         self._background: list[threading.Thread] = []
         self._port = port
         self._server: BaseWSGIServer | None = None
@@ -172,6 +177,57 @@ class GitHubSim:
     @property
     def repos_root(self) -> Path:
         return self.data_dir / "repos"
+
+    # ---- the App manifest flow ----------------------------------------------------------------
+
+    def register_manifest(self, manifest: dict[str, Any], owner: str | None) -> str:
+        """Someone submitted the "new app from manifest" form: a code for the conversion.
+
+        GitHub shows a confirmation page first; the simulator's person always confirms.
+        """
+        if not isinstance(manifest.get("hook_attributes"), dict) or not manifest.get("url"):
+            raise SimError("the manifest needs url and hook_attributes.url")
+        code = uuid.uuid4().hex
+        with self.state.lock:
+            self.manifest_codes[code] = (manifest, owner or self.web_user, time.monotonic())
+        return code
+
+    def convert_manifest(self, code: str) -> dict[str, Any] | None:
+        """``POST /app-manifests/{code}/conversions``: the new App, its key and secrets, once.
+
+        The simulator becomes that App: later JWTs must be signed with the new key, and
+        webhooks go to the manifest's URL, signed with the new secret.
+        """
+        from sim.github import generate_app_key
+
+        with self.state.lock:
+            entry = self.manifest_codes.pop(code, None)
+        if entry is None or time.monotonic() - entry[2] > self.MANIFEST_CODE_TTL_SECONDS:
+            return None
+        manifest, owner, _ = entry
+        private_pem, public_pem = generate_app_key()
+        name = str(manifest.get("name") or "codex-bot")
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "app"
+        with self.state.lock:
+            kind = "Organization" if owner != self.web_user else "User"
+            account = self.state.ensure_user(owner, type=kind)
+            self.app = App(id=self.state.next_id(), slug=slug, name=name, owner=account.login)
+            self.state.ensure_user(self.bot_login, type="Bot")
+            self.app_public_key_pem = public_pem
+            self.webhook_url = manifest["hook_attributes"].get("url")
+            self.webhook_secret = uuid.uuid4().hex + uuid.uuid4().hex
+        body = payloads.app_json(self.urls, self.app, account)
+        body.update(
+            description=manifest.get("description"),
+            external_url=manifest["url"],
+            installations_count=0,
+            permissions=dict(manifest.get("default_permissions") or {}),
+            events=list(manifest.get("default_events") or []),
+            client_secret=uuid.uuid4().hex,
+            webhook_secret=self.webhook_secret,
+            pem=private_pem.decode(),
+        )
+        return body
 
     # ---- seeding ------------------------------------------------------------------------------
 

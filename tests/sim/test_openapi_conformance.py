@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -144,6 +145,26 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     ):
         assert api(sim, method, path, token, body).status_code >= 400
     assert api(sim, "GET", f"/repos/{OWNER_REPO}", "ghs_" + "0" * 36).status_code == 401
+
+    # Last, since the simulator then becomes the new App: the manifest flow's conversion.
+    manifest = {
+        "name": "codex-bot",
+        "url": "https://codexbot.example.com",
+        "hook_attributes": {"url": "https://codexbot.example.com/webhook"},
+        "redirect_url": "https://codexbot.example.com/setup/done",
+        "default_permissions": {"issues": "write", "metadata": "read"},
+        "default_events": ["issues"],
+    }
+    form = requests.post(
+        f"{sim.url}/organizations/octo-org/settings/apps/new?state=s1",
+        data={"manifest": json.dumps(manifest)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert form.status_code == 302
+    code = parse_qs(urlsplit(form.headers["Location"]).query)["code"][0]
+    assert api(sim, "POST", f"/app-manifests/{code}/conversions", None).status_code == 201
+    assert api(sim, "POST", f"/app-manifests/{code}/conversions", None).status_code == 404
 
 
 def test_every_response_and_request_matches_githubs_description(
