@@ -257,6 +257,12 @@ class Stack:
             (self.data_dir / "logs" / f"{n}.log").read_text(errors="replace") for n in names
         )
 
+    def log_lines_of(self, task_id: str, limit: int = 40) -> str:
+        """The last `limit` log lines of every process that name `task_id`: what a failed
+        task's report needs, since RQ keeps only the reason shown to the user."""
+        lines = [line for line in self.logs().splitlines() if task_id in line]
+        return "\n".join(line[:4000] for line in lines[-limit:])
+
     # -- driving it like a user ----------------------------------------------------------------
 
     def seed(
@@ -307,7 +313,10 @@ class Stack:
             status = job.get_status()
             if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 result = job.latest_result()
-                raise StackError(f"task {task_id} {status}: {result.exc_string if result else ''}")
+                raise StackError(
+                    f"task {task_id} {status}: {result.exc_string if result else ''}\n"
+                    f"its log lines:\n{self.log_lines_of(task_id)}"
+                )
             return job if status == JobStatus.FINISHED else None
 
         job = wait_until(finished, timeout, f"task {task_id}", interval=0.1)
