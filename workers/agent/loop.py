@@ -21,14 +21,14 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import structlog
 
-from workers.agent import actions, textcalls
+from workers.agent import actions, context, textcalls
 from workers.agent.model import (
     ContextTooLong,
     Model,
@@ -41,16 +41,26 @@ from workers.agent.model import (
     known_text_only,
     remember_text_only,
 )
+from workers.agent.outcome import (
+    AgentLimits,
+    AgentResult,
+    LimitsExceeded,
+    ModelFailed,
+    RunEnded,
+    Status,
+    Stopped,
+    Stuck,
+    Submitted,
+    ToolProtocol,
+    TooManyFormatErrors,
+)
 from workers.agent.text import (
     AgentTask,
     Comment,
-    diff_counts,
     initial_messages,
     render_instructions,
     steering_message,
     text_protocol_prompt,
-    written_summary,
-    written_title,
 )
 from workers.agent.tools import (
     ASK_TOOLS,
@@ -88,113 +98,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-NUDGE = (
-    "Your reply had no tool call. Use a tool: `shell` to run a command, "
-    "`finish` when the fix is done and the tests pass."
-)
-TEXT_NUDGE = (
-    "Your reply had no command. Put exactly one command in a ```bash block, or end your reply "
-    f"with the line {textcalls.FINISH_MARKER} when the work is done."
-)
-RESULT_PREFIX = "Result of your "
-ELIDED = "[older tool output removed to fit the context window: {size} characters]"
-CONTEXT_SHARE = 0.8  # compact the history when it passes this share of the context window
-KEEP_RECENT = 3  # the most recent tool results are never elided
 STOP_POLL_SECONDS = 0.25  # how often the stop flag is read while a command runs
 CALL_SHARE = 0.5  # a model call may take this share of the time left, so a retry fits after it
 MIN_REPLY_TOKENS = 256  # max_tokens never goes below this, however full the context
-
-Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
-ToolProtocol = Literal["auto", "native", "text"]
-
-
-@dataclass(frozen=True)
-class AgentLimits:
-    """Every limit of a run, with its default; ``.github/codex.yml`` `limits:` overrides them."""
-
-    steps: int = 30  # model calls
-    wall_seconds: float = 900
-    tokens: int = 400_000  # prompt + completion, summed over all calls
-    output_bytes: int = 10_000  # of each tool result shown to the model
-    command_timeout: float = 120
-    format_errors: int = 3  # malformed tool calls in a row before giving up
-    repeats: int = 3  # the same call with the same result this often: stuck
-    context_tokens: int = 128_000  # the model's context window
-    search_matches: int = 100
-    max_tokens: int = 4096  # of one reply, sent to the server
-    model_timeout_floor: float = 0.0  # a model call may always take this long (seconds)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> AgentLimits:
-        """Defaults overridden by a `limits:` mapping; ValueError names a bad key or value."""
-        values: dict[str, Any] = {}
-        known = {f.name: f for f in fields(cls)}
-        for key, value in (config or {}).items():
-            if key not in known:
-                raise ValueError(f"unknown limit {key!r}; known: {', '.join(sorted(known))}")
-            default = getattr(cls(), key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"limit {key!r} must be a positive number, not {value!r}")
-            values[key] = type(default)(value)
-        return cls(**values)
-
-
-@dataclass
-class AgentResult:
-    status: Status
-    title: str = ""
-    summary: str = ""
-    not_done: str = ""
-    answer: str = ""
-    steps: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reason: str = ""
-    seconds: float = 0.0  # wall time of the run
-    model_seconds: float = 0.0  # of which waiting for the model
-    instruction_files: list[str] = field(default_factory=list)
-
-    def write_missing_finish(self, issue_title: str, patch: str) -> None:
-        """A title and summary the model did not give, written by the bot from the change."""
-        if not self.summary:
-            self.summary = written_summary(patch)
-        if not self.title:
-            changed = [path for path, _, _ in diff_counts(patch)]
-            self.title = written_title(self.summary, issue_title, changed)
-
-
-class Submitted(Exception):
-    def __init__(self, action: FinishAction | AnswerAction) -> None:
-        super().__init__(type(action).__name__)
-        self.action = action
-
-
-class RunEnded(Exception):
-    """The run ends before the model submitted; ``status`` is what the result says."""
-
-    status: Status = "error"
-
-
-class LimitsExceeded(RunEnded):
-    status = "limits_exceeded"
-
-
-class Stuck(RunEnded):
-    status = "stuck"
-
-
-class Stopped(RunEnded):
-    status = "stopped"
-
-
-class TooManyFormatErrors(RunEnded):
-    status = "error"
-
-
-class ModelFailed(RunEnded):
-    """The model API could not answer, after the retries and the remedies that fit."""
-
-    status = "error"
 
 
 @dataclass
@@ -393,7 +299,7 @@ def call_seconds(run: _Run) -> float:
 
 def reply_tokens(run: _Run) -> int:
     """max_tokens: the limit, within what the context window has left after the prompt."""
-    room = run.limits.context_tokens - estimate_tokens(run.messages)
+    room = run.limits.context_tokens - context.estimate_tokens(run.messages)
     return max(MIN_REPLY_TOKENS, min(run.limits.max_tokens, room))
 
 
@@ -420,43 +326,17 @@ def compact(run: _Run, *, force: bool = False) -> bool:
     """Near the context window, the oldest tool results become a one-line note; ``force`` (the
     server refused the prompt, or took too long over it) halves the history instead. Whether
     anything was elided."""
-    size = estimate_tokens(run.messages)
-    budget = size // 2 if force else run.limits.context_tokens * CONTEXT_SHARE
-    if size <= budget:
+    elided = context.compact(run.messages, run.limits.context_tokens, force=force)
+    if elided is None:
         return False
-    results = [m for m in run.messages if is_tool_result(m)]
-    elided = 0
-    for message in results[:-KEEP_RECENT] if not force else results[:-1]:
-        if message["content"].startswith("[older tool output removed"):
-            continue
-        message["content"] = ELIDED.format(size=len(message["content"]))
-        elided += 1
-        if estimate_tokens(run.messages) <= budget:
-            break
     run.trajectory.record(
         "context",
         run.steps,
         elided_tool_results=elided,
-        estimated_tokens=estimate_tokens(run.messages),
+        estimated_tokens=context.estimate_tokens(run.messages),
         forced=force,
     )
     return elided > 0
-
-
-def is_tool_result(message: dict[str, Any]) -> bool:
-    """A tool's result: a `tool` message, or under text calls the user message that holds it."""
-    if message.get("role") == "tool":
-        return True
-    content = message.get("content")
-    return (
-        message.get("role") == "user"
-        and isinstance(content, str)
-        and content.startswith((RESULT_PREFIX, "[older tool output removed"))
-    )
-
-
-def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    return len(json.dumps(messages, ensure_ascii=False)) // 4
 
 
 def act(run: _Run, reply: ModelReply) -> None:
@@ -475,7 +355,7 @@ def act(run: _Run, reply: ModelReply) -> None:
             note_format_error(run, found.problem)
             return
     if not calls:
-        nudge = TEXT_NUDGE if run.protocol == "text" else NUDGE
+        nudge = textcalls.NO_COMMAND if run.protocol == "text" else textcalls.NO_CALL
         run.messages.append({"role": "user", "content": nudge})
         note_format_error(run, "reply had no tool call")
         return
@@ -484,7 +364,7 @@ def act(run: _Run, reply: ModelReply) -> None:
         for call in calls:
             content = run_call(run, call, recognised)
             if recognised:
-                shown.append(f"{RESULT_PREFIX}`{call.name}` call:\n{content}")
+                shown.append(f"{context.RESULT_PREFIX}`{call.name}` call:\n{content}")
             else:
                 run.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
             if run.stop_reason:

@@ -27,6 +27,15 @@ from typing import Any
 from workers.agent.model import ToolCall
 
 FINISH_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
+# What the model is told when a reply holds nothing to run, under each protocol.
+NO_CALL = (
+    "Your reply had no tool call. Use a tool: `shell` to run a command, "
+    "`finish` when the fix is done and the tests pass."
+)
+NO_COMMAND = (
+    "Your reply had no command. Put exactly one command in a ```bash block, or end your reply "
+    f"with the line {FINISH_MARKER} when the work is done."
+)
 HERMES = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 MISTRAL = "[TOOL_CALLS]"
 MISTRAL_NAMED = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(?:\[ARGS\])?\s*(?=\{)")
