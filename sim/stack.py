@@ -29,6 +29,7 @@ from codexbot.request import TASK_KINDS
 from sandbox.labels import remove_task_containers
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
+from workers.trajectories import RedisTrajectories
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_REPO = ROOT / "sim" / "demo_repo"
@@ -248,6 +249,10 @@ class Stack:
                 remove_task_containers(client, task_id)
         finally:
             client.close()
+
+    def trajectory(self, task_id: str) -> list[dict]:
+        """The task's trajectory as the workers kept it in Redis."""
+        return RedisTrajectories(self.redis).read(task_id)
 
     def logs(self, name: str | None = None) -> str:
         names = (
