@@ -28,7 +28,7 @@ import requests
 from redis import Redis
 from rq.job import Job
 
-from sandbox.labels import TASK_LABEL
+from sandbox.labels import TASK_LABEL, WORKER_LABEL
 from sim.stack import DEMO_REPO, DEMO_SCRIPTS, Stack, wait_until
 from workers import tasks
 
@@ -228,14 +228,21 @@ def hold_on_a(stack: HostsStack, number: int) -> str:
     return task_id
 
 
-def release(task_id: str) -> bool:
-    """Let every sandbox of the task past its first command."""
+def sandboxes(task_id: str, host: str | None = None) -> list:
+    """The task's containers (all of them, or those host ``host``'s worker made)."""
     client = docker.from_env()
     try:
-        for container in client.containers.list(filters={"label": f"{TASK_LABEL}={task_id}"}):
-            container.exec_run(["touch", "/tmp/go"])
+        found = client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
     finally:
         client.close()
+    return [c for c in found if host is None or c.labels[WORKER_LABEL].startswith(f"{host}-")]
+
+
+def release(task_id: str, host: str) -> bool:
+    """Let host ``host``'s sandbox of the task past its first command."""
+    for container in sandboxes(task_id, host):
+        if container.status == "running":
+            container.exec_run(["touch", "/tmp/go"])
     return True
 
 
@@ -281,13 +288,16 @@ def test_a_task_whose_host_is_cut_off_is_finished_by_the_other_and_published_onc
     hosts.start_task_worker("b")
     network.cut("a")
 
+    wait_until(lambda: sandboxes(task_id, "b"), 120, "host b to run the task again")
     wait_until(
-        lambda: release(task_id) and task_state(hosts, task_id) == "done",
+        lambda: release(task_id, "b") and task_state(hosts, task_id) == "done",
         240,
         "host b to finish the task host a lost",
-        interval=1,
+        interval=0.5,
     )
     network.restore("a")
+    release(task_id, "a")  # if host a's attempt still waits, it goes on now
+
     finished_by_b(hosts, task_id, held)
 
 
@@ -301,10 +311,10 @@ def test_a_task_whose_host_is_killed_is_finished_by_the_other_and_published_once
     hosts.kill_host("a")
 
     wait_until(
-        lambda: release(task_id) and task_state(hosts, task_id) == "done",
+        lambda: release(task_id, "b") and task_state(hosts, task_id) == "done",
         240,
         "host b to finish the task of the killed host a",
-        interval=1,
+        interval=0.5,
     )
     finished_by_b(hosts, task_id, held)
 
@@ -312,19 +322,15 @@ def test_a_task_whose_host_is_killed_is_finished_by_the_other_and_published_once
 def finished_by_b(stack: HostsStack, task_id: str, number: int) -> None:
     """Once every attempt has ended (no sandbox of the task left): one PR, one push to its
     branch, the task still done; what host a did after it came back was refused."""
-    wait_until(lambda: not _sandboxes(task_id), 180, "every attempt at the task to end")
+    wait_until(lambda: not sandboxes(task_id), 180, "every attempt at the task to end")
     (pull,) = pulls_for(stack, number)
     branch = pull["head"]["ref"]
     pushes = [p for p in stack.github.pushes if p.ref == f"refs/heads/{branch}"]
     assert len(pushes) == 1, pushes
     assert task_state(stack, task_id) == "done"
+    said = [
+        c["body"] for c in stack.github.issue_comments(REPO, number) if "codex-bot" in c["body"]
+    ]
+    assert "Done" in said[-1] and not any("Failed" in body for body in said), said
     page = requests.get(f"{stack.receiver_url}/tasks/{task_id}", timeout=10)
     assert page.status_code == 200 and "finished" in page.text
-
-
-def _sandboxes(task_id: str) -> list:
-    client = docker.from_env()
-    try:
-        return client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
-    finally:
-        client.close()
