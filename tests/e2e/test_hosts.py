@@ -276,7 +276,6 @@ def test_with_a_host_cut_off_the_other_takes_new_tasks_and_any_receiver_shows_th
     page = requests.get(link.group(0), timeout=10)
     assert page.status_code == 200, page.text[:500]
     assert f"codex-bot task {task_id}" in page.text and "finished" in page.text
-    assert not (hosts.host_dir("receiver") / "trajectories").exists()
 
 
 @needs_leases
