@@ -76,3 +76,11 @@ def trees(repo: str) -> str:
 def tree_build_lock(repo: str) -> str:
     """Held while one worker builds a repository's tree, so others wait for it."""
     return f"codexbot:trees:build:{repo.lower()}"
+
+
+def trajectory(task_id: str) -> str:
+    """A list: the task's trajectory, one zlib-compressed JSON record per item."""
+    return f"codexbot:trajectory:{task_id}"
+
+
+TRAJECTORIES = "codexbot:trajectories"  # sorted set: task id -> when its trajectory started

@@ -380,7 +380,7 @@ class _Faults:
 
 
 class ScriptedModel:
-    """A real OpenAI-protocol server on 127.0.0.1 playing scripts.
+    """A real OpenAI-protocol server on 127.0.0.1 (or ``host``) playing scripts.
 
     >>> with ScriptedModel([Script(steps=[{"content": "hi"}], default=True)]) as server:
     ...     server.base_url  # doctest: +ELLIPSIS
@@ -393,6 +393,7 @@ class ScriptedModel:
         api_key: str | None = None,
         *,
         models: Iterable[str] = DEFAULT_MODELS,
+        host: str = "127.0.0.1",
         port: int = 0,
         dialect: str = "native",
         context_limit_chars: int = CONTEXT_LIMIT_CHARS,
@@ -405,6 +406,7 @@ class ScriptedModel:
         self._turns = {id(script): turns_of(script) for script in self.scripts}
         self._api_key = api_key
         self.models = list(models)
+        self._host = host
         self._port = port
         self._faults = _Faults()
         self._records_lock = threading.Lock()
@@ -415,7 +417,7 @@ class ScriptedModel:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> ScriptedModel:
-        self._server = make_server("127.0.0.1", self._port, self.create_app(), threaded=True)
+        self._server = make_server(self._host, self._port, self.create_app(), threaded=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="scripted-model", daemon=True
         )
@@ -447,7 +449,7 @@ class ScriptedModel:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self._host}:{self.port}/v1"
 
     @property
     def requests(self) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from codexbot.request import TASK_KINDS
 from sandbox.labels import remove_task_containers
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
+from workers.trajectories import RedisTrajectories
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_REPO = ROOT / "sim" / "demo_repo"
@@ -81,26 +82,32 @@ class Stack:
     model_dialect: str = "native"  # how the scripted model speaks (sim.model.DIALECTS)
     trusted_bots: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)  # more settings, e.g. setup secrets
+    stand_ins_host: str = "127.0.0.1"  # where the simulator and the scripted model listen
+    receiver_host: str = "127.0.0.1"  # where the receiver listens
 
     def __post_init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.task_ids: list[str] = []
         self.private_key, public_key = generate_app_key()
         self.receiver_port = free_port()
-        self.receiver_url = f"http://127.0.0.1:{self.receiver_port}"
+        self.receiver_url = f"http://{self.receiver_host}:{self.receiver_port}"
         self.github = GitHubSim(
             app_id=APP_ID,
             app_public_key_pem=public_key,
             webhook_url=f"{self.receiver_url}/webhook",
             webhook_secret=self.webhook_secret,
             data_dir=self.data_dir / "github",
+            host=self.stand_ins_host,
         )
         self.model: ScriptedModel | None = None
         if self.model_base_url is None:
             paths = sorted(path for folder in self.script_dirs for path in folder.glob("*.json"))
             scripts = [script for path in paths for script in load_scripts(path)]
             self.model = ScriptedModel(
-                scripts, api_key=self.openai_api_key, dialect=self.model_dialect
+                scripts,
+                api_key=self.openai_api_key,
+                dialect=self.model_dialect,
+                host=self.stand_ins_host,
             )
         self.redis = Redis.from_url(self.redis_url)
 
@@ -171,7 +178,10 @@ class Stack:
 
     def start_receiver(self) -> None:
         """Start ``codexbot serve`` on the stack's port (again, after ``stop_process``)."""
-        self._spawn("receiver", "serve", "--port", str(self.receiver_port), "--workers", "1")
+        port = str(self.receiver_port)
+        self._spawn(
+            "receiver", "serve", "--host", self.receiver_host, "--port", port, "--workers", "1"
+        )
 
     def stop_process(self, name: str) -> None:
         """Stop one of the bot's processes (``receiver``, ``worker-fast``, ...) as a host would."""
@@ -195,11 +205,16 @@ class Stack:
     def start_task_worker(self, name: str) -> None:
         self._spawn(name, "worker", "--lane", "tasks", "--name", f"{name}-{self.queue}")
 
+    def command(self, name: str, args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+        """How process ``name`` is started: its argv and environment (a test may place it)."""
+        return [str(BIN / "codexbot"), *args], self.env()
+
     def _spawn(self, name: str, *args: str) -> None:
         log = (self.data_dir / "logs" / f"{name}.log").open("ab")
+        argv, env = self.command(name, args)
         self.processes[name] = subprocess.Popen(
-            [str(BIN / "codexbot"), *args],
-            env=self.env(),
+            argv,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -248,6 +263,10 @@ class Stack:
                 remove_task_containers(client, task_id)
         finally:
             client.close()
+
+    def trajectory(self, task_id: str) -> list[dict]:
+        """The task's trajectory as the workers kept it in Redis."""
+        return RedisTrajectories(self.redis).read(task_id)
 
     def logs(self, name: str | None = None) -> str:
         names = (

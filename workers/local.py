@@ -44,6 +44,7 @@ class LocalSettings:
     codex_max_tokens: int = Settings.model_fields["codex_max_tokens"].default
     codex_model_timeout_floor: float = Settings.model_fields["codex_model_timeout_floor"].default
     codex_tool_protocol: ToolProtocol = Settings.model_fields["codex_tool_protocol"].default
+    codex_trajectory_ttl: int = Settings.model_fields["codex_trajectory_ttl"].default
 
 
 class LocalSource:
@@ -180,10 +181,11 @@ def run_local(
             progress=Silent(),
             workdir=Path(scratch),
             watch=watch,
+            trajectory_file=trajectory_path(settings.codex_data_dir, task_id),
         )
         try:
             outcome = run_work(task, work, LocalPublisher(path))
         finally:
             task.cleanup.wait()
-    trajectory = trajectory_path(settings.codex_data_dir, task_id)
-    return {**task.redact.within(outcome), "task_id": task_id, "trajectory": str(trajectory)}
+    trajectory = str(task.trajectory_file)
+    return {**task.redact.within(outcome), "task_id": task_id, "trajectory": trajectory}

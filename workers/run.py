@@ -4,6 +4,7 @@ starts from (the change guard and the tests before), the sandbox as it sees it, 
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from workers.concurrency import Timings
 from workers.instructions import discover_instructions
 from workers.policy import Policy
 from workers.task import AgentSettings, Task, TaskFailed, TaskStopped, Work
+from workers.trajectories import RedisTrajectories
 
 TEST_TIMEOUT = 900
 PROGRESS_INTERVAL = 5.0  # seconds between "step N" edits of the progress comment
@@ -226,11 +228,14 @@ def run_agent_for(
     config: repoconfig.RepoConfig,
     controls: AgentControls,
 ) -> AgentResult:
-    """The agent loop on the task's sandbox, its trajectory redacted as the task redacts."""
+    """The agent loop on the task's sandbox; its trajectory, redacted as the task redacts, is
+    kept where every host reads it."""
+    store = RedisTrajectories(task.redis, task.settings.codex_trajectory_ttl)
     trajectory = Trajectory(
-        trajectory_path(task.settings.codex_data_dir, task.id),
+        task.trajectory_file,
         task.redact,
         listener=controls.on_record,
+        keep=functools.partial(store.append, task.id),
     )
     return run_agent(
         briefing.agent_task,

@@ -105,6 +105,8 @@ class AgentSettings(Protocol):
     def codex_model_timeout_floor(self) -> float: ...
     @property
     def codex_tool_protocol(self) -> ToolProtocol: ...
+    @property
+    def codex_trajectory_ttl(self) -> int: ...
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Task:
     timings: Timings = field(default_factory=Timings)
     cleanup: Cleanup = field(default_factory=Cleanup)
     watch: Callable[[dict], None] | None = None  # sees each trajectory record (`codexbot run`)
+    trajectory_file: Path | None = None  # a copy of the trajectory on this disk (`codexbot run`)
 
     @property
     def id(self) -> str:

@@ -28,7 +28,6 @@ from typing import Any
 
 from codexbot.logs import configure_logging
 from sim.stack import DEMO_SCRIPTS, Stack
-from workers.agent.trajectory import read_records
 
 BIG_TITLE = "Greeting in module_37 forgets the exclamation mark"
 
@@ -95,8 +94,7 @@ def big_script() -> dict[str, Any]:
 def measure(stack: Stack, full_name: str, issue: dict[str, Any]) -> dict[str, Any]:
     _, task_id = stack.label(full_name, issue["number"])
     outcome = stack.wait_for_task(task_id, timeout=900)
-    trajectory = stack.data_dir / "bot" / "trajectories" / f"{task_id}.jsonl"
-    records = read_records(trajectory)
+    records = stack.trajectory(task_id)
     model_ms = round(1000 * sum(r.get("duration", 0) for r in records if r["type"] == "response"))
     total_ms = outcome["timings_ms"]["total"]
     return {

@@ -93,6 +93,7 @@ class GitHubSim:
         data_dir: Path,
         *,
         app_slug: str = "codex-bot",
+        host: str = "127.0.0.1",
         port: int = 0,
         token_ttl_seconds: float | None = None,
     ) -> None:
@@ -115,6 +116,7 @@ class GitHubSim:
         self.manifest_codes: dict[str, tuple[dict[str, Any], str, float]] = {}
         self.web_user = "octo-admin"
         self._background: list[threading.Thread] = []
+        self._host = host
         self._port = port
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -126,11 +128,12 @@ class GitHubSim:
         self.repos_root.mkdir(parents=True, exist_ok=True)
         self._server, self._thread = serve_in_thread(
             create_app(self),
+            host=self._host,
             port=self._port,
             name="github-sim",
             request_handler=QuietRequestHandler,
         )
-        self._urls = Urls(html=f"http://127.0.0.1:{self._server.server_port}")
+        self._urls = Urls(html=f"http://{self._host}:{self._server.server_port}")
         log.info("github_sim.started", url=self.url)
 
     def stop(self) -> None:

@@ -3,18 +3,22 @@ page (rendered by a real headless Chromium)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from redis import Redis
 from werkzeug.serving import make_server
 
+from codexbot import keys
 from codexbot.redact import Redactor
 from codexbot.request import TaskRequest
 from tests.agent.support import API_KEY, FILE_TOOLS, LocalShell, task_titled
@@ -22,19 +26,22 @@ from tests.conftest import FAKE_SECRETS, make_settings
 from workers import tasks
 from workers.agent import AgentLimits, OpenAIModel, Trajectory, run_agent
 from workers.agent.cli import task as task_command
+from workers.trajectories import RedisTrajectories
 
 SECRET = FAKE_SECRETS["audit_token"]
 TASK_ID = "task-audit-1"
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, model: OpenAIModel, demo_workdir: Path) -> Path:
-    """A data directory holding one real run's trajectory; the secret was in the workspace."""
+def data_dir(tmp_path: Path, model: OpenAIModel, demo_workdir: Path, redis: Redis) -> Path:
+    """One real run's trajectory, kept in Redis as a worker keeps it, and an empty data
+    directory (another host's); the secret was in the workspace."""
     core = demo_workdir / "textstats" / "core.py"
     lines = core.read_text().splitlines(keepends=True)
     core.write_text("".join(lines[:4] + [f"    # token {SECRET}\n"] + lines[4:]))
     data = tmp_path / "data"
-    trajectory = Trajectory(data / "trajectories" / f"{TASK_ID}.jsonl", Redactor([API_KEY, SECRET]))
+    keep = functools.partial(RedisTrajectories(redis).append, TASK_ID)
+    trajectory = Trajectory(None, Redactor([API_KEY, SECRET]), keep=keep)
     limits = AgentLimits(steps=12, wall_seconds=60)
     result = run_agent(task_titled(FILE_TOOLS), LocalShell(demo_workdir), model, limits, trajectory)
     assert result.status == "finished"
@@ -42,8 +49,14 @@ def data_dir(tmp_path: Path, model: OpenAIModel, demo_workdir: Path) -> Path:
     return data
 
 
-def test_task_show_prints_the_steps_readably(data_dir: Path) -> None:
-    shown = CliRunner().invoke(task_command, ["show", TASK_ID, "--data-dir", str(data_dir)])
+def show(*args: str, data_dir: Path, redis_url: str) -> Result:
+    return CliRunner().invoke(
+        task_command, ["show", *args, "--data-dir", str(data_dir), "--redis-url", redis_url]
+    )
+
+
+def test_task_show_prints_the_steps_readably(data_dir: Path, redis_url: str) -> None:
+    shown = show(TASK_ID, data_dir=data_dir, redis_url=redis_url)
 
     assert shown.exit_code == 0, shown.output
     out = shown.output
@@ -56,10 +69,30 @@ def test_task_show_prints_the_steps_readably(data_dir: Path) -> None:
     assert SECRET not in out and API_KEY not in out
 
 
-def test_task_show_refuses_unknown_and_path_like_ids(data_dir: Path) -> None:
+def test_task_show_refuses_unknown_and_path_like_ids(data_dir: Path, redis_url: str) -> None:
     for bad in ("nope", "../trajectories/task-audit-1", "/etc/passwd"):
-        shown = CliRunner().invoke(task_command, ["show", bad, "--data-dir", str(data_dir)])
+        shown = show(bad, data_dir=data_dir, redis_url=redis_url)
         assert shown.exit_code == 1 and "no trajectory for task" in shown.output
+
+
+def test_task_show_json_prints_the_records_as_kept(data_dir: Path, redis_url: str) -> None:
+    shown = show(TASK_ID, "--json", data_dir=data_dir, redis_url=redis_url)
+
+    assert shown.exit_code == 0, shown.output
+    records = [json.loads(line) for line in shown.output.splitlines()]
+    assert records[0]["type"] == "start" and records[-1]["type"] == "result"
+    assert SECRET not in shown.output
+
+
+def test_task_show_reads_a_local_run_from_its_file(data_dir: Path, redis_url: str) -> None:
+    local = Trajectory(data_dir / "trajectories" / "local-1.jsonl", Redactor([]))
+    local.record("start", 0, repo="local/demo", number=0, mode="fix", title="a local run")
+    local.record("result", 0, status="finished", seconds=1.0)
+
+    shown = show("local-1", data_dir=data_dir, redis_url=redis_url)
+
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("task local-1: local/demo#0 [fix]")
 
 
 def test_task_ls_merges_redis_records_and_trajectories(
@@ -83,6 +116,17 @@ def test_task_ls_merges_redis_records_and_trajectories(
     row = lines[2].split()
     assert row[:2] == [TASK_ID, "finished"] and row[2].endswith("s") and row[-1] == "octo/demo#7"
     assert len(lines) == 3
+
+
+def test_trajectories_expire_and_leave_the_list_of_recent_ones(redis: Redis) -> None:
+    store = RedisTrajectories(redis, ttl=60)
+    store.append("old", json.dumps({"type": "start", "step": 0}))
+    redis.zadd(keys.TRAJECTORIES, {"old": time.time() - 120})  # started two minutes ago
+    store.append("new", json.dumps({"type": "start", "step": 0}))
+
+    assert 0 < redis.ttl(keys.trajectory("new")) <= 60
+    assert store.recent(10) == ["new"]
+    assert store.read("new") == [{"type": "start", "step": 0}]
 
 
 @pytest.fixture

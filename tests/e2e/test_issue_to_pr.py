@@ -209,7 +209,9 @@ def test_no_secret_reaches_the_sandbox_or_anything_a_user_sees(stack, docker_cli
         "commit": outcome["commit_message"],
         "comments": json.dumps(stack.github.issue_comments(full_name, number)),
         "logs": stack.logs(),
-        "trajectory": (stack.data_dir / "bot" / "trajectories" / f"{task_id}.jsonl").read_text(),
+        "trajectory": "\n".join(
+            json.dumps(r, ensure_ascii=False) for r in stack.trajectory(task_id)
+        ),
         "model_requests": json.dumps(stack.model.requests if stack.model else []),
     }
     assert "waited" in seen["trajectory"]

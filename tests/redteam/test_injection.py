@@ -154,9 +154,10 @@ def everything_a_user_or_operator_sees(attacked: dict) -> dict[str, str]:
         [github.issue_comments(REPO, n) for n in (attacked["target"], attacked["bystander"]["number"],
                                                   attacked["human"])]
     )  # fmt: skip
-    bot = attacked["data_dir"] / "bot"
     trajectories = "".join(
-        p.read_text(errors="replace") for p in sorted((bot / "trajectories").glob("*.jsonl"))
+        json.dumps(record, ensure_ascii=False) + "\n"
+        for task_id in stack.task_ids
+        for record in stack.trajectory(task_id)
     )
     return {
         "commits": history, "file names": names, "pull requests": pulls, "comments": comments,

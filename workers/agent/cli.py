@@ -6,27 +6,69 @@ directory, Redis, and for `run` the model settings; never the GitHub App's secre
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import SecretStr
+from redis import Redis
+from redis.exceptions import RedisError
 
 from codexbot import keys
 from codexbot.settings import Settings
 from workers import tasks
 from workers.agent import report
 from workers.agent.trajectory import read_records
+from workers.trajectories import RedisTrajectories
 
 DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
-DATA_DIR_HELP = "The bot's data directory (trajectories are in its `trajectories/`)."
+DATA_DIR_HELP = (
+    "The data directory: trajectories of `codexbot run` (and from before they were kept in "
+    "Redis) are in its `trajectories/`."
+)
 
 
 def _trajectories(data_dir: Path) -> Path:
     return data_dir / "trajectories"
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    envvar="CODEX_DATA_DIR",
+    default=DEFAULTS["codex_data_dir"],
+    type=click.Path(path_type=Path),
+    help=DATA_DIR_HELP,
+)
+redis_url_option = click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    default=DEFAULTS["redis_url"],
+    show_default=True,
+    help="The bot's Redis: task records and trajectories.",
+)
+
+
+@contextmanager
+def _redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _store(client: Redis) -> RedisTrajectories:
+    return RedisTrajectories(client, DEFAULTS["codex_trajectory_ttl"])  # readers set no TTL
+
+
+def _unreachable(error: RedisError) -> None:
+    click.echo(f"codexbot: cannot read Redis ({error}); files only", err=True)
 
 
 @click.group("task")
@@ -36,72 +78,60 @@ def task() -> None:
 
 @task.command("show")
 @click.argument("task_id")
-@click.option(
-    "--data-dir",
-    envvar="CODEX_DATA_DIR",
-    default=DEFAULTS["codex_data_dir"],
-    type=click.Path(path_type=Path),
-    help=DATA_DIR_HELP,
-)
+@data_dir_option
+@redis_url_option
 @click.option("--full", is_flag=True, help="Print every tool output whole.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSONL records.")
-def show(task_id: str, data_dir: Path, full: bool, as_json: bool) -> None:
+def show(task_id: str, data_dir: Path, redis_url: str, full: bool, as_json: bool) -> None:
     """Print one task's trajectory readably."""
-    path = report.trajectory_file(_trajectories(data_dir), task_id)
-    if path is None or not path.is_file():
-        raise click.ClickException(f"no trajectory for task {task_id!r} in {data_dir}")
+    directory = _trajectories(data_dir)
+    with _redis(redis_url) as client:
+        try:
+            records = report.load(_store(client), task_id, directory)
+        except RedisError as error:
+            _unreachable(error)
+            path = report.trajectory_file(directory, task_id)
+            records = read_records(path) if path is not None else []
+    if not records:
+        raise click.ClickException(f"no trajectory for task {task_id!r} in Redis or {data_dir}")
     if as_json:
-        click.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+        for record in records:
+            click.echo(json.dumps(record, ensure_ascii=False))
         return
-    loaded = report.load(_trajectories(data_dir), task_id)
-    assert loaded is not None
-    click.echo(report.render_text(*loaded, full=full), nl=False)
+    summary = report.summarize(task_id, records)
+    click.echo(report.render_text(summary, report.steps_of(records), full=full), nl=False)
 
 
-def _redis_tasks(redis_url: str | None) -> dict[str, tasks.TaskRecord]:
+def _redis_tasks(client: Redis) -> dict[str, tasks.TaskRecord]:
     """The task records the intake lane wrote (read with ``workers.tasks``, their one reader)."""
-    if not redis_url:
-        return {}
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    client = Redis.from_url(redis_url, socket_timeout=5)
     prefix = keys.task("")
     found: dict[str, tasks.TaskRecord] = {}
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=500):
-            task_id = key.decode()[len(prefix) :]
-            if ":" in task_id or client.type(key) != b"hash":
-                continue
-            record = tasks.load(client, task_id)
-            if record is not None:
-                found[task_id] = record
-    except RedisError as error:
-        click.echo(f"codexbot: cannot read tasks from Redis ({error}); trajectories only", err=True)
-    finally:
-        client.close()
+    for key in client.scan_iter(match=f"{prefix}*", count=500):
+        task_id = key.decode()[len(prefix) :]
+        if ":" in task_id or client.type(key) != b"hash":
+            continue
+        record = tasks.load(client, task_id)
+        if record is not None:
+            found[task_id] = record
     return found
 
 
-def _timestamp(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        try:
-            return datetime.fromisoformat(str(value)).timestamp()
-        except ValueError:
-            return None
-
-
-def collect_tasks(data_dir: Path, redis_url: str | None) -> list[report.TaskSummary]:
-    """Every task known from Redis records and trajectory files, newest first."""
+def collect_tasks(data_dir: Path, redis_url: str, limit: int) -> list[report.TaskSummary]:
+    """The newest tasks known from Redis (task records and trajectories) and trajectory files."""
     summaries: dict[str, report.TaskSummary] = {}
     directory = _trajectories(data_dir)
     for path in directory.glob("*.jsonl") if directory.is_dir() else []:
         summaries[path.stem] = report.summarize(path.stem, read_records(path))
-    for task_id, record in _redis_tasks(redis_url).items():
+    records: dict[str, tasks.TaskRecord] = {}
+    with _redis(redis_url) as client:
+        try:
+            store = _store(client)
+            for task_id in store.recent(limit):
+                summaries[task_id] = report.summarize(task_id, store.read(task_id))
+            records = _redis_tasks(client)
+        except RedisError as error:
+            _unreachable(error)
+    for task_id, record in records.items():
         summary = summaries.setdefault(task_id, report.TaskSummary(id=task_id))
         summary.repo = record.request.repo or summary.repo
         summary.number = record.request.number or summary.number
@@ -111,7 +141,8 @@ def collect_tasks(data_dir: Path, redis_url: str | None) -> list[report.TaskSumm
         summary.started = record.created or summary.started
         if record.state in tasks.FINAL_STATES and summary.seconds is None:
             summary.ended = record.updated
-    return sorted(summaries.values(), key=lambda s: s.started or 0, reverse=True)
+    newest = sorted(summaries.values(), key=lambda s: s.started or 0, reverse=True)
+    return newest[:limit]
 
 
 def _age(started: float | None) -> str:
@@ -121,18 +152,12 @@ def _age(started: float | None) -> str:
 
 
 @task.command("ls")
-@click.option(
-    "--data-dir",
-    envvar="CODEX_DATA_DIR",
-    default=DEFAULTS["codex_data_dir"],
-    type=click.Path(path_type=Path),
-    help=DATA_DIR_HELP,
-)
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="Read task records here too.")
+@data_dir_option
+@redis_url_option
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
-def list_tasks(data_dir: Path, redis_url: str | None, limit: int) -> None:
+def list_tasks(data_dir: Path, redis_url: str, limit: int) -> None:
     """List recent tasks with their state and duration, newest first."""
-    rows = collect_tasks(data_dir, redis_url)[:limit]
+    rows = collect_tasks(data_dir, redis_url, limit)
     if not rows:
         click.echo("no tasks yet")
         return
@@ -233,8 +258,6 @@ def run(
     api_key = os.environ.get("OPENAI_API_KEY", "")
     if not api_key:
         raise click.ClickException("set OPENAI_API_KEY (it is never read from the command line)")
-    from redis import Redis
-    from redis.exceptions import RedisError
 
     from workers.local import LocalSettings, local_task_id, run_local
     from workers.task import TaskFailed, TaskStopped

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.agent.trajectory import read_records
+from workers.trajectories import TrajectoryStore
 
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -190,12 +191,18 @@ def steps_of(records: list[dict[str, Any]]) -> list[StepView]:
     return [steps[n] for n in sorted(steps)]
 
 
-def load(directory: Path, task_id: str) -> tuple[TaskSummary, list[StepView]] | None:
-    path = trajectory_file(directory, task_id)
-    if path is None or not path.is_file():
-        return None
-    records = read_records(path)
-    return summarize(task_id, records), steps_of(records)
+def load(
+    store: TrajectoryStore, task_id: str, directory: Path | None = None
+) -> list[dict[str, Any]]:
+    """A task's records from the store every host reads, else from a trajectory file in
+    ``directory`` (`codexbot run`, or written before trajectories moved to the store)."""
+    if not TASK_ID.match(task_id):
+        return []
+    records = store.read(task_id)
+    path = trajectory_file(directory, task_id) if directory is not None else None
+    if not records and path is not None:
+        records = read_records(path)
+    return records
 
 
 def clip(text: str, lines: int = 12) -> str:

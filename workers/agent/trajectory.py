@@ -1,4 +1,5 @@
-"""The agent's trajectory: one redacted JSON record per line, written as the run goes."""
+"""The agent's trajectory: one redacted JSON record per line, written as the run goes, to the
+store every host reads (``workers.trajectories``), to a file, or both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from workers.trajectories import parse_lines
 
 RECORD_TYPES = frozenset(
     {
@@ -38,20 +41,24 @@ def redact_value(value: Any, redact: Callable[[str], str]) -> Any:
 
 
 class Trajectory:
-    """Appends JSONL records to ``path``; every string goes through ``redactor`` first.
+    """Appends JSON records to ``path`` and gives each to ``keep`` (a store's append for the
+    task); every string goes through ``redactor`` first.
 
-    The file is opened and closed per record, so whatever happened before a crash is on disk.
+    Each record is written as it comes (the file is opened and closed per record), so whatever
+    happened before a crash is kept.
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         redactor: Callable[[str], str],
         listener: Callable[[dict[str, Any]], None] | None = None,
+        keep: Callable[[str], None] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else None
         self._redact = redactor
         self._listener = listener  # sees each redacted record: a live progress display
+        self._keep = keep
 
     def redact(self, text: str) -> str:
         return self._redact(text)
@@ -62,28 +69,23 @@ class Trajectory:
         entry = {"type": type, "step": step, "time": time.time(), **fields}
         redacted = redact_value(entry, self._redact)
         line = json.dumps(redacted, ensure_ascii=False)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
+        if self._keep is not None:
+            self._keep(line)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(line + "\n")
         if self._listener is not None:
             self._listener(redacted)
 
     def read(self) -> list[dict[str, Any]]:
-        """All records so far (for tests and the task pages)."""
-        return read_records(self.path)
+        """All records so far in the file (for tests and benches)."""
+        return read_records(self.path) if self.path is not None else []
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The records of a trajectory file; a line a crash cut short is skipped."""
     if not path.exists():
         return []
-    records = []
     with path.open(encoding="utf-8", errors="replace") as file:
-        for line in file:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+        return parse_lines(file)
