@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.router import Context, Delivery, Enqueued
-from codexbot.commands import MARKER
+from codexbot.commands import MARKER, Command
 from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings
 
@@ -41,6 +41,14 @@ def is_ignored_author(user: Any, body: str, settings: Settings, via_app: Any = N
         return True
     is_bot = field(user, "type") == "Bot" or login.lower().endswith("[bot]")
     return is_bot and login.lower() not in settings.trusted_bots()
+
+
+def command_kind(command: Command) -> RequestKind:
+    """The request a command makes: `/codex review` asks the bot to review (a "code_review";
+    "review" is the follow-up a review of the bot's own PR starts)."""
+    if not command.known:
+        return "unknown"
+    return "code_review" if command.name == "review" else command.name
 
 
 def target_of(payload: dict[str, Any]) -> tuple[str, int, int] | None:

@@ -6,6 +6,7 @@ through its auth objects and git receives them through the environment (see chec
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -466,6 +467,30 @@ class Repository:
                     return existing
             raise _explain(error, f"opening a pull request from {head}") from None
         return PullRequest(number=int(data["number"]), url=str(data["html_url"]), draft=draft)
+
+    def file_text(self, path: str, ref: str) -> str | None:
+        """A file's text at `ref` (the contents API); None when there is no such file."""
+        try:
+            _, data = self._requester.requestJsonAndCheck(
+                "GET", f"{self._path}/contents/{quote(path)}", parameters={"ref": ref}
+            )
+        except GithubException as error:
+            if error.status == 404:
+                return None
+            raise _explain(error, f"reading {path}") from None
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        return base64.b64decode(data.get("content") or "").decode("utf-8", errors="replace")
+
+    def create_review(self, number: int, *, body: str, comments: list[dict[str, Any]]) -> int:
+        """One review (``COMMENT``) with inline comments ({path, line, side, body})."""
+        data = self._call(
+            "POST",
+            f"/pulls/{number}/reviews",
+            f"reviewing pull request #{number}",
+            {"event": "COMMENT", "body": body, "comments": comments},
+        )
+        return int(data["id"])
 
     def close(self) -> None:
         self._github.close()

@@ -39,6 +39,7 @@ from workers.run import (
     close_model,
     ensure_something_to_publish,
     read_policy,
+    reviewed,
     run_agent_for,
     setup_secrets_for,
     take_baseline,
@@ -106,6 +107,8 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
             untouched = baseline.result()
             if task.record.request.kind == "ask":
                 return answered(result)
+            if task.record.request.kind == "code_review":
+                return publisher.review(task, work, reviewed(result), brief.diff, start)
             changes = untouched.guard.result()
             ensure_something_to_publish(result, changes.patch)
             result.write_missing_finish(work.title, changes.patch.decode(errors="replace"))

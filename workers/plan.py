@@ -20,6 +20,8 @@ from workers.workspace import MirrorCache
 
 def plan(record: tasks.TaskRecord, repo: Repository, bot_login: Callable[[], str]) -> Work:
     """`bot_login` is asked only for a pull request: whose it is decides where work goes."""
+    if record.request.kind == "code_review":
+        return plan_code_review(record, repo)
     if record.request.is_pull:
         return plan_pull_follow_up(record, repo, bot_login())
     return plan_issue_fix(record, repo)
@@ -39,6 +41,24 @@ def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
         base_branch=repo.default_branch,
         start_ref=branch if exists else None,
         closes_issue=True,
+    )
+
+
+def plan_code_review(record: tasks.TaskRecord, repo: Repository) -> Work:
+    """Read the pull request's head (from a fork too) and push nothing: no branch of the bot's."""
+    pull = repo.pull(record.request.number)
+    if pull.state != "open":
+        raise TaskFailed(f"pull request #{pull.number} is {pull.state}")
+    return Work(
+        title=f"Review pull request #{pull.number}: {pull.title}",
+        instructions=pull.body,
+        branch="",
+        base_branch=pull.base_ref,
+        start_ref=None,  # the workspace starts from the PR's head
+        closes_issue=False,
+        opens_pull=False,
+        from_fork=pull.from_fork(repo.full_name),
+        pull=pull,
     )
 
 

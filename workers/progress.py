@@ -29,7 +29,12 @@ HEADLINES = {
     "failed": "❌ Failed",
     "stopped": "⏹️ Stopped",
 }
-KIND_NAMES = {"fix": "fix", "ask": "question", "review": "review follow-up"}
+KIND_NAMES = {
+    "fix": "fix",
+    "ask": "question",
+    "review": "review follow-up",
+    "code_review": "review",
+}
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def node_id(kind: str, number: int) -> str:
     return base64.b64encode(f"0:{kind}{number}".encode()).decode().rstrip("=")
 
 
-def error_json(message: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_json(message: str, errors: list[Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"message": message, "documentation_url": DOCS_URL}
     if errors is not None:
         body["errors"] = errors
@@ -777,6 +777,24 @@ def webhook_pull_request_review_comment(
     }
 
 
+def webhook_pull_request(
+    *,
+    action: str,
+    pull_request: dict[str, Any],
+    repository: dict[str, Any],
+    sender: dict[str, Any],
+    installation_id: int,
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "number": pull_request["number"],
+        "pull_request": pull_request,
+        "repository": repository,
+        "sender": sender,
+        "installation": webhook_installation_json(installation_id),
+    }
+
+
 def webhook_ping(
     *, hook_id: int, app_id: int, hook_url: str, webhook_url: str, sender: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -862,4 +880,25 @@ def hook_delivery_json(sent: SentWebhook) -> dict[str, Any]:
         "installation_id": installation.get("id") if isinstance(installation, dict) else None,
         "repository_id": repository.get("id") if isinstance(repository, dict) else None,
         "throttled_at": None,
+    }
+
+
+def file_contents_json(urls: Urls, repo: Repo, path: str, sha: str, data: bytes) -> dict[str, Any]:
+    """A file as the contents API answers for it (`type: file`, content in base64)."""
+    api = f"{urls.repo_api(repo.full_name)}/contents/{path}"
+    html = f"{urls.repo_html(repo.full_name)}/blob/{repo.default_branch}/{path}"
+    git = f"{urls.repo_api(repo.full_name)}/git/blobs/{sha}"
+    return {
+        "type": "file",
+        "encoding": "base64",
+        "size": len(data),
+        "name": path.rsplit("/", 1)[-1],
+        "path": path,
+        "content": base64.b64encode(data).decode(),
+        "sha": sha,
+        "url": api,
+        "git_url": git,
+        "html_url": html,
+        "download_url": None,
+        "_links": {"self": api, "git": git, "html": html},
     }

@@ -58,7 +58,7 @@ GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None):
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None):
         super().__init__(message)
         self.status = status
         self.body = payloads.error_json(message, errors)
@@ -710,6 +710,62 @@ def api_blueprint() -> Blueprint:
             items = [s.render_review(repo, r) for r in s.reviews_on(repo, number)]
         return paginated(items)
 
+    @bp.post("/repos/<owner>/<name>/pulls/<int:number>/reviews")
+    def create_review(owner: str, name: str, number: int) -> Response:
+        """A review by the App, submitted at once (`event` given) with its inline comments;
+        422 for a comment on a line outside the diff, as GitHub answers."""
+        s = sim()
+        body = request_object()
+        event = body.get("event")
+        states = {
+            "COMMENT": "commented",
+            "APPROVE": "approved",
+            "REQUEST_CHANGES": "changes_requested",
+        }
+        if event not in states:
+            raise validation_failed(
+                {"resource": "PullRequestReview", "field": "event", "code": "invalid"}
+            )
+        comments = body.get("comments") or []
+        if not isinstance(comments, list) or not all(isinstance(c, dict) for c in comments):
+            raise validation_failed(
+                {"resource": "PullRequestReview", "field": "comments", "code": "invalid"}
+            )
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            issue = pull_for_request(repo, number)
+            text = body.get("body")
+            review = s.new_review(
+                repo, issue, s.bot_login, text if isinstance(text, str) else None,
+                states[event], via_app=True,
+            )  # fmt: skip
+            try:
+                threads = [
+                    s.new_review_comment(
+                        repo,
+                        issue,
+                        review,
+                        user=s.bot_login,
+                        body=str(c.get("body") or ""),
+                        path=str(c.get("path") or ""),
+                        line=int(c.get("line") or 0),
+                        side=str(c.get("side") or "RIGHT"),
+                    )
+                    for c in comments
+                ]
+            except SimError as error:
+                del s.state.reviews[review.id]  # GitHub creates nothing when one line is wrong
+                log.info("github_sim.review_refused", reason=str(error))
+                raise ApiError(
+                    422, "Unprocessable Entity", ["Line could not be resolved"]
+                ) from None
+            rendered = s.render_review(repo, review)
+            echoes = s.review_events(repo, issue, review, threads)
+        log.info("github_sim.review", repo=repo.full_name, number=number, comments=len(threads))
+        for event_name, payload in echoes:
+            s.echo(event_name, payload)
+        return json_response(rendered)
+
     @bp.get("/repos/<owner>/<name>/pulls/<int:number>/reviews/<int:review_id>")
     def get_review(owner: str, name: str, number: int, review_id: int) -> Response:
         s = sim()
@@ -733,6 +789,19 @@ def api_blueprint() -> Blueprint:
                 if c.review_id == review_id
             ]
         return paginated(items)
+
+    @bp.get("/repos/<owner>/<name>/contents/<path:path>")
+    def get_file_contents(owner: str, name: str, path: str) -> Response:
+        """A file's content (base64) at `ref` (default: the default branch); files only."""
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            ref = request.args.get("ref") or repo.default_branch
+            found = git_http.blob_at(repo.bare_path, ref, path)
+        if found is None:
+            raise not_found()
+        sha, data = found
+        return json_response(payloads.file_contents_json(s.urls, repo, path, sha, data))
 
     @bp.get("/repos/<owner>/<name>/branches/<path:branch>")
     def get_branch(owner: str, name: str, branch: str) -> Response:

@@ -790,6 +790,25 @@ class GitHubSim:
             installation_id=repo.installation_id,
         )
 
+    def pull_request_event(
+        self, full_name: str, number: int, action: str = "opened", *, draft: bool | None = None
+    ) -> Delivery:
+        """Deliver ``pull_request.<action>`` (``opened``, ``ready_for_review``) for a PR, sent
+        by its author; ``draft`` changes the PR first (``ready_for_review``: False)."""
+        with self.state.lock:
+            repo, issue = self.require_pull(full_name, number)
+            assert issue.pull is not None
+            if draft is not None:
+                issue.pull.draft = draft
+            payload = payloads.webhook_pull_request(
+                action=action,
+                pull_request=self.render_pull(repo, issue),
+                repository=self.render_repo(repo),
+                sender=self.render_user(issue.user),
+                installation_id=repo.installation_id,
+            )
+        return self.deliver("pull_request", payload)
+
     def ping(self) -> Delivery:
         payload = payloads.webhook_ping(
             hook_id=HOOK_ID,

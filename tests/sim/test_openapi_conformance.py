@@ -116,7 +116,16 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     list(pull.get_reviews())
     pull.get_review(submitted.review["id"])
     list(pull.get_single_review_comments(submitted.review["id"]))
+    bot_review = {
+        "event": "COMMENT",
+        "body": "**codex-bot review**",
+        "comments": [{"path": "change0.txt", "line": 1, "side": "RIGHT", "body": "**P2** nit"}],
+    }
+    path = f"/repos/{OWNER_REPO}/pulls/{pull.number}/reviews"
+    assert api(sim, "POST", path, token, bot_review).status_code == 200
     gh.close()
+    bot = GitHubApp(app_id=APP_ID, private_key=private_pem.decode(), api_url=sim.api_url)
+    bot.repository(OWNER_REPO, token).file_text("README.md", "main")
 
     # Error answers, with the bodies GitHub documents for them.
     for method, path, body in (
@@ -139,6 +148,12 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
         ("GET", f"/repos/{OWNER_REPO}/pulls/2/reviews/1/comments", None),
         ("POST", f"/repos/{OWNER_REPO}/pulls/2/comments/1/replies", {"body": "x"}),
         ("GET", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", None),
+        ("GET", f"/repos/{OWNER_REPO}/contents/missing.txt", None),
+        (
+            "POST",
+            f"/repos/{OWNER_REPO}/pulls/2/reviews",
+            {"event": "COMMENT", "body": "x", "comments": [{"path": "nope.txt", "line": 9}]},
+        ),
         ("GET", f"/repos/{OWNER_REPO}/issues/404/reactions", None),
         ("GET", f"/repos/{OWNER_REPO}/issues/comments/1/reactions", None),
         ("POST", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", {"content": "eyes"}),
@@ -198,6 +213,8 @@ def test_every_response_and_request_matches_githubs_description(
         "pull_request_review_comment_created",
         "pull_request_review_comment_reply",
         "bot_comment",
+        "pull_request_opened",
+        "pull_request_ready_for_review",
         "installation_created",
         "installation_repositories_added",
     ],
@@ -238,6 +255,10 @@ def test_webhook_payloads_match_githubs_description(
             "/codex fix this",
         ),
         "bot_comment": lambda: github.comment(OWNER_REPO, 2, "done", user=github.bot_login),
+        "pull_request_opened": lambda: github.pull_request_event(OWNER_REPO, 2),
+        "pull_request_ready_for_review": lambda: github.pull_request_event(
+            OWNER_REPO, 2, "ready_for_review", draft=False
+        ),
         "installation_created": lambda: github.install_app("octo-org", 7),
         "installation_repositories_added": lambda: github.add_installation_repositories(
             7, [OWNER_REPO]

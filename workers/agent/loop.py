@@ -54,10 +54,13 @@ from workers.agent.text import (
 )
 from workers.agent.tools import (
     ASK_TOOLS,
+    REVIEW_TOOLS,
     TOOLS,
     AnswerAction,
     FinishAction,
     FormatError,
+    ReviewAction,
+    Submission,
     parse_action,
     tool_names,
 )
@@ -104,7 +107,8 @@ STOP_POLL_SECONDS = 0.25  # how often the stop flag is read while a command runs
 CALL_SHARE = 0.5  # a model call may take this share of the time left, so a retry fits after it
 MIN_REPLY_TOKENS = 256  # max_tokens never goes below this, however full the context
 
-Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
+Status = Literal["finished", "answered", "reviewed", "limits_exceeded", "stuck", "stopped", "error"]
+MODE_TOOLS = {"fix": TOOLS, "ask": ASK_TOOLS, "review": REVIEW_TOOLS}
 ToolProtocol = Literal["auto", "native", "text"]
 
 
@@ -146,6 +150,7 @@ class AgentResult:
     summary: str = ""
     not_done: str = ""
     answer: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)  # a review's, as the model gave
     steps: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -164,7 +169,7 @@ class AgentResult:
 
 
 class Submitted(Exception):
-    def __init__(self, action: FinishAction | AnswerAction) -> None:
+    def __init__(self, action: Submission) -> None:
         super().__init__(type(action).__name__)
         self.action = action
 
@@ -221,7 +226,7 @@ class _Run:
     instruction_files: list[str] = field(default_factory=list)
     stop_reason: str | None = None  # a stop that arrived while a command ran
 
-    def result(self, status: Status, **values: str) -> AgentResult:
+    def result(self, status: Status, **values: Any) -> AgentResult:
         return AgentResult(
             status=status,
             steps=self.steps,
@@ -252,7 +257,7 @@ def run_agent(
     ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step,
     and ``should_stop`` also while a command runs: an environment with ``cancel(reason)`` then has
     the command killed at once. ``tool_protocol``: see the module's docstring."""
-    tools = ASK_TOOLS if task.mode == "ask" else TOOLS
+    tools = MODE_TOOLS[task.mode]
     text = tool_protocol == "text" or (tool_protocol == "auto" and known_text_only(model))
     run = _Run(
         task,
@@ -541,7 +546,7 @@ def record_tool(run: _Run, call: ToolCall, recognised: str, **fields: Any) -> No
 
 def execute(run: _Run, call: ToolCall, recognised: str = "") -> str:
     action = parse_action(call.name, call.arguments, run.tools)
-    if isinstance(action, FinishAction | AnswerAction):
+    if isinstance(action, FinishAction | AnswerAction | ReviewAction):
         record_tool(run, call, recognised, **asdict(action))
         raise Submitted(action)
     started = time.monotonic()
@@ -609,7 +614,10 @@ def more_instructions(run: _Run, paths: list[str]) -> str:
     return "\n\n" + render_instructions(new)
 
 
-def submitted(run: _Run, action: FinishAction | AnswerAction) -> AgentResult:
+def submitted(run: _Run, action: Submission) -> AgentResult:
+    if isinstance(action, ReviewAction):
+        findings = [asdict(finding) for finding in action.findings]
+        return run.result("reviewed", summary=action.summary, findings=findings)
     if isinstance(action, AnswerAction):
         answer = actions.verified_answer(action.text, run.workspace)
         return run.result("answered", answer=answer, summary=answer)
