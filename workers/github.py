@@ -31,6 +31,9 @@ _CLIENT_OPTIONS: dict[str, Any] = {
     "timeout": 30,
 }
 TOKEN_PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write"}
+# Check runs, and the CI logs a fix of red CI reads. An installation whose owner has not yet
+# accepted them (an App created before they were added) gets a token without them.
+LATER_PERMISSIONS = {"checks": "write", "actions": "read"}
 
 
 class GitHubError(Exception):
@@ -181,7 +184,14 @@ class GitHubApp:
         if cached and cached[1] - self.TOKEN_MARGIN > datetime.now(UTC):
             return cached[0]
         try:
-            grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
+            try:
+                grant = self._integration.get_access_token(
+                    installation_id, {**TOKEN_PERMISSIONS, **LATER_PERMISSIONS}
+                )
+            except GithubException as error:
+                if error.status != 422:
+                    raise
+                grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
         except GithubException as error:
             raise _explain(error, f"minting a token for installation {installation_id}") from None
         expires = grant.expires_at or datetime.now(UTC) + timedelta(minutes=30)
@@ -481,6 +491,19 @@ class Repository:
         if not isinstance(data, dict) or data.get("type") != "file":
             return None
         return base64.b64decode(data.get("content") or "").decode("utf-8", errors="replace")
+
+    def create_check_run(self, head_sha: str, name: str, fields: dict[str, Any]) -> int:
+        """A check run on `head_sha`; `fields` as the API takes them (status, output, ...)."""
+        data = self._call(
+            "POST",
+            "/check-runs",
+            f"creating a check run on {head_sha[:12]}",
+            {"name": name, "head_sha": head_sha, **fields},
+        )
+        return int(data["id"])
+
+    def update_check_run(self, check_run_id: int, fields: dict[str, Any]) -> None:
+        self._call("PATCH", f"/check-runs/{check_run_id}", "updating a check run", fields)
 
     def create_review(self, number: int, *, body: str, comments: list[dict[str, Any]]) -> int:
         """One review (``COMMENT``) with inline comments ({path, line, side, body})."""

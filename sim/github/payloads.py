@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sim.github.state import (
+    CheckRun,
     Comment,
     Installation,
     Issue,
@@ -27,6 +28,7 @@ from sim.github.state import (
 
 DOCS_URL = "https://docs.github.com/enterprise-server@3.14/rest"
 APP_PERMISSIONS = {
+    "checks": "write",
     "contents": "write",
     "issues": "write",
     "metadata": "read",
@@ -901,4 +903,32 @@ def file_contents_json(urls: Urls, repo: Repo, path: str, sha: str, data: bytes)
         "html_url": html,
         "download_url": None,
         "_links": {"self": api, "git": git, "html": html},
+    }
+
+
+def check_run_json(urls: Urls, repo: Repo, run: CheckRun, app: dict[str, Any]) -> dict[str, Any]:
+    api = f"{urls.repo_api(repo.full_name)}/check-runs/{run.id}"
+    return {
+        "id": run.id,
+        "node_id": node_id("CheckRun", run.id),
+        "head_sha": run.head_sha,
+        "external_id": run.external_id,
+        "url": api,
+        "html_url": f"{urls.repo_html(repo.full_name)}/runs/{run.id}",
+        "details_url": run.details_url,
+        "status": run.status,
+        "conclusion": run.conclusion,
+        "started_at": iso(run.started_at),
+        "completed_at": iso(run.completed_at),
+        "output": {
+            "title": run.title,
+            "summary": run.summary,
+            "text": run.text,
+            "annotations_count": 0,
+            "annotations_url": f"{api}/annotations",
+        },
+        "name": run.name,
+        "check_suite": None,
+        "app": app,
+        "pull_requests": [],
     }

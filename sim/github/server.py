@@ -31,6 +31,7 @@ from sim.github import git_http, payloads
 from sim.github.state import (
     PERMISSIONS,
     REACTIONS,
+    CheckRun,
     Delivery,
     Issue,
     Pull,
@@ -803,6 +804,57 @@ def api_blueprint() -> Blueprint:
         sha, data = found
         return json_response(payloads.file_contents_json(s.urls, repo, path, sha, data))
 
+    @bp.post("/repos/<owner>/<name>/check-runs")
+    def create_check_run(owner: str, name: str) -> Response:
+        s = sim()
+        body = request_object()
+        for field in ("name", "head_sha"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                raise validation_failed(
+                    {"resource": "CheckRun", "field": field, "code": "missing_field"}
+                )
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            if git_http.ref_sha(repo.bare_path, body["head_sha"]) != body["head_sha"]:
+                raise validation_failed(
+                    {"resource": "CheckRun", "field": "head_sha", "code": "invalid"}
+                )
+            run = CheckRun(
+                id=s.state.next_id(),
+                repo=repo.full_name,
+                head_sha=body["head_sha"],
+                name=body["name"],
+                status="queued",
+                conclusion=None,
+                started_at=utcnow(),
+            )
+            change_check_run(run, body)
+            s.state.check_runs[run.id] = run
+            rendered = s.render_check_run(repo, run)
+        log.info("github_sim.check_run", repo=repo.full_name, id=run.id, status=run.status)
+        return json_response(rendered, 201)
+
+    @bp.patch("/repos/<owner>/<name>/check-runs/<int:check_run_id>")
+    def update_check_run(owner: str, name: str, check_run_id: int) -> Response:
+        s = sim()
+        body = request_object()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            run = s.state.check_runs.get(check_run_id)
+            if run is None or run.repo != repo.full_name:
+                raise not_found()
+            change_check_run(run, body)
+            rendered = s.render_check_run(repo, run)
+        log.info("github_sim.check_run", repo=repo.full_name, id=run.id, status=run.status)
+        return json_response(rendered)
+
+    @bp.get("/repos/<owner>/<name>/commits/<path:ref>/check-runs")
+    def list_check_runs_for_ref(owner: str, name: str, ref: str) -> Response:
+        s = sim()
+        with s.state.lock:
+            runs = s.check_runs(repo_for_request(owner, name).full_name, ref)
+        return json_response({"total_count": len(runs), "check_runs": runs[::-1]})
+
     @bp.get("/repos/<owner>/<name>/branches/<path:branch>")
     def get_branch(owner: str, name: str, branch: str) -> Response:
         s = sim()
@@ -869,6 +921,37 @@ def same_label(label: str, wanted: str) -> bool:
 def pull_label(s: GitHubSim, issue: Issue) -> str:
     assert issue.pull is not None
     return f"{s.head_repo(issue).owner}:{issue.pull.head_ref}"
+
+
+CHECK_STATUSES = ("queued", "in_progress", "completed")
+CHECK_CONCLUSIONS = (
+    "success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"
+)  # fmt: skip
+
+
+def change_check_run(run: CheckRun, body: dict[str, Any]) -> None:
+    """Apply a create or update request to a check run, refused as GitHub refuses it."""
+    status = body.get("status", run.status)
+    conclusion = body.get("conclusion", run.conclusion)
+    if conclusion is not None and "status" not in body:
+        status = "completed"  # GitHub completes a run given a conclusion
+    if status not in CHECK_STATUSES:
+        raise validation_failed({"resource": "CheckRun", "field": "status", "code": "invalid"})
+    if status == "completed" and conclusion not in CHECK_CONCLUSIONS:
+        raise validation_failed({"resource": "CheckRun", "field": "conclusion", "code": "invalid"})
+    output = body.get("output")
+    if isinstance(output, dict):
+        if not isinstance(output.get("title"), str) or not isinstance(output.get("summary"), str):
+            raise validation_failed({"resource": "CheckRun", "field": "output", "code": "invalid"})
+        run.title, run.summary = output["title"], output["summary"]
+        run.text = output.get("text") if isinstance(output.get("text"), str) else run.text
+    for field in ("details_url", "external_id", "name"):
+        if isinstance(body.get(field), str):
+            setattr(run, field, body[field])
+    run.status = status
+    run.conclusion = conclusion if status == "completed" else None
+    if status == "completed" and run.completed_at is None:
+        run.completed_at = utcnow()
 
 
 def open_pull_request(s: GitHubSim, repo: Repo, body: dict[str, Any], *, user: str) -> Issue:

@@ -28,6 +28,7 @@ from sim.github.payloads import App, Urls
 from sim.github.server import ApiError, create_app, open_pull_request
 from sim.github.state import (
     PERMISSIONS,
+    CheckRun,
     Comment,
     Delivery,
     Installation,
@@ -1126,6 +1127,21 @@ class GitHubSim:
         return payloads.installation_json(
             self.urls, self.app, installation, self.state.users[installation.account]
         )
+
+    def render_check_run(self, repo: Repo, run: CheckRun) -> dict[str, Any]:
+        app = payloads.app_json(self.urls, self.app, self.state.users[self.app.owner])
+        return payloads.check_run_json(self.urls, repo, run, app)
+
+    def check_runs(self, full_name: str, ref: str) -> list[dict[str, Any]]:
+        """The check runs on a commit (a sha or a branch), oldest first, in REST shape."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            sha = git_http.ref_sha(repo.bare_path, ref)
+            return [
+                self.render_check_run(repo, run)
+                for run in self.state.check_runs.values()
+                if run.repo == repo.full_name and run.head_sha == sha
+            ]
 
     def render_review(self, repo: Repo, review: Review) -> dict[str, Any]:
         return payloads.review_json(

@@ -214,6 +214,25 @@ class SentWebhook:
     headers: dict[str, str]
 
 
+@dataclass
+class CheckRun:
+    """A check run on a commit, made by the App (``POST /repos/{o}/{r}/check-runs``)."""
+
+    id: int
+    repo: str
+    head_sha: str
+    name: str
+    status: str  # queued, in_progress, completed
+    conclusion: str | None
+    started_at: datetime
+    completed_at: datetime | None = None
+    details_url: str | None = None
+    external_id: str | None = None
+    title: str | None = None
+    summary: str | None = None
+    text: str | None = None
+
+
 class State:
     """All mutable simulator data. Callers hold ``lock`` while reading or changing it."""
 
@@ -228,6 +247,7 @@ class State:
         self.comments: dict[int, Comment] = {}
         self.reviews: dict[int, Review] = {}
         self.review_comments: dict[int, ReviewComment] = {}
+        self.check_runs: dict[int, CheckRun] = {}
         self.reactions: list[Reaction] = []
         self.tokens: dict[str, Token] = {}
         self.pushes: list[Push] = []

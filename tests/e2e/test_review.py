@@ -7,12 +7,30 @@ import shutil
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from codexbot.commands import MARKER
-from sim.stack import DEMO_REPO, Stack, wait_until
+from sim.stack import DEMO_REPO, DEMO_SCRIPTS, Stack, wait_until
+from tests.conftest import REDIS_URL
+from tests.e2e.conftest import SCRIPTS
 from tests.e2e.test_triggers import intake_result
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+PUBLIC_URL = "https://codexbot.example.com"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_url):
+    """The e2e stack, with a public URL: task pages are linked from check runs."""
+    Redis.from_url(redis_url).flushdb()
+    with Stack(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        redis_url=REDIS_URL,
+        script_dirs=(DEMO_SCRIPTS, SCRIPTS),
+        extra_env={"CODEX_PUBLIC_URL": PUBLIC_URL},
+    ) as running:
+        yield running
+
 
 LONGEST_WORD = '''
 
@@ -78,6 +96,15 @@ def test_codex_review_posts_one_review_with_findings_on_the_diff_and_pushes_noth
     assert len(stack.github.pushes) == pushes_before  # nothing pushed
     assert stack.github.branch_sha(full_name, "longest") == refs_before
     assert len(stack.github.pulls(full_name)) == 1
+    # The task's check run, on the commit it reviewed.
+    (check,) = stack.github.check_runs(full_name, refs_before)
+    assert (check["name"], check["status"], check["conclusion"]) == (
+        "codex-bot",
+        "completed",
+        "success",
+    )
+    assert check["details_url"] == f"{PUBLIC_URL}/tasks/{task_id}"
+    assert "Reviewed: 2 findings (P0 1, P2 1)." in check["output"]["summary"]
     assert stack.model is not None
     asked = stack.model.chat_requests_for("Add a longest_word helper")[0]["body"]
     assert [t["function"]["name"] for t in asked["tools"]] == [

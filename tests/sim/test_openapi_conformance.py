@@ -125,7 +125,17 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     assert api(sim, "POST", path, token, bot_review).status_code == 200
     gh.close()
     bot = GitHubApp(app_id=APP_ID, private_key=private_pem.decode(), api_url=sim.api_url)
-    bot.repository(OWNER_REPO, token).file_text("README.md", "main")
+    bot_repo = bot.repository(OWNER_REPO, token)
+    bot_repo.file_text("README.md", "main")
+    output = {"title": "🛠️ Working", "summary": "Task `t1`: fix asked by @octo-maintainer."}
+    fields = {"status": "in_progress", "external_id": "t1", "output": output}
+    check_run = bot_repo.create_check_run(head, "codex-bot", fields)
+    bot_repo.update_check_run(
+        check_run, {"status": "completed", "conclusion": "success", "output": output}
+    )
+    assert [r["conclusion"] for r in sim.check_runs(OWNER_REPO, head)] == ["success"]
+    api(sim, "GET", f"/repos/{OWNER_REPO}/commits/{head}/check-runs", token)
+    bot_repo.close()
 
     # Error answers, with the bodies GitHub documents for them.
     for method, path, body in (
@@ -149,6 +159,8 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
         ("POST", f"/repos/{OWNER_REPO}/pulls/2/comments/1/replies", {"body": "x"}),
         ("GET", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", None),
         ("GET", f"/repos/{OWNER_REPO}/contents/missing.txt", None),
+        ("POST", f"/repos/{OWNER_REPO}/check-runs", {"name": "x", "head_sha": "0" * 40}),
+        ("PATCH", f"/repos/{OWNER_REPO}/check-runs/1", {"status": "in_progress"}),
         (
             "POST",
             f"/repos/{OWNER_REPO}/pulls/2/reviews",
