@@ -51,11 +51,12 @@ def command_kind(command: Command) -> RequestKind:
     return "code_review" if command.name == "review" else command.name
 
 
-def target_of(payload: dict[str, Any]) -> tuple[str, int, int] | None:
+def target_of(payload: dict[str, Any], number: Any = None) -> tuple[str, int, int] | None:
     """(repository full name, issue or PR number, installation id), if the payload has them."""
     repo = field(payload, "repository", "full_name")
     installation = field(payload, "installation", "id")
-    number = field(payload, "issue", "number")
+    if number is None:
+        number = field(payload, "issue", "number")
     if number is None:
         number = field(payload, "pull_request", "number")
     valid = isinstance(repo, str) and "/" in repo
@@ -74,8 +75,10 @@ def enqueue_intake(
     comment_type: str | None = None,
     review_id: int | None = None,
     text: str = "",
+    number: int | None = None,
 ) -> Enqueued | None:
-    target = target_of(delivery.payload)
+    """``number``: the PR, for an event about something else (a CI run) that names it."""
+    target = target_of(delivery.payload, number)
     sender = text_field(delivery.payload, "sender", "login")
     sender_id = field(delivery.payload, "sender", "id")
     if target is None or not sender:

@@ -192,6 +192,38 @@ def review_if_policy_says(run: Runtime, repository: Repository, request: TaskReq
     return start_task(run, repository, replace(request, kind="code_review"))
 
 
+CI_ROUNDS_TTL = 90 * 24 * 3600
+
+
+def fix_ci_if_policy_says(run: Runtime, repository: Repository, request: TaskRequest) -> str:
+    """Red CI on a pull request: more work on it when the App opened it, the default branch's
+    `.github/codex.yml` says `fix_ci: true`, and rounds are left (`fix_ci_rounds`). After the
+    last round the bot says it stops, once."""
+    source, run_id, sha = request.text.split()[:3]
+    pull = repository.pull(request.number)
+    if pull.state != "open" or not pull.owned_by(run.app.login(), request.repo):
+        return "not the bot's pull request"
+    if pull.head_sha != sha:
+        return "nothing to do"  # the CI of a commit the branch has moved on from
+    try:
+        config = policy.default_branch_config(repository)
+    except policy.PolicyError as error:
+        log.info("no CI fix", reason=str(error))
+        return "nothing to do"
+    claim = keys.ci_claim(request.repo, sha)
+    if not config.fix_ci or not run.redis.set(claim, request.task_id, nx=True, ex=CI_ROUNDS_TTL):
+        return "nothing to do"
+    rounds = keys.ci_rounds(request.repo, request.number)
+    done = int(run.redis.incr(rounds))  # type: ignore[arg-type]  # a sync client
+    run.redis.expire(rounds, CI_ROUNDS_TTL)
+    if done > config.fix_ci_rounds:
+        if done == config.fix_ci_rounds + 1:
+            reply(repository, request, text.ci_rounds_over(config.fix_ci_rounds))
+        return "out of rounds"
+    asked = f"{source} {run_id} {sha} {done}/{config.fix_ci_rounds}"
+    return start_task(run, repository, replace(request, kind="fix_ci", text=asked))
+
+
 Action = Callable[[Runtime, Repository, TaskRequest], str]
 ACTIONS: dict[RequestKind, Action] = {
     "help": answer_help,
@@ -219,6 +251,8 @@ def accept(**fields: object) -> str:
     try:
         if request.kind == "auto_review":  # nobody asked: no 👀, no permission to check
             return review_if_policy_says(run, repository, request)
+        if request.kind == "fix_ci":  # the same: the policy and the PR's owner decide
+            return fix_ci_if_policy_says(run, repository, request)
         repository.react(
             "eyes",
             number=request.number,

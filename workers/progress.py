@@ -35,6 +35,7 @@ KIND_NAMES = {
     "ask": "question",
     "review": "review follow-up",
     "code_review": "review",
+    "fix_ci": "fix of the failing CI",
 }
 
 

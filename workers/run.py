@@ -111,7 +111,13 @@ def brief_agent(
         discussion=task.source.discussion(work),
         instructions=tuple(discover_instructions(start.path)),
         mode="ask" if asking else "review" if reviewing else "fix",
-        question=task.record.request.text if asking or reviewing else "",
+        question=(
+            task.record.request.text
+            if asking or reviewing
+            else work.instructions
+            if kind == "fix_ci"
+            else ""
+        ),
         diff=review.prompt_diff(diff),
     )
     model = OpenAIModel(

@@ -17,6 +17,7 @@ from sim.github.state import (
     Comment,
     Installation,
     Issue,
+    Job,
     Label,
     Reaction,
     Repo,
@@ -24,6 +25,7 @@ from sim.github.state import (
     ReviewComment,
     SentWebhook,
     User,
+    WorkflowRun,
 )
 
 DOCS_URL = "https://docs.github.com/enterprise-server@3.14/rest"
@@ -931,4 +933,119 @@ def check_run_json(urls: Urls, repo: Repo, run: CheckRun, app: dict[str, Any]) -
         "check_suite": None,
         "app": app,
         "pull_requests": [],
+    }
+
+
+def job_json(urls: Urls, repo: Repo, run: WorkflowRun, job: Job) -> dict[str, Any]:
+    api = urls.repo_api(repo.full_name)
+    when = iso(run.created_at)
+    return {
+        "id": job.id,
+        "node_id": node_id("Job", job.id),
+        "run_id": run.id,
+        "run_url": f"{api}/actions/runs/{run.id}",
+        "head_sha": run.head_sha,
+        "workflow_name": run.name,
+        "head_branch": run.head_branch,
+        "name": job.name,
+        "url": f"{api}/actions/jobs/{job.id}",
+        "html_url": f"{urls.repo_html(repo.full_name)}/actions/runs/{run.id}/job/{job.id}",
+        "status": "completed",
+        "conclusion": job.conclusion,
+        "started_at": when,
+        "completed_at": when,
+        "check_run_url": f"{api}/check-runs/{job.id}",
+        "labels": ["ubuntu-latest"],
+        "runner_id": 1,
+        "runner_name": "sim-runner",
+        "runner_group_id": 1,
+        "runner_group_name": "Default",
+        "created_at": when,
+        "steps": [
+            {"name": job.name, "status": "completed", "conclusion": job.conclusion, "number": 1}
+        ],
+    }
+
+
+def workflow_run_json(
+    urls: Urls,
+    repo: Repo,
+    run: WorkflowRun,
+    *,
+    repo_json: dict[str, Any],
+    actor: dict[str, Any],
+    pulls: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A completed workflow run as the `workflow_run` webhook carries it."""
+    api = f"{urls.repo_api(repo.full_name)}/actions/runs/{run.id}"
+    html = f"{urls.repo_html(repo.full_name)}/actions/runs/{run.id}"
+    when = iso(run.created_at)
+    ref = {"id": repo_json["id"], "url": repo_json["url"], "name": repo.name}
+    return {
+        "actor": actor,
+        "triggering_actor": actor,
+        "artifacts_url": f"{api}/artifacts",
+        "cancel_url": f"{api}/cancel",
+        "rerun_url": f"{api}/rerun",
+        "jobs_url": f"{api}/jobs",
+        "logs_url": f"{api}/logs",
+        "check_suite_id": run.id,
+        "check_suite_node_id": node_id("CheckSuite", run.id),
+        "check_suite_url": f"{urls.repo_api(repo.full_name)}/check-suites/{run.id}",
+        "conclusion": run.conclusion,
+        "created_at": when,
+        "updated_at": when,
+        "run_started_at": when,
+        "event": "pull_request" if pulls else "push",
+        "head_branch": run.head_branch,
+        "head_sha": run.head_sha,
+        "head_commit": {
+            "id": run.head_sha,
+            "tree_id": run.head_sha,
+            "message": "CI",
+            "timestamp": when,
+            "author": {"name": "codex-bot[bot]", "email": "bot@users.noreply.github.local"},
+            "committer": {"name": "codex-bot[bot]", "email": "bot@users.noreply.github.local"},
+        },
+        "head_repository": repo_json,
+        "repository": repo_json,
+        "html_url": html,
+        "id": run.id,
+        "node_id": node_id("WorkflowRun", run.id),
+        "name": run.name,
+        "path": ".github/workflows/ci.yml",
+        "previous_attempt_url": None,
+        "pull_requests": [
+            {
+                "url": pull["url"],
+                "id": pull["id"],
+                "number": pull["number"],
+                "head": {"ref": pull["head"]["ref"], "sha": pull["head"]["sha"], "repo": ref},
+                "base": {"ref": pull["base"]["ref"], "sha": pull["base"]["sha"], "repo": ref},
+            }
+            for pull in pulls
+        ],
+        "run_attempt": 1,
+        "run_number": run.id,
+        "status": "completed",
+        "url": api,
+        "workflow_id": 1,
+        "workflow_url": f"{urls.repo_api(repo.full_name)}/actions/workflows/1",
+    }
+
+
+def workflow_json(urls: Urls, repo: Repo, name: str, when: str | None) -> dict[str, Any]:
+    api = f"{urls.repo_api(repo.full_name)}/actions/workflows/1"
+    html = f"{urls.repo_html(repo.full_name)}/actions/workflows/ci.yml"
+    return {
+        "badge_url": f"{html}/badge.svg",
+        "created_at": when,
+        "updated_at": when,
+        "html_url": html,
+        "id": 1,
+        "name": name,
+        "node_id": node_id("Workflow", 1),
+        "path": ".github/workflows/ci.yml",
+        "state": "active",
+        "url": api,
     }

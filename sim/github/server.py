@@ -855,6 +855,29 @@ def api_blueprint() -> Blueprint:
             runs = s.check_runs(repo_for_request(owner, name).full_name, ref)
         return json_response({"total_count": len(runs), "check_runs": runs[::-1]})
 
+    @bp.get("/repos/<owner>/<name>/actions/runs/<int:run_id>/jobs")
+    def list_jobs_for_workflow_run(owner: str, name: str, run_id: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            run = s.state.workflow_runs.get(run_id)
+            if run is None or run.repo != repo.full_name:
+                raise not_found()
+            jobs = [payloads.job_json(s.urls, repo, run, job) for job in run.jobs]
+        return json_response({"total_count": len(jobs), "jobs": jobs})
+
+    @bp.get("/repos/<owner>/<name>/actions/jobs/<int:job_id>/logs")
+    def download_job_logs(owner: str, name: str, job_id: int) -> Response:
+        """A redirect to the log's text, as GitHub answers (the client follows it without the
+        token, which the other host does not take)."""
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            found = s.find_job(job_id)
+            if found is None or found[0].repo != repo.full_name:
+                raise not_found()
+        return Response(status=302, headers={"Location": f"{s.url}/_sim/job-logs/{job_id}"})
+
     @bp.get("/repos/<owner>/<name>/branches/<path:branch>")
     def get_branch(owner: str, name: str, branch: str) -> Response:
         s = sim()
@@ -1300,6 +1323,16 @@ def admin_blueprint() -> Blueprint:
     def admin_deliver() -> Response:
         body = request_object()
         return delivery_json(sim().deliver(body["event"], body["payload"], body.get("delivery_id")))
+
+    @bp.get("/job-logs/<int:job_id>")
+    def job_log(job_id: int) -> Response:
+        """Where a job's logs URL redirects to (on GitHub a signed URL on another host)."""
+        s = sim()
+        with s.state.lock:
+            job = s.find_job(job_id)
+        if job is None:
+            raise not_found()
+        return Response(job[1].log, content_type="text/plain; charset=utf-8")
 
     @bp.get("/reactions")
     def admin_reactions() -> Response:

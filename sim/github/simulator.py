@@ -33,6 +33,7 @@ from sim.github.state import (
     Delivery,
     Installation,
     Issue,
+    Job,
     Push,
     Reaction,
     RecordedRequest,
@@ -42,6 +43,7 @@ from sim.github.state import (
     SentWebhook,
     SimError,
     State,
+    WorkflowRun,
     utcnow,
 )
 from sim.serving import serve_in_thread
@@ -809,6 +811,69 @@ class GitHubSim:
                 installation_id=repo.installation_id,
             )
         return self.deliver("pull_request", payload)
+
+    def complete_workflow_run(
+        self,
+        full_name: str,
+        branch: str,
+        jobs: Mapping[str, tuple[str, str]],
+        name: str = "CI",
+    ) -> tuple[dict[str, Any], Delivery]:
+        """A GitHub Actions run on ``branch``'s head has completed: ``jobs`` maps each job's
+        name to (conclusion, log text). Delivers ``workflow_run.completed`` (the run fails if a
+        job failed), naming the open pull requests from that branch. Returns the run's id and
+        jobs' ids, and the delivery."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            sha = git_http.ref_sha(repo.bare_path, f"refs/heads/{branch}")
+            if sha is None:
+                raise SimError(f"{full_name} has no branch {branch}")
+            failed = any(conclusion == "failure" for conclusion, _ in jobs.values())
+            run = WorkflowRun(
+                id=self.state.next_id(),
+                repo=repo.full_name,
+                name=name,
+                head_branch=branch,
+                head_sha=sha,
+                conclusion="failure" if failed else "success",
+                created_at=utcnow(),
+            )
+            run.jobs = [
+                Job(id=self.state.next_id(), name=job, conclusion=conclusion, log=text)
+                for job, (conclusion, text) in jobs.items()
+            ]
+            self.state.workflow_runs[run.id] = run
+            pulls = [
+                self.render_pull(repo, issue)
+                for issue in self.state.issues[repo.full_name.lower()].values()
+                if issue.pull is not None
+                and issue.state == "open"
+                and issue.pull.head_ref == branch
+                and issue.pull.head_repo == repo.full_name
+            ]
+            repo_json = self.render_repo(repo)
+            actor = self.render_user(self.bot_login)
+            payload = {
+                "action": "completed",
+                "workflow": payloads.workflow_json(
+                    self.urls, repo, name, payloads.iso(run.created_at)
+                ),
+                "workflow_run": payloads.workflow_run_json(
+                    self.urls, repo, run, repo_json=repo_json, actor=actor, pulls=pulls
+                ),
+                "repository": repo_json,
+                "sender": actor,
+                "installation": payloads.webhook_installation_json(repo.installation_id),
+            }
+            ids = {"run_id": run.id, "job_ids": [job.id for job in run.jobs]}
+        return ids, self.deliver("workflow_run", payload)
+
+    def find_job(self, job_id: int) -> tuple[WorkflowRun, Job] | None:
+        for run in self.state.workflow_runs.values():
+            for job in run.jobs:
+                if job.id == job_id:
+                    return run, job
+        return None
 
     def ping(self) -> Delivery:
         payload = payloads.webhook_ping(

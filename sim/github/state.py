@@ -233,6 +233,32 @@ class CheckRun:
     text: str | None = None
 
 
+@dataclass
+class Job:
+    """One job of a workflow run, with its log."""
+
+    id: int
+    name: str
+    conclusion: str
+    log: str
+
+
+@dataclass
+class WorkflowRun:
+    """A GitHub Actions run that has completed on a branch (the simulator runs no workflows:
+    a test says how it went, `GitHubSim.complete_workflow_run`)."""
+
+    id: int
+    repo: str
+    name: str
+    head_branch: str
+    head_sha: str
+    conclusion: str
+    created_at: datetime
+    jobs: list[Job] = field(default_factory=list)
+    pull_numbers: list[int] = field(default_factory=list)
+
+
 class State:
     """All mutable simulator data. Callers hold ``lock`` while reading or changing it."""
 
@@ -248,6 +274,7 @@ class State:
         self.reviews: dict[int, Review] = {}
         self.review_comments: dict[int, ReviewComment] = {}
         self.check_runs: dict[int, CheckRun] = {}
+        self.workflow_runs: dict[int, WorkflowRun] = {}
         self.reactions: list[Reaction] = []
         self.tokens: dict[str, Token] = {}
         self.pushes: list[Push] = []

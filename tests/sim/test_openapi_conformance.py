@@ -135,6 +135,11 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     )
     assert [r["conclusion"] for r in sim.check_runs(OWNER_REPO, head)] == ["success"]
     api(sim, "GET", f"/repos/{OWNER_REPO}/commits/{head}/check-runs", token)
+    ids, _ = sim.complete_workflow_run(
+        OWNER_REPO, "codex/issue-1", {"tests": ("failure", "FAILED test_add\n")}
+    )
+    assert [job["name"] for job in bot_repo.failed_jobs(ids["run_id"])] == ["tests"]
+    assert bot_repo.job_log(ids["job_ids"][0]) == "FAILED test_add\n"
     bot_repo.close()
 
     # Error answers, with the bodies GitHub documents for them.
@@ -159,6 +164,8 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
         ("POST", f"/repos/{OWNER_REPO}/pulls/2/comments/1/replies", {"body": "x"}),
         ("GET", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", None),
         ("GET", f"/repos/{OWNER_REPO}/contents/missing.txt", None),
+        ("GET", f"/repos/{OWNER_REPO}/actions/runs/1/jobs", None),
+        ("GET", f"/repos/{OWNER_REPO}/actions/jobs/1/logs", None),
         ("POST", f"/repos/{OWNER_REPO}/check-runs", {"name": "x", "head_sha": "0" * 40}),
         ("PATCH", f"/repos/{OWNER_REPO}/check-runs/1", {"status": "in_progress"}),
         (
@@ -227,6 +234,7 @@ def test_every_response_and_request_matches_githubs_description(
         "bot_comment",
         "pull_request_opened",
         "pull_request_ready_for_review",
+        "workflow_run_completed",
         "installation_created",
         "installation_repositories_added",
     ],
@@ -268,6 +276,9 @@ def test_webhook_payloads_match_githubs_description(
         ),
         "bot_comment": lambda: github.comment(OWNER_REPO, 2, "done", user=github.bot_login),
         "pull_request_opened": lambda: github.pull_request_event(OWNER_REPO, 2),
+        "workflow_run_completed": lambda: github.complete_workflow_run(
+            OWNER_REPO, "codex/issue-1", {"tests": ("failure", "FAILED")}
+        ),
         "pull_request_ready_for_review": lambda: github.pull_request_event(
             OWNER_REPO, 2, "ready_for_review", draft=False
         ),

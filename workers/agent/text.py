@@ -83,7 +83,9 @@ class AgentTask:
     discussion: Discussion | None = None
     instructions: tuple[InstructionFile, ...] = ()
     mode: Literal["fix", "ask", "review"] = "fix"
-    question: str = ""  # in ask mode: the question asked; in review mode: what to look at
+    # In ask mode the question asked; in review mode what to look at; in fix mode what the bot
+    # itself adds to the discussion (a failing CI's jobs, their logs fenced), or nothing.
+    question: str = ""
     diff: str = ""  # in review mode: the pull request's diff
 
 
@@ -251,6 +253,7 @@ def task_prompt(task: AgentTask) -> str:
         "test_instruction": testing_instruction(task.test_command),
         "question": untrusted(task.question),
         "diff": fence(strip_hidden_text(task.diff), "diff"),
+        "request": f"\n{task.question.strip()}\n" if task.mode == "fix" and task.question else "",
     }
     return _template(TASK_PROMPTS[task.mode]).safe_substitute(values)
 
