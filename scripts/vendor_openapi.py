@@ -72,6 +72,7 @@ REST_OPERATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/repos/{owner}/{repo}/check-runs", "post", ("201", "422")),
     ("/repos/{owner}/{repo}/check-runs/{check_run_id}", "patch", ("200", "404", "422")),
     ("/repos/{owner}/{repo}/commits/{ref}/check-runs", "get", ("200",)),
+    ("/repos/{owner}/{repo}/check-suites/{check_suite_id}/check-runs", "get", ("200",)),
     ("/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", "get", ("200", "404")),
     ("/repos/{owner}/{repo}/actions/jobs/{job_id}/logs", "get", ("302", "404")),
     ("/repos/{owner}/{repo}/branches/{branch}", "get", ("200", "404")),

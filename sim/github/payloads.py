@@ -930,7 +930,7 @@ def check_run_json(urls: Urls, repo: Repo, run: CheckRun, app: dict[str, Any]) -
             "annotations_url": f"{api}/annotations",
         },
         "name": run.name,
-        "check_suite": None,
+        "check_suite": None if run.suite_id is None else {"id": run.suite_id},
         "app": app,
         "pull_requests": [],
     }
@@ -967,6 +967,88 @@ def job_json(urls: Urls, repo: Repo, run: WorkflowRun, job: Job) -> dict[str, An
     }
 
 
+def pull_refs(
+    repo: Repo, repo_json: dict[str, Any], pulls: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Pull requests as CI events name them (number, head and base)."""
+    ref = {"id": repo_json["id"], "url": repo_json["url"], "name": repo.name}
+    return [
+        {
+            "url": pull["url"],
+            "id": pull["id"],
+            "number": pull["number"],
+            "head": {"ref": pull["head"]["ref"], "sha": pull["head"]["sha"], "repo": ref},
+            "base": {"ref": pull["base"]["ref"], "sha": pull["base"]["sha"], "repo": ref},
+        }
+        for pull in pulls
+    ]
+
+
+def simple_commit(sha: str, when: str | None) -> dict[str, Any]:
+    person = {"name": "codex-bot[bot]", "email": "bot@users.noreply.github.local"}
+    return {
+        "id": sha,
+        "tree_id": sha,
+        "message": "CI",
+        "timestamp": when,
+        "author": person,
+        "committer": person,
+    }
+
+
+def ci_app_json(urls: Urls, slug: str, owner: User) -> dict[str, Any]:
+    """Another App (a CI service) that reports check suites."""
+    number = 900_000 + sum(map(ord, slug))
+    return {
+        "id": number,
+        "slug": slug,
+        "node_id": node_id("App", number),
+        "owner": user_json(urls, owner),
+        "name": slug,
+        "description": f"{slug} (simulated CI app)",
+        "external_url": urls.html,
+        "html_url": f"{urls.html}/apps/{slug}",
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "permissions": {"checks": "write", "metadata": "read"},
+        "events": ["check_suite"],
+    }
+
+
+def check_suite_json(
+    urls: Urls,
+    repo: Repo,
+    *,
+    suite_id: int,
+    branch: str,
+    sha: str,
+    conclusion: str,
+    when: str | None,
+    app: dict[str, Any],
+    pulls: list[dict[str, Any]],
+    count: int,
+) -> dict[str, Any]:
+    api = f"{urls.repo_api(repo.full_name)}/check-suites/{suite_id}"
+    return {
+        "id": suite_id,
+        "node_id": node_id("CheckSuite", suite_id),
+        "head_branch": branch,
+        "head_sha": sha,
+        "status": "completed",
+        "conclusion": conclusion,
+        "url": api,
+        "before": sha,
+        "after": sha,
+        "pull_requests": pulls,
+        "app": app,
+        "created_at": when,
+        "updated_at": when,
+        "latest_check_runs_count": count,
+        "check_runs_url": f"{api}/check-runs",
+        "head_commit": simple_commit(sha, when),
+    }
+
+
 def workflow_run_json(
     urls: Urls,
     repo: Repo,
@@ -980,7 +1062,6 @@ def workflow_run_json(
     api = f"{urls.repo_api(repo.full_name)}/actions/runs/{run.id}"
     html = f"{urls.repo_html(repo.full_name)}/actions/runs/{run.id}"
     when = iso(run.created_at)
-    ref = {"id": repo_json["id"], "url": repo_json["url"], "name": repo.name}
     return {
         "actor": actor,
         "triggering_actor": actor,
@@ -999,14 +1080,7 @@ def workflow_run_json(
         "event": "pull_request" if pulls else "push",
         "head_branch": run.head_branch,
         "head_sha": run.head_sha,
-        "head_commit": {
-            "id": run.head_sha,
-            "tree_id": run.head_sha,
-            "message": "CI",
-            "timestamp": when,
-            "author": {"name": "codex-bot[bot]", "email": "bot@users.noreply.github.local"},
-            "committer": {"name": "codex-bot[bot]", "email": "bot@users.noreply.github.local"},
-        },
+        "head_commit": simple_commit(run.head_sha, when),
         "head_repository": repo_json,
         "repository": repo_json,
         "html_url": html,
@@ -1015,16 +1089,7 @@ def workflow_run_json(
         "name": run.name,
         "path": ".github/workflows/ci.yml",
         "previous_attempt_url": None,
-        "pull_requests": [
-            {
-                "url": pull["url"],
-                "id": pull["id"],
-                "number": pull["number"],
-                "head": {"ref": pull["head"]["ref"], "sha": pull["head"]["sha"], "repo": ref},
-                "base": {"ref": pull["base"]["ref"], "sha": pull["base"]["sha"], "repo": ref},
-            }
-            for pull in pulls
-        ],
+        "pull_requests": pull_refs(repo, repo_json, pulls),
         "run_attempt": 1,
         "run_number": run.id,
         "status": "completed",

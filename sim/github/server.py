@@ -855,6 +855,18 @@ def api_blueprint() -> Blueprint:
             runs = s.check_runs(repo_for_request(owner, name).full_name, ref)
         return json_response({"total_count": len(runs), "check_runs": runs[::-1]})
 
+    @bp.get("/repos/<owner>/<name>/check-suites/<int:suite_id>/check-runs")
+    def list_check_runs_in_suite(owner: str, name: str, suite_id: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            runs = [
+                s.render_check_run(repo, run)
+                for run in s.state.check_runs.values()
+                if run.repo == repo.full_name and run.suite_id == suite_id
+            ]
+        return json_response({"total_count": len(runs), "check_runs": runs})
+
     @bp.get("/repos/<owner>/<name>/actions/runs/<int:run_id>/jobs")
     def list_jobs_for_workflow_run(owner: str, name: str, run_id: int) -> Response:
         s = sim()

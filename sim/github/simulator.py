@@ -843,14 +843,7 @@ class GitHubSim:
                 for job, (conclusion, text) in jobs.items()
             ]
             self.state.workflow_runs[run.id] = run
-            pulls = [
-                self.render_pull(repo, issue)
-                for issue in self.state.issues[repo.full_name.lower()].values()
-                if issue.pull is not None
-                and issue.state == "open"
-                and issue.pull.head_ref == branch
-                and issue.pull.head_repo == repo.full_name
-            ]
+            pulls = self.open_pulls_from(repo, branch)
             repo_json = self.render_repo(repo)
             actor = self.render_user(self.bot_login)
             payload = {
@@ -859,7 +852,12 @@ class GitHubSim:
                     self.urls, repo, name, payloads.iso(run.created_at)
                 ),
                 "workflow_run": payloads.workflow_run_json(
-                    self.urls, repo, run, repo_json=repo_json, actor=actor, pulls=pulls
+                    self.urls,
+                    repo,
+                    run,
+                    repo_json=repo_json,
+                    actor=actor,
+                    pulls=payloads.pull_refs(repo, repo_json, pulls),
                 ),
                 "repository": repo_json,
                 "sender": actor,
@@ -867,6 +865,72 @@ class GitHubSim:
             }
             ids = {"run_id": run.id, "job_ids": [job.id for job in run.jobs]}
         return ids, self.deliver("workflow_run", payload)
+
+    def open_pulls_from(self, repo: Repo, branch: str) -> list[dict[str, Any]]:
+        return [
+            self.render_pull(repo, issue)
+            for issue in self.state.issues[repo.full_name.lower()].values()
+            if issue.pull is not None
+            and issue.state == "open"
+            and issue.pull.head_ref == branch
+            and issue.pull.head_repo == repo.full_name
+        ]
+
+    def complete_check_suite(
+        self,
+        full_name: str,
+        branch: str,
+        runs: Mapping[str, tuple[str, str]],
+        app_slug: str = "circleci-checks",
+    ) -> tuple[int, Delivery]:
+        """Another CI app's check suite on ``branch``'s head has completed: ``runs`` maps each
+        check run's name to (conclusion, output text). Delivers ``check_suite.completed``;
+        returns the suite's id and the delivery."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            sha = git_http.ref_sha(repo.bare_path, f"refs/heads/{branch}")
+            if sha is None:
+                raise SimError(f"{full_name} has no branch {branch}")
+            suite_id, now = self.state.next_id(), utcnow()
+            for name, (conclusion, text) in runs.items():
+                run = CheckRun(
+                    id=self.state.next_id(),
+                    repo=repo.full_name,
+                    head_sha=sha,
+                    name=name,
+                    status="completed",
+                    conclusion=conclusion,
+                    started_at=now,
+                    completed_at=now,
+                    title=f"{name}: {conclusion}",
+                    summary=f"{name} finished with {conclusion}.",
+                    text=text,
+                    suite_id=suite_id,
+                    ci_app=app_slug,
+                )
+                self.state.check_runs[run.id] = run
+            failed = any(conclusion == "failure" for conclusion, _ in runs.values())
+            repo_json = self.render_repo(repo)
+            suite = payloads.check_suite_json(
+                self.urls,
+                repo,
+                suite_id=suite_id,
+                branch=branch,
+                sha=sha,
+                conclusion="failure" if failed else "success",
+                when=payloads.iso(now),
+                app=payloads.ci_app_json(self.urls, app_slug, self.state.users[self.app.owner]),
+                pulls=payloads.pull_refs(repo, repo_json, self.open_pulls_from(repo, branch)),
+                count=len(runs),
+            )
+            payload = {
+                "action": "completed",
+                "check_suite": suite,
+                "repository": repo_json,
+                "sender": self.render_user(self.bot_login),
+                "installation": payloads.webhook_installation_json(repo.installation_id),
+            }
+        return suite_id, self.deliver("check_suite", payload)
 
     def find_job(self, job_id: int) -> tuple[WorkflowRun, Job] | None:
         for run in self.state.workflow_runs.values():
@@ -1194,7 +1258,12 @@ class GitHubSim:
         )
 
     def render_check_run(self, repo: Repo, run: CheckRun) -> dict[str, Any]:
-        app = payloads.app_json(self.urls, self.app, self.state.users[self.app.owner])
+        owner = self.state.users[self.app.owner]
+        app = (
+            payloads.app_json(self.urls, self.app, owner)
+            if run.ci_app is None
+            else payloads.ci_app_json(self.urls, run.ci_app, owner)
+        )
         return payloads.check_run_json(self.urls, repo, run, app)
 
     def check_runs(self, full_name: str, ref: str) -> list[dict[str, Any]]:

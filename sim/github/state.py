@@ -231,6 +231,8 @@ class CheckRun:
     title: str | None = None
     summary: str | None = None
     text: str | None = None
+    suite_id: int | None = None
+    ci_app: str | None = None  # the slug of the CI app that made it; None: the App itself
 
 
 @dataclass

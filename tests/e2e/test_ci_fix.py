@@ -18,11 +18,11 @@ FAILED_LOG = "".join(f"step {n}: ok\n" for n in range(300)) + (
 )
 
 
-def test_failed_ci_starts_a_fix_on_the_branch_then_stops_after_the_last_round(stack, tmp_path):
+def test_failed_ci_starts_fixes_on_the_branch_then_stops_after_the_last_round(stack, tmp_path):
     repo = tmp_path / "ci-repo"
     shutil.copytree(DEMO_REPO, repo, ignore=shutil.ignore_patterns("issue.md"))
     (repo / ".github").mkdir()
-    (repo / ".github" / "codex.yml").write_text("fix_ci: true\nfix_ci_rounds: 1\n")
+    (repo / ".github" / "codex.yml").write_text("fix_ci: true\nfix_ci_rounds: 2\n")
     full_name, issue = stack.seed(repo, DEMO_REPO / "issue.md", full_name="octo-org/ci-fix")
     _, task_id = stack.label(full_name, issue["number"])
     branch = stack.wait_for_task(task_id)["branch"]
@@ -43,7 +43,19 @@ def test_failed_ci_starts_a_fix_on_the_branch_then_stops_after_the_last_round(st
     first = asked["body"]["messages"][1]["content"]
     assert "Failing job `docs`" in first and "1 failed, 12 passed" in first
     assert "`lint`" not in first and "step 0: ok" not in first  # the log's tail only
-    assert "round 1/1" in first
+    assert "round 1/2" in first
+
+    # Another CI app's check suite fails: round 2, told what its failing check run reported.
+    suite = {"build": ("failure", "make: *** CHECK-SUITE-MARKER Error 2"), "lint": ("success", "")}
+    _, delivery = stack.github.complete_check_suite(full_name, branch, suite)
+    fix_id = json.loads(delivery.response_body)["task_id"]
+    stack.task_ids.append(fix_id)
+    outcome = stack.wait_for_task(fix_id)
+    assert outcome["sha"] == stack.github.branch_sha(full_name, branch) != new_head
+    new_head = outcome["sha"]
+    (asked,) = stack.model.chat_requests_for("CHECK-SUITE-MARKER")[:1]
+    first = asked["body"]["messages"][1]["content"]
+    assert "Failing job `build`" in first and "round 2/2" in first and "`lint`" not in first
 
     # Red again after the last round: the bot says it stops, and starts nothing.
     _, delivery = stack.github.complete_workflow_run(full_name, branch, jobs)
@@ -53,7 +65,7 @@ def test_failed_ci_starts_a_fix_on_the_branch_then_stops_after_the_last_round(st
         lambda: [
             c
             for c in stack.github.issue_comments(full_name, pull["number"])
-            if "still fails after 1 round" in c["body"]
+            if "still fails after 2 rounds" in c["body"]
         ],
         30,
         "the comment that the bot stops",

@@ -140,6 +140,12 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     )
     assert [job["name"] for job in bot_repo.failed_jobs(ids["run_id"])] == ["tests"]
     assert bot_repo.job_log(ids["job_ids"][0]) == "FAILED test_add\n"
+    suite_id, _ = sim.complete_check_suite(
+        OWNER_REPO, "codex/issue-1", {"build": ("failure", "make: *** [all] Error 1")}
+    )
+    assert bot_repo.failed_check_runs(suite_id) == [
+        ("build", "build: failure\nbuild finished with failure.\nmake: *** [all] Error 1")
+    ]
     bot_repo.close()
 
     # Error answers, with the bodies GitHub documents for them.
@@ -235,6 +241,7 @@ def test_every_response_and_request_matches_githubs_description(
         "pull_request_opened",
         "pull_request_ready_for_review",
         "workflow_run_completed",
+        "check_suite_completed",
         "installation_created",
         "installation_repositories_added",
     ],
@@ -276,6 +283,9 @@ def test_webhook_payloads_match_githubs_description(
         ),
         "bot_comment": lambda: github.comment(OWNER_REPO, 2, "done", user=github.bot_login),
         "pull_request_opened": lambda: github.pull_request_event(OWNER_REPO, 2),
+        "check_suite_completed": lambda: github.complete_check_suite(
+            OWNER_REPO, "codex/issue-1", {"build": ("failure", "Error 1")}
+        ),
         "workflow_run_completed": lambda: github.complete_workflow_run(
             OWNER_REPO, "codex/issue-1", {"tests": ("failure", "FAILED")}
         ),
