@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.router import Context, Delivery, Enqueued
-from codexbot.commands import MARKER
+from codexbot.commands import MARKER, Command
 from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings
 
@@ -43,11 +43,20 @@ def is_ignored_author(user: Any, body: str, settings: Settings, via_app: Any = N
     return is_bot and login.lower() not in settings.trusted_bots()
 
 
-def target_of(payload: dict[str, Any]) -> tuple[str, int, int] | None:
+def command_kind(command: Command) -> RequestKind:
+    """The request a command makes: `/codex review` asks the bot to review (a "code_review";
+    "review" is the follow-up a review of the bot's own PR starts)."""
+    if not command.known:
+        return "unknown"
+    return "code_review" if command.name == "review" else command.name
+
+
+def target_of(payload: dict[str, Any], number: Any = None) -> tuple[str, int, int] | None:
     """(repository full name, issue or PR number, installation id), if the payload has them."""
     repo = field(payload, "repository", "full_name")
     installation = field(payload, "installation", "id")
-    number = field(payload, "issue", "number")
+    if number is None:
+        number = field(payload, "issue", "number")
     if number is None:
         number = field(payload, "pull_request", "number")
     valid = isinstance(repo, str) and "/" in repo
@@ -66,8 +75,10 @@ def enqueue_intake(
     comment_type: str | None = None,
     review_id: int | None = None,
     text: str = "",
+    number: int | None = None,
 ) -> Enqueued | None:
-    target = target_of(delivery.payload)
+    """``number``: the PR, for an event about something else (a CI run) that names it."""
+    target = target_of(delivery.payload, number)
     sender = text_field(delivery.payload, "sender", "login")
     sender_id = field(delivery.payload, "sender", "id")
     if target is None or not sender:

@@ -14,11 +14,18 @@ from typing import Literal
 COMMANDS = {
     "fix": "`/codex fix [instructions]`: work on this issue or pull request and push the result",
     "ask": "`/codex ask <question>`: answer a question about the code, without changing it",
+    "review": "`/codex review [focus]`: review this pull request, with inline comments",
     "stop": "`/codex stop`: stop the task running for this issue or pull request",
     "help": "`/codex help`: show this list",
 }
-CommandName = Literal["fix", "ask", "stop", "help", "unknown"]
-_NAMES: dict[str, CommandName] = {"fix": "fix", "ask": "ask", "stop": "stop", "help": "help"}
+CommandName = Literal["fix", "ask", "review", "stop", "help", "unknown"]
+_NAMES: dict[str, CommandName] = {
+    "fix": "fix",
+    "ask": "ask",
+    "review": "review",
+    "stop": "stop",
+    "help": "help",
+}
 MARKER = "<!-- codex-bot -->"  # hidden in every comment the bot posts, so it never answers itself
 _COMMAND_LINE = re.compile(r"^ {0,3}/codex(?:\s+(?P<word>\S+))?(?:[ \t]+(?P<rest>.*))?$", re.I)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")

@@ -49,6 +49,16 @@ def review_claim(review_id: int) -> str:
     return f"codexbot:review:{review_id}"
 
 
+def ci_claim(repo: str, sha: str) -> str:
+    """Set by the first report of a commit's failed CI, so one red commit starts one fix."""
+    return f"codexbot:ci:{repo.lower()}:{sha}"
+
+
+def ci_rounds(repo: str, number: int) -> str:
+    """How many times the bot went back to work on a pull request because its CI failed."""
+    return f"codexbot:ci-rounds:{repo.lower()}#{number}"
+
+
 def redelivery_asks(guid: str) -> str:
     """The attempt ids of a delivery (by X-GitHub-Delivery) we asked GitHub to redeliver."""
     return f"codexbot:redeliver:asked:{guid}"

@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-TaskKind = Literal["fix", "ask", "review"]  # the kinds that start a task
-RequestKind = Literal[TaskKind, "help", "stop", "unknown", "steer"]
+# The kinds that start a task: "review" is a follow-up on the bot's own PR (a review asked for
+# changes), "code_review" the bot reviewing a PR (`/codex review`, or `review: auto`).
+# "fix_ci": more work on the bot's own PR whose CI failed.
+TaskKind = Literal["fix", "ask", "review", "code_review", "fix_ci"]
+# "auto_review": a PR opened or made ready by a person; a "code_review" if the policy says so.
+RequestKind = Literal[TaskKind, "auto_review", "help", "stop", "unknown", "steer"]
 TASK_KINDS: frozenset[str] = frozenset(get_args(TaskKind))
 
 

@@ -1,7 +1,13 @@
 import pytest
 
 from codexbot.commands import MARKER
-from workers.progress import ProgressView, progress_comment
+from workers.progress import (
+    HEADLINES,
+    ProgressView,
+    check_run_fields,
+    progress_comment,
+    progress_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,3 +42,25 @@ def test_body_names_task_kind_requester_detail_and_steering():
 def test_one_steering_comment_is_singular():
     body = progress_comment(ProgressView("running", "a", "fix", "x", step=2, steered=1))
     assert "Took 1 new comment into account" in body
+
+
+@pytest.mark.parametrize(
+    ("state", "link", "expected"),
+    [
+        ("queued", "", {"status": "queued"}),
+        ("running", "https://bot.example/tasks/t1", {"status": "in_progress"}),
+        ("done", "", {"status": "completed", "conclusion": "success"}),
+        ("failed", "", {"status": "completed", "conclusion": "failure"}),
+        ("stopped", "", {"status": "completed", "conclusion": "neutral"}),
+    ],
+)
+def test_check_run_fields(state, link, expected):
+    view = ProgressView(state, "t1", "fix", "octo", detail="Opened: https://x/pull/2", link=link)
+    fields = check_run_fields(view)
+    assert {k: fields[k] for k in expected} == expected
+    assert ("conclusion" in fields) == ("conclusion" in expected)
+    assert fields["external_id"] == "t1"
+    assert fields["output"]["title"] == HEADLINES[state]
+    assert fields["output"]["summary"] == progress_text(view)
+    assert MARKER not in fields["output"]["summary"]
+    assert fields.get("details_url") == (link or None)

@@ -8,6 +8,8 @@ are exercised end to end in tests/e2e/test_triggers.py.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 from rq import Queue
@@ -187,3 +189,101 @@ def test_a_plain_comment_steers_only_a_running_task(receiver, redis):
     redis.set(keys.target(payload["repository"]["full_name"], payload["issue"]["number"]), "t-1")
     assert deliver(receiver, "issue_comment__created", plain).status_code == 202
     assert intake_jobs(receiver, redis)[0]["kind"] == "steer"
+
+
+def github_example(key: str, **changes) -> tuple[str, dict]:
+    """GitHub's own example payload of a webhook, with an installation and `changes` applied
+    (`"workflow_run.head_branch": "codex/x"` sets a nested field)."""
+    examples = json.loads((Path(__file__).parent / "openapi" / "webhook-examples.json").read_text())
+    example = copy.deepcopy(examples[key])
+    payload = example["payload"]
+    payload["installation"] = {"id": 7}
+    payload["repository"]["full_name"] = "octo-org/widgets"
+    payload["sender"].update(login="octo-maintainer", type="User")
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node = payload
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return example["event"], payload
+
+
+PR = {"number": 5, "id": 1, "url": "https://x", "head": {}, "base": {}}
+RED_RUN = {
+    "workflow_run.conclusion": "failure",
+    "workflow_run.head_branch": "codex/issue-1-fix",
+    "workflow_run.head_sha": "a" * 40,
+    "workflow_run.id": 77,
+    "workflow_run.pull_requests": [PR],
+}
+RED_SUITE = {
+    "check_suite.conclusion": "failure",
+    "check_suite.head_branch": "codex/issue-1-fix",
+    "check_suite.head_sha": "b" * 40,
+    "check_suite.id": 88,
+    "check_suite.pull_requests": [PR],
+    "check_suite.app.slug": "circleci-checks",
+    "check_suite.app.id": 4242,
+}
+PERSON_PR = {
+    "pull_request.draft": False,
+    "pull_request.state": "open",
+    "pull_request.user.login": "octo-contributor",
+    "pull_request.user.type": "User",
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "changes", "expected"),
+    [
+        ("pull-request-opened", PERSON_PR, {"kind": "auto_review", "is_pull": True}),
+        (
+            "pull-request-ready-for-review",
+            PERSON_PR,
+            {"kind": "auto_review", "comment_id": None},
+        ),
+        (
+            "workflow-run-completed",
+            RED_RUN,
+            {"kind": "fix_ci", "number": 5, "text": f"workflow_run 77 {'a' * 40}"},
+        ),
+        (
+            "check-suite-completed",
+            RED_SUITE,
+            {"kind": "fix_ci", "number": 5, "text": f"check_suite 88 {'b' * 40}"},
+        ),
+    ],
+)
+def test_pull_requests_and_red_ci_queue_one_intake(receiver, redis, key, changes, expected):
+    event, payload = github_example(key, **changes)
+    response = receiver.deliver(event, payload)
+    assert response.status_code == 202, response.text
+    (job,) = intake_jobs(receiver, redis)
+    assert {name: job[name] for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "changes"),
+    [
+        ("pull-request-opened", {**PERSON_PR, "pull_request.draft": True}),
+        (
+            "pull-request-opened",
+            {
+                **PERSON_PR,
+                "pull_request.user.login": "codex-bot[bot]",
+                "pull_request.user.type": "Bot",
+            },
+        ),
+        ("workflow-run-completed", {**RED_RUN, "workflow_run.conclusion": "success"}),
+        ("workflow-run-completed", {**RED_RUN, "workflow_run.head_branch": "feature"}),
+        ("workflow-run-completed", {**RED_RUN, "workflow_run.pull_requests": []}),
+        ("check-suite-completed", {**RED_SUITE, "check_suite.app.slug": "github-actions"}),
+        ("check-suite-completed", {**RED_SUITE, "check_suite.app.id": 1}),  # our own App's
+    ],
+)
+def test_what_is_not_a_review_or_red_ci_of_ours_queues_nothing(receiver, redis, key, changes):
+    event, payload = github_example(key, **changes)
+    response = receiver.deliver(event, payload)
+    assert response.status_code == 204, response.text
+    assert intake_jobs(receiver, redis) == []

@@ -6,7 +6,9 @@ through its auth objects and git receives them through the environment (see chec
 
 from __future__ import annotations
 
+import base64
 import functools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import jwt
+import requests
 from cryptography.hazmat.primitives import serialization
 from github import Auth, Consts, Github, GithubException, GithubIntegration
 from github.HookDelivery import HookDeliverySummary
@@ -30,6 +33,9 @@ _CLIENT_OPTIONS: dict[str, Any] = {
     "timeout": 30,
 }
 TOKEN_PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write"}
+# Check runs, and the CI logs a fix of red CI reads. An installation whose owner has not yet
+# accepted them (an App created before they were added) gets a token without them.
+LATER_PERMISSIONS = {"checks": "write", "actions": "read"}
 
 
 class GitHubError(Exception):
@@ -180,7 +186,14 @@ class GitHubApp:
         if cached and cached[1] - self.TOKEN_MARGIN > datetime.now(UTC):
             return cached[0]
         try:
-            grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
+            try:
+                grant = self._integration.get_access_token(
+                    installation_id, {**TOKEN_PERMISSIONS, **LATER_PERMISSIONS}
+                )
+            except GithubException as error:
+                if error.status != 422:
+                    raise
+                grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
         except GithubException as error:
             raise _explain(error, f"minting a token for installation {installation_id}") from None
         expires = grant.expires_at or datetime.now(UTC) + timedelta(minutes=30)
@@ -244,6 +257,21 @@ class GitHubApp:
             raise _explain(error, f"asking GitHub to redeliver {delivery_id}") from None
 
 
+LOG_TAIL_BYTES = 64 * 1024
+LOG_SECONDS = 60.0  # to read one job's log, however slowly it comes
+
+
+def _tail(answer: requests.Response, keep: int, deadline: float) -> str:
+    if answer.status_code != 200:
+        raise GitHubError(f"reading a job's log: GitHub answered {answer.status_code}")
+    tail = b""
+    for chunk in answer.iter_content(chunk_size=64 * 1024):
+        tail = (tail + chunk)[-keep:]
+        if time.monotonic() > deadline:
+            raise GitHubError(f"reading a job's log took longer than {LOG_SECONDS:.0f} s")
+    return tail.decode("utf-8", errors="replace")
+
+
 class Repository:
     """One repository, seen through one installation token."""
 
@@ -251,6 +279,7 @@ class Repository:
         self.full_name = full_name
         self.token = token
         self.git_url = f"{git_base_url(api_url)}/{full_name}.git"
+        self._api_url = api_url.rstrip("/")
         self._github = Github(auth=Auth.Token(token), base_url=api_url, **_CLIENT_OPTIONS)
         self._requester = self._github.requester
         self._path = f"/repos/{full_name}"
@@ -466,6 +495,89 @@ class Repository:
                     return existing
             raise _explain(error, f"opening a pull request from {head}") from None
         return PullRequest(number=int(data["number"]), url=str(data["html_url"]), draft=draft)
+
+    def file_text(self, path: str, ref: str) -> str | None:
+        """A file's text at `ref` (the contents API); None when there is no such file."""
+        try:
+            _, data = self._requester.requestJsonAndCheck(
+                "GET", f"{self._path}/contents/{quote(path)}", parameters={"ref": ref}
+            )
+        except GithubException as error:
+            if error.status == 404:
+                return None
+            raise _explain(error, f"reading {path}") from None
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        return base64.b64decode(data.get("content") or "").decode("utf-8", errors="replace")
+
+    def failed_jobs(self, run_id: int) -> list[dict[str, Any]]:
+        """The jobs of a workflow run that failed or timed out ({id, name, ...})."""
+        data = self._call(
+            "GET", f"/actions/runs/{run_id}/jobs?per_page=100", f"reading the jobs of run {run_id}"
+        )
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        return [
+            job
+            for job in jobs or []
+            if isinstance(job, dict) and job.get("conclusion") in ("failure", "timed_out")
+        ]
+
+    def failed_check_runs(self, suite_id: int) -> list[tuple[str, str]]:
+        """(name, output) of each failed check run of a check suite (a CI app other than
+        GitHub Actions: what it reported is its log)."""
+        data = self._call(
+            "GET",
+            f"/check-suites/{suite_id}/check-runs?per_page=100",
+            f"reading the check runs of suite {suite_id}",
+        )
+        runs = data.get("check_runs") if isinstance(data, dict) else None
+        failed = []
+        for run in runs or []:
+            if not isinstance(run, dict) or run.get("conclusion") not in ("failure", "timed_out"):
+                continue
+            output = run.get("output") or {}
+            parts = (output.get(key) for key in ("title", "summary", "text"))
+            failed.append((str(run.get("name") or ""), "\n".join(p for p in parts if p)))
+        return failed
+
+    def job_log(self, job_id: int, keep: int = LOG_TAIL_BYTES) -> str:
+        """The last `keep` bytes of a job's log. GitHub answers with a redirect to a signed URL
+        on another host, which is fetched without the token."""
+        url = f"{self._api_url}{self._path}/actions/jobs/{job_id}/logs"
+        headers = {"Authorization": f"token {self.token}", "Accept": "application/vnd.github+json"}
+        deadline = time.monotonic() + LOG_SECONDS
+        try:
+            with requests.get(url, headers=headers, allow_redirects=False, timeout=30) as first:
+                if first.status_code in (301, 302, 303, 307, 308):
+                    location = first.headers.get("Location", "")
+                    with requests.get(location, stream=True, timeout=30) as log_answer:
+                        return _tail(log_answer, keep, deadline)
+                return _tail(first, keep, deadline)
+        except requests.RequestException as error:
+            raise GitHubError(f"reading the log of job {job_id}: {type(error).__name__}") from None
+
+    def create_check_run(self, head_sha: str, name: str, fields: dict[str, Any]) -> int:
+        """A check run on `head_sha`; `fields` as the API takes them (status, output, ...)."""
+        data = self._call(
+            "POST",
+            "/check-runs",
+            f"creating a check run on {head_sha[:12]}",
+            {"name": name, "head_sha": head_sha, **fields},
+        )
+        return int(data["id"])
+
+    def update_check_run(self, check_run_id: int, fields: dict[str, Any]) -> None:
+        self._call("PATCH", f"/check-runs/{check_run_id}", "updating a check run", fields)
+
+    def create_review(self, number: int, *, body: str, comments: list[dict[str, Any]]) -> int:
+        """One review (``COMMENT``) with inline comments ({path, line, side, body})."""
+        data = self._call(
+            "POST",
+            f"/pulls/{number}/reviews",
+            f"reviewing pull request #{number}",
+            {"event": "COMMENT", "body": body, "comments": comments},
+        )
+        return int(data["id"])
 
     def close(self) -> None:
         self._github.close()

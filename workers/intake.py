@@ -9,7 +9,7 @@ comments to a running task, and for real work posts the progress comment and enq
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import structlog
@@ -21,7 +21,7 @@ from codexbot.commands import MARKER, help_text
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings, load_settings
-from workers import steering, tasks, text
+from workers import policy, steering, tasks, text
 from workers.github import GitHubApp, Repository
 from workers.permissions import WRITE_ROLES, cached_role
 from workers.progress import Progress, ProgressView
@@ -145,7 +145,8 @@ def explain_where_work_goes(run: Runtime, repository: Repository, request: TaskR
 def start_task(run: Runtime, repository: Repository, request: TaskRequest) -> str:
     if not claims_review(run, request):
         return "nothing to do"
-    if request.is_pull and not explain_where_work_goes(run, repository, request):
+    pushes = request.kind != "code_review"
+    if request.is_pull and pushes and not explain_where_work_goes(run, repository, request):
         return "not the bot's pull request"
     record = tasks.TaskRecord(request)
     view = ProgressView(
@@ -171,6 +172,58 @@ def start_task(run: Runtime, repository: Repository, request: TaskRequest) -> st
     return request.kind
 
 
+def start_review(run: Runtime, repository: Repository, request: TaskRequest) -> str:
+    if not request.is_pull:
+        reply(repository, request, "`/codex review` reviews a pull request; this is an issue.")
+        return "not a pull request"
+    return start_task(run, repository, request)
+
+
+def review_if_policy_says(run: Runtime, repository: Repository, request: TaskRequest) -> str:
+    """A pull request a person opened or made ready: reviewed when the default branch's
+    `.github/codex.yml` says `review: auto`. Nobody asked, so nothing is said otherwise."""
+    try:
+        config = policy.default_branch_config(repository)
+    except policy.PolicyError as error:
+        log.info("no automatic review", reason=str(error))
+        return "nothing to do"
+    if config.review != "auto":
+        return "nothing to do"
+    return start_task(run, repository, replace(request, kind="code_review"))
+
+
+CI_ROUNDS_TTL = 90 * 24 * 3600
+
+
+def fix_ci_if_policy_says(run: Runtime, repository: Repository, request: TaskRequest) -> str:
+    """Red CI on a pull request: more work on it when the App opened it, the default branch's
+    `.github/codex.yml` says `fix_ci: true`, and rounds are left (`fix_ci_rounds`). After the
+    last round the bot says it stops, once."""
+    source, run_id, sha = request.text.split()[:3]
+    pull = repository.pull(request.number)
+    if pull.state != "open" or not pull.owned_by(run.app.login(), request.repo):
+        return "not the bot's pull request"
+    if pull.head_sha != sha:
+        return "nothing to do"  # the CI of a commit the branch has moved on from
+    try:
+        config = policy.default_branch_config(repository)
+    except policy.PolicyError as error:
+        log.info("no CI fix", reason=str(error))
+        return "nothing to do"
+    claim = keys.ci_claim(request.repo, sha)
+    if not config.fix_ci or not run.redis.set(claim, request.task_id, nx=True, ex=CI_ROUNDS_TTL):
+        return "nothing to do"
+    rounds = keys.ci_rounds(request.repo, request.number)
+    done = int(run.redis.incr(rounds))  # type: ignore[arg-type]  # a sync client
+    run.redis.expire(rounds, CI_ROUNDS_TTL)
+    if done > config.fix_ci_rounds:
+        if done == config.fix_ci_rounds + 1:
+            reply(repository, request, text.ci_rounds_over(config.fix_ci_rounds))
+        return "out of rounds"
+    asked = f"{source} {run_id} {sha} {done}/{config.fix_ci_rounds}"
+    return start_task(run, repository, replace(request, kind="fix_ci", text=asked))
+
+
 Action = Callable[[Runtime, Repository, TaskRequest], str]
 ACTIONS: dict[RequestKind, Action] = {
     "help": answer_help,
@@ -180,6 +233,7 @@ ACTIONS: dict[RequestKind, Action] = {
     "fix": start_task,
     "ask": start_task,
     "review": start_task,
+    "code_review": start_review,
 }
 
 
@@ -195,6 +249,10 @@ def accept(**fields: object) -> str:
     forget_secret(token)
     repository = run.app.repository(request.repo, token)
     try:
+        if request.kind == "auto_review":  # nobody asked: no 👀, no permission to check
+            return review_if_policy_says(run, repository, request)
+        if request.kind == "fix_ci":  # the same: the policy and the PR's owner decide
+            return fix_ci_if_policy_says(run, repository, request)
         repository.react(
             "eyes",
             number=request.number,

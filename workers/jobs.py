@@ -28,7 +28,7 @@ from workers import checkout, tasks
 from workers.concurrency import in_background
 from workers.github import GitHubApp, GitHubError, Repository
 from workers.plan import GitHubSource, plan
-from workers.progress import LiveProgress, Progress, ProgressView
+from workers.progress import CheckRun, LiveProgress, Progress, ProgressView
 from workers.publish import GitHubPublisher, Publisher
 from workers.run import (
     AfterBaseline,
@@ -39,6 +39,7 @@ from workers.run import (
     close_model,
     ensure_something_to_publish,
     read_policy,
+    reviewed,
     run_agent_for,
     setup_secrets_for,
     take_baseline,
@@ -64,6 +65,8 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
     task.advance("preparing")
     with timings.stage("checkout"):
         start, mirror = task.source.workspace(work, task.workdir / "repo")
+    if not work.closes_issue:  # an issue's fix shows its check run on the commit it makes
+        task.advance("preparing", commit=start.base_sha)
     rules = read_policy(task, work, start, mirror)
     config, test_command = rules.config, work.test_command or rules.test_command
     secrets = setup_secrets_for(task, rules)
@@ -106,6 +109,8 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
             untouched = baseline.result()
             if task.record.request.kind == "ask":
                 return answered(result)
+            if task.record.request.kind == "code_review":
+                return publisher.review(task, work, reviewed(result), brief.diff, start)
             changes = untouched.guard.result()
             ensure_something_to_publish(result, changes.patch)
             result.write_missing_finish(work.title, changes.patch.decode(errors="replace"))
@@ -124,7 +129,7 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
                 after = verify_with_tests(sandbox, test_command)
             task.cleanup.start("sandbox removal", stack.pop_all().close)
         pushed = pushing.result()
-    task.advance("publishing")
+    task.advance("publishing", commit=pushed.sha)
     with timings.stage("publish"):
         published = publisher.publish(
             task,
@@ -240,7 +245,14 @@ def _build_task(
     )
     own_client = app.repository(record.request.repo, token)
     progress = LiveProgress(
-        Progress(own_client, record.request.number, view, record.progress_comment_id), own_client
+        Progress(
+            own_client,
+            record.request.number,
+            view,
+            record.progress_comment_id,
+            checks=CheckRun(own_client),
+        ),
+        own_client,
     )
     mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
     task = Task(

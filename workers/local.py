@@ -79,6 +79,11 @@ class LocalPublisher:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def review(
+        self, task: Task, work: Work, result: AgentResult, diff: str, start: Checkout
+    ) -> dict:
+        raise TaskFailed("a code review is posted on a pull request; run it from GitHub")
+
     def push(
         self,
         task: Task,

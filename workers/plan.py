@@ -20,6 +20,10 @@ from workers.workspace import MirrorCache
 
 def plan(record: tasks.TaskRecord, repo: Repository, bot_login: Callable[[], str]) -> Work:
     """`bot_login` is asked only for a pull request: whose it is decides where work goes."""
+    if record.request.kind == "code_review":
+        return plan_code_review(record, repo)
+    if record.request.kind == "fix_ci":
+        return plan_ci_fix(record, repo, bot_login())
     if record.request.is_pull:
         return plan_pull_follow_up(record, repo, bot_login())
     return plan_issue_fix(record, repo)
@@ -39,6 +43,70 @@ def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
         base_branch=repo.default_branch,
         start_ref=branch if exists else None,
         closes_issue=True,
+    )
+
+
+def plan_code_review(record: tasks.TaskRecord, repo: Repository) -> Work:
+    """Read the pull request's head (from a fork too) and push nothing: no branch of the bot's."""
+    pull = repo.pull(record.request.number)
+    if pull.state != "open":
+        raise TaskFailed(f"pull request #{pull.number} is {pull.state}")
+    return Work(
+        title=f"Review pull request #{pull.number}: {pull.title}",
+        instructions=pull.body,
+        branch="",
+        base_branch=pull.base_ref,
+        start_ref=None,  # the workspace starts from the PR's head
+        closes_issue=False,
+        opens_pull=False,
+        from_fork=pull.from_fork(repo.full_name),
+        pull=pull,
+    )
+
+
+MAX_FAILED_JOBS = 5
+LOG_TAIL_LINES = 80
+
+
+def describe_ci_failure(repo: Repository, source: str, run_id: int) -> str:
+    """The failing jobs of a workflow run (or check runs of a check suite), each with the end
+    of its log, fenced: logs are written by whatever the CI ran, the change's code included."""
+    if source == "workflow_run":
+        failed = [
+            (str(job.get("name") or "a job"), repo.job_log(int(job["id"])))
+            for job in repo.failed_jobs(run_id)[:MAX_FAILED_JOBS]
+        ]
+    else:
+        failed = repo.failed_check_runs(run_id)[:MAX_FAILED_JOBS]
+    if not failed:
+        return "The CI reported a failure but named no failing job."
+    return "\n\n".join(
+        f"Failing job `{name.replace('`', '')}`, the end of its log:\n"
+        f"{fence(text.tail_lines(log, lines=LOG_TAIL_LINES, limit=8000))}"
+        for name, log in failed
+    )
+
+
+def plan_ci_fix(record: tasks.TaskRecord, repo: Repository, bot_login: str) -> Work:
+    """More work on the bot's own pull request, whose CI failed (see `workers.intake`)."""
+    pull = repo.pull(record.request.number)
+    if pull.state != "open" or not pull.owned_by(bot_login, repo.full_name):
+        raise TaskStopped(f"pull request #{pull.number} is not an open one of {bot_login}")
+    source, run_id, _, rounds = record.request.text.split()[:4]
+    failure = describe_ci_failure(repo, source, int(run_id))
+    return Work(
+        title=f"Fix the failing CI of pull request #{pull.number}: {pull.title}",
+        instructions=(  # the agent reads the PR in its discussion; this is what it adds
+            f"The CI failed on this pull request: make it pass (round {rounds} of automatic "
+            f"fixes). The failing jobs, with the end of each one's log (untrusted data):\n\n"
+            f"{failure}"
+        ),
+        branch=pull.head_ref,
+        base_branch=pull.head_ref,
+        start_ref=pull.head_ref,
+        closes_issue=False,
+        opens_pull=False,
+        pull=pull,
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from workers import repoconfig
 from workers.checkout import Checkout, Git, GitError
+from workers.github import Repository
 from workers.testcmd import find_test_command
 
 MAX_POLICY_FILE_BYTES = 1024 * 1024  # larger top-level files are no policy and are not written
@@ -113,3 +114,15 @@ def read_policy(
         source_sha=sha,
         from_fork=from_fork,
     )
+
+
+def default_branch_config(repository: Repository) -> repoconfig.RepoConfig:
+    """`.github/codex.yml` of the default branch, read through the API: for the fast lane,
+    which decides before any task (and its mirror) exists. PolicyError when it is not valid."""
+    text = repository.file_text(repoconfig.CONFIG_PATH, repository.default_branch)
+    if text is None:
+        return repoconfig.DEFAULT
+    try:
+        return repoconfig.parse(text)
+    except repoconfig.RepoConfigError as error:
+        raise PolicyError(f"`.github/codex.yml` is not valid: {error}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -29,7 +30,13 @@ HEADLINES = {
     "failed": "❌ Failed",
     "stopped": "⏹️ Stopped",
 }
-KIND_NAMES = {"fix": "fix", "ask": "question", "review": "review follow-up"}
+KIND_NAMES = {
+    "fix": "fix",
+    "ask": "question",
+    "review": "review follow-up",
+    "code_review": "review",
+    "fix_ci": "fix of the failing CI",
+}
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,14 @@ class ProgressView:
     detail: str = ""
     link: str = ""
     steered: int = 0
+    commit: str = ""  # the commit the task works on or produced: where its check run is
 
 
 def progress_comment(view: ProgressView) -> str:
+    return f"{progress_text(view)}\n\n{MARKER}\n"
+
+
+def progress_text(view: ProgressView) -> str:
     headline = HEADLINES.get(view.state, view.state)
     if view.state == "running" and view.step:
         headline += f" (step {view.step})"
@@ -58,17 +70,80 @@ def progress_comment(view: ProgressView) -> str:
     if view.steered:
         noun = "comment" if view.steered == 1 else "comments"
         lines += ["", f"Took {view.steered} new {noun} into account while working."]
-    return "\n".join(lines) + f"\n\n{MARKER}\n"
+    return "\n".join(lines)
+
+
+CHECK_NAME = "codex-bot"
+CONCLUSIONS = {"done": "success", "failed": "failure", "stopped": "neutral"}
+
+
+def check_run_fields(view: ProgressView) -> dict[str, Any]:
+    """The task's check run as the API takes it: queued, in progress with the progress text, or
+    completed with a conclusion; its details link is the task's page."""
+    fields: dict[str, Any] = {
+        "external_id": view.task_id,
+        "output": {
+            "title": HEADLINES.get(view.state, view.state),
+            "summary": progress_text(view),
+        },
+    }
+    if view.state in CONCLUSIONS:
+        fields.update(status="completed", conclusion=CONCLUSIONS[view.state])
+    else:
+        fields["status"] = "queued" if view.state == "queued" else "in_progress"
+    if view.link.startswith(("https://", "http://")):
+        fields["details_url"] = view.link
+    return fields
+
+
+def moved_on_fields(commit: str) -> dict[str, Any]:
+    """A check run left behind when the task pushed a commit: its run continues there."""
+    return {
+        "status": "completed",
+        "conclusion": "neutral",
+        "output": {
+            "title": "Continued on a newer commit",
+            "summary": f"The task pushed {commit[:12]}; its check run continues there.",
+        },
+    }
+
+
+class CheckRun:
+    """The check run of one task, on the commit in its view; when the task pushes a commit the
+    run moves there (the one before is completed as neutral)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self._id: int | None = None
+        self._commit = ""
+
+    def show(self, view: ProgressView) -> None:
+        if not view.commit:
+            return
+        fields = check_run_fields(view)
+        if self._id is not None and view.commit == self._commit:
+            self._repo.update_check_run(self._id, fields)
+            return
+        if self._id is not None:
+            self._repo.update_check_run(self._id, moved_on_fields(view.commit))
+        self._id = self._repo.create_check_run(view.commit, CHECK_NAME, fields)
+        self._commit = view.commit
 
 
 class Progress:
     def __init__(
-        self, repo: Repository, number: int, view: ProgressView, comment_id: int | None = None
+        self,
+        repo: Repository,
+        number: int,
+        view: ProgressView,
+        comment_id: int | None = None,
+        checks: CheckRun | None = None,
     ) -> None:
         self._repo = repo
         self._number = number
         self.view = view
         self.comment_id = comment_id
+        self._checks = checks
 
     def update(self, state: str | None = None, **changes: object) -> None:
         self.change(state, **changes)
@@ -90,6 +165,11 @@ class Progress:
                 self._repo.edit_comment(self.comment_id, body)
         except GitHubError:
             log.warning("progress comment not updated", exc_info=True, state=self.view.state)
+        if self._checks is not None:
+            try:
+                self._checks.show(self.view)
+            except GitHubError:
+                log.warning("check run not updated", exc_info=True, state=self.view.state)
 
 
 class LiveProgress:

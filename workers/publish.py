@@ -13,7 +13,7 @@ import structlog
 
 from codexbot.settings import Settings
 from sandbox.changes import ChangePolicy, Refusal
-from workers import checkout, tasks, text
+from workers import checkout, review, tasks, text
 from workers.agent.loop import AgentResult
 from workers.github import GitHubError, Repository
 from workers.run import TestOutcome
@@ -54,6 +54,12 @@ class Publisher(Protocol):
         refusals: tuple[Refusal, ...] = (),
         ran_into: tuple[str, ...] = (),
     ) -> dict: ...
+
+    def review(
+        self, task: Task, work: Work, result: AgentResult, diff: str, start: checkout.Checkout
+    ) -> dict:
+        """A code review's findings made known; nothing is pushed."""
+        ...
 
 
 def ensure_no_known_secret(task: Task, patch: bytes) -> None:
@@ -240,6 +246,28 @@ class GitHubPublisher:
             "draft": draft,
             "changed_files": changed,
         }
+
+    def review(
+        self, task: Task, work: Work, result: AgentResult, diff: str, start: checkout.Checkout
+    ) -> dict:
+        """One pull-request review: the summary, and the findings on lines of the diff inline."""
+        posted = review.build_review(
+            result.summary,
+            result.findings,
+            review.commentable_lines(diff),
+            review.line_counter(start.path),
+            self._settings.task_url(task.id),
+        )
+        comments = [
+            {**comment, "body": task.redact(comment["body"])} for comment in posted.comments
+        ]
+        number = task.record.request.number
+        review_id = self.repo.create_review(
+            number, body=task.redact(posted.body), comments=comments
+        )
+        log.info("reviewed", findings=len(comments), dropped=posted.dropped, review_id=review_id)
+        shown = f"Reviewed: {review.counts(posted.severities)}."
+        return {"answer": shown, "review_id": review_id, "dropped": posted.dropped}
 
     def ask_for_review(self, sender: str, number: int) -> None:
         """The person who asked reviews the result; a bot that asked (CI) is not asked back."""

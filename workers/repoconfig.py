@@ -10,6 +10,9 @@
     protected_paths: ["migrations/**", "LICENSE"]
     model: gpt-4.1
     tool_protocol: auto          # auto | native | text (for a model server without tool calls)
+    review: auto                 # review every PR a person opens or marks ready (default: off)
+    fix_ci: true                 # fix the bot's own PRs when their CI fails (default: false)
+    fix_ci_rounds: 2             # at most this many such fixes per PR
     limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 4096}
 
 A missing file means the defaults; the keys are a pydantic model that refuses unknown ones. An
@@ -130,6 +133,10 @@ def _one_or_more(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _off_if_false(value: Any) -> Any:
+    return "off" if value is False else value
+
+
 def _not_blank(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise PydanticCustomError("codexbot", "must be a non-empty string")
@@ -166,6 +173,10 @@ class RepoConfig:
     model: Annotated[Text | None, BeforeValidator(_not_blank)] = None
     limits: Limits = field(default_factory=Limits)
     tool_protocol: Literal["auto", "native", "text"] | None = None
+    # YAML reads a bare `off` as false.
+    review: Annotated[Literal["auto", "off"], BeforeValidator(_off_if_false)] = "off"
+    fix_ci: Annotated[bool, Strict()] = False
+    fix_ci_rounds: PositiveWhole = 2
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -187,6 +198,9 @@ MUST_BE = {
     "allow_workflow_changes": "allow_workflow_changes must be true or false",
     "limits": "limits must be a mapping (steps, tokens, wall_seconds, output_bytes, max_tokens)",
     "tool_protocol": "tool_protocol must be auto, native or text",
+    "review": "review must be auto or off",
+    "fix_ci": "fix_ci must be true or false",
+    "fix_ci_rounds": "fix_ci_rounds must be a whole number above 0",
 }
 
 

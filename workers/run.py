@@ -13,7 +13,7 @@ from pathlib import Path
 from sandbox.changes import ChangeGuard, ChangePolicy
 from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import setup_secret_values
-from workers import checkout, policy, repoconfig, steering, text
+from workers import checkout, policy, repoconfig, review, steering, text
 from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
 from workers.agent.text import Comment
 from workers.agent.trajectory import Trajectory
@@ -90,6 +90,7 @@ class Briefing:
 
     agent_task: AgentTask
     model: OpenAIModel
+    diff: str = ""  # a code review's: the pull request's change
 
 
 def brief_agent(
@@ -100,7 +101,9 @@ def brief_agent(
     test_command: str | None,
 ) -> Briefing:
     settings = task.settings
-    asking = task.record.request.kind == "ask"
+    kind = task.record.request.kind
+    asking, reviewing = kind == "ask", kind == "code_review"
+    diff = review.pull_diff(start, work.base_branch) if reviewing else ""
     agent_task = AgentTask(
         repo=task.source.full_name,
         issue_number=task.record.request.number,
@@ -109,15 +112,22 @@ def brief_agent(
         test_command=test_command,
         discussion=task.source.discussion(work),
         instructions=tuple(discover_instructions(start.path)),
-        mode="ask" if asking else "fix",
-        question=task.record.request.text if asking else "",
+        mode="ask" if asking else "review" if reviewing else "fix",
+        question=(
+            task.record.request.text
+            if asking or reviewing
+            else work.instructions
+            if kind == "fix_ci"
+            else ""
+        ),
+        diff=review.prompt_diff(diff),
     )
     model = OpenAIModel(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get_secret_value(),
         model=config.model or settings.codex_model,
     )
-    return Briefing(agent_task, model)
+    return Briefing(agent_task, model, diff)
 
 
 def close_model(briefing: Future[Briefing]) -> None:
@@ -261,6 +271,16 @@ def answered(result: AgentResult) -> dict:
         raise TaskFailed(f"the agent stopped with an error: {result.reason}")
     answer = result.answer or result.summary
     return {"answer": answer, "status": result.status, "steps": result.steps}
+
+
+def reviewed(result: AgentResult) -> AgentResult:
+    """The agent's result when it gave a review; TaskFailed saying why otherwise."""
+    ensure_agent_went_on(result)
+    if result.status == "reviewed":
+        return result
+    if result.status == "error":
+        raise TaskFailed(f"the agent stopped with an error: {result.reason}")
+    raise TaskFailed(f"{result.reason or result.status}, before finishing the review")
 
 
 def ensure_something_to_publish(result: AgentResult, patch: bytes) -> None:

@@ -381,3 +381,13 @@ def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str
 def tail_lines(text: str, lines: int = 15, limit: int = 2000) -> str:
     tail = "\n".join(text.rstrip().splitlines()[-lines:])
     return tail[-limit:]
+
+
+def ci_rounds_over(rounds: int) -> str:
+    """What the bot says when its pull request's CI fails after its last round of fixes."""
+    noun = "round" if rounds == 1 else "rounds"
+    return (
+        f"The CI still fails after {rounds} {noun} of fixes by codex-bot, the most this "
+        "repository's `fix_ci_rounds` allows, so I stop here. Over to you: a `/codex fix` "
+        "with instructions starts a new task."
+    )

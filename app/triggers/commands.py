@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.requests import enqueue_intake, field, is_ignored_author, text_field
+from app.requests import command_kind, enqueue_intake, field, is_ignored_author, text_field
 from app.router import Context, Delivery, Enqueued, Router
 from codexbot.commands import parse_command
 
@@ -27,7 +27,7 @@ def _enqueue_command(delivery: Delivery, context: Context, body: str) -> Enqueue
     return enqueue_intake(
         context,
         delivery,
-        kind=command.name if command.known else "unknown",
+        kind=command_kind(command),
         is_pull=isinstance(field(delivery.payload, "issue", "pull_request"), dict),
         comment_id=comment_id,
         comment_type="issue",

@@ -3,7 +3,7 @@ sends it back to work on the same branch; `/codex` in a review on any PR is a co
 
 from __future__ import annotations
 
-from app.requests import enqueue_intake, field, is_ignored_author, text_field
+from app.requests import command_kind, enqueue_intake, field, is_ignored_author, text_field
 from app.router import Context, Delivery, Enqueued, Router
 from codexbot.commands import Command, parse_command
 from codexbot.request import RequestKind
@@ -31,7 +31,7 @@ def _kind_on_pull(command: Command | None, by_bot: bool) -> RequestKind | None:
         return None
     if by_bot and command.name in ("fix", "unknown"):
         return "review"
-    return command.name if command.known else "unknown"
+    return command_kind(command)
 
 
 def _argument(command: Command, body: str, kind: str) -> str:

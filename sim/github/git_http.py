@@ -346,3 +346,23 @@ def parse_cgi_headers(stream: IO[bytes]) -> tuple[int, list[tuple[str, str]]]:
         else:
             headers.append((name.strip(), value.strip()))
     return status, headers
+
+
+def blob_at(bare: Path, ref: str, path: str) -> tuple[str, bytes] | None:
+    """(blob sha, bytes) of the regular file at ``path`` in ``ref``; None if there is none."""
+    spec = f"{ref}:{path.strip('/')}"
+    try:
+        if run_git("cat-file", "-t", spec, cwd=bare).strip() != "blob":
+            return None
+        sha = run_git("rev-parse", spec, cwd=bare).strip()
+    except GitError:
+        return None
+    data = subprocess.run(
+        ["git", "cat-file", "blob", sha],
+        cwd=bare,
+        env=git_env(),
+        capture_output=True,
+        timeout=GIT_TIMEOUT_SECONDS,
+        check=True,
+    ).stdout
+    return sha, data

@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from sim.github.state import (
+    CheckRun,
     Comment,
     Installation,
     Issue,
+    Job,
     Label,
     Reaction,
     Repo,
@@ -23,10 +25,12 @@ from sim.github.state import (
     ReviewComment,
     SentWebhook,
     User,
+    WorkflowRun,
 )
 
 DOCS_URL = "https://docs.github.com/enterprise-server@3.14/rest"
 APP_PERMISSIONS = {
+    "checks": "write",
     "contents": "write",
     "issues": "write",
     "metadata": "read",
@@ -83,7 +87,7 @@ def node_id(kind: str, number: int) -> str:
     return base64.b64encode(f"0:{kind}{number}".encode()).decode().rstrip("=")
 
 
-def error_json(message: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_json(message: str, errors: list[Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"message": message, "documentation_url": DOCS_URL}
     if errors is not None:
         body["errors"] = errors
@@ -777,6 +781,24 @@ def webhook_pull_request_review_comment(
     }
 
 
+def webhook_pull_request(
+    *,
+    action: str,
+    pull_request: dict[str, Any],
+    repository: dict[str, Any],
+    sender: dict[str, Any],
+    installation_id: int,
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "number": pull_request["number"],
+        "pull_request": pull_request,
+        "repository": repository,
+        "sender": sender,
+        "installation": webhook_installation_json(installation_id),
+    }
+
+
 def webhook_ping(
     *, hook_id: int, app_id: int, hook_url: str, webhook_url: str, sender: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -862,4 +884,233 @@ def hook_delivery_json(sent: SentWebhook) -> dict[str, Any]:
         "installation_id": installation.get("id") if isinstance(installation, dict) else None,
         "repository_id": repository.get("id") if isinstance(repository, dict) else None,
         "throttled_at": None,
+    }
+
+
+def file_contents_json(urls: Urls, repo: Repo, path: str, sha: str, data: bytes) -> dict[str, Any]:
+    """A file as the contents API answers for it (`type: file`, content in base64)."""
+    api = f"{urls.repo_api(repo.full_name)}/contents/{path}"
+    html = f"{urls.repo_html(repo.full_name)}/blob/{repo.default_branch}/{path}"
+    git = f"{urls.repo_api(repo.full_name)}/git/blobs/{sha}"
+    return {
+        "type": "file",
+        "encoding": "base64",
+        "size": len(data),
+        "name": path.rsplit("/", 1)[-1],
+        "path": path,
+        "content": base64.b64encode(data).decode(),
+        "sha": sha,
+        "url": api,
+        "git_url": git,
+        "html_url": html,
+        "download_url": None,
+        "_links": {"self": api, "git": git, "html": html},
+    }
+
+
+def check_run_json(urls: Urls, repo: Repo, run: CheckRun, app: dict[str, Any]) -> dict[str, Any]:
+    api = f"{urls.repo_api(repo.full_name)}/check-runs/{run.id}"
+    return {
+        "id": run.id,
+        "node_id": node_id("CheckRun", run.id),
+        "head_sha": run.head_sha,
+        "external_id": run.external_id,
+        "url": api,
+        "html_url": f"{urls.repo_html(repo.full_name)}/runs/{run.id}",
+        "details_url": run.details_url,
+        "status": run.status,
+        "conclusion": run.conclusion,
+        "started_at": iso(run.started_at),
+        "completed_at": iso(run.completed_at),
+        "output": {
+            "title": run.title,
+            "summary": run.summary,
+            "text": run.text,
+            "annotations_count": 0,
+            "annotations_url": f"{api}/annotations",
+        },
+        "name": run.name,
+        "check_suite": None if run.suite_id is None else {"id": run.suite_id},
+        "app": app,
+        "pull_requests": [],
+    }
+
+
+def job_json(urls: Urls, repo: Repo, run: WorkflowRun, job: Job) -> dict[str, Any]:
+    api = urls.repo_api(repo.full_name)
+    when = iso(run.created_at)
+    return {
+        "id": job.id,
+        "node_id": node_id("Job", job.id),
+        "run_id": run.id,
+        "run_url": f"{api}/actions/runs/{run.id}",
+        "head_sha": run.head_sha,
+        "workflow_name": run.name,
+        "head_branch": run.head_branch,
+        "name": job.name,
+        "url": f"{api}/actions/jobs/{job.id}",
+        "html_url": f"{urls.repo_html(repo.full_name)}/actions/runs/{run.id}/job/{job.id}",
+        "status": "completed",
+        "conclusion": job.conclusion,
+        "started_at": when,
+        "completed_at": when,
+        "check_run_url": f"{api}/check-runs/{job.id}",
+        "labels": ["ubuntu-latest"],
+        "runner_id": 1,
+        "runner_name": "sim-runner",
+        "runner_group_id": 1,
+        "runner_group_name": "Default",
+        "created_at": when,
+        "steps": [
+            {"name": job.name, "status": "completed", "conclusion": job.conclusion, "number": 1}
+        ],
+    }
+
+
+def pull_refs(
+    repo: Repo, repo_json: dict[str, Any], pulls: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Pull requests as CI events name them (number, head and base)."""
+    ref = {"id": repo_json["id"], "url": repo_json["url"], "name": repo.name}
+    return [
+        {
+            "url": pull["url"],
+            "id": pull["id"],
+            "number": pull["number"],
+            "head": {"ref": pull["head"]["ref"], "sha": pull["head"]["sha"], "repo": ref},
+            "base": {"ref": pull["base"]["ref"], "sha": pull["base"]["sha"], "repo": ref},
+        }
+        for pull in pulls
+    ]
+
+
+def simple_commit(sha: str, when: str | None) -> dict[str, Any]:
+    person = {"name": "codex-bot[bot]", "email": "bot@users.noreply.github.local"}
+    return {
+        "id": sha,
+        "tree_id": sha,
+        "message": "CI",
+        "timestamp": when,
+        "author": person,
+        "committer": person,
+    }
+
+
+def ci_app_json(urls: Urls, slug: str, owner: User) -> dict[str, Any]:
+    """Another App (a CI service) that reports check suites."""
+    number = 900_000 + sum(map(ord, slug))
+    return {
+        "id": number,
+        "slug": slug,
+        "node_id": node_id("App", number),
+        "owner": user_json(urls, owner),
+        "name": slug,
+        "description": f"{slug} (simulated CI app)",
+        "external_url": urls.html,
+        "html_url": f"{urls.html}/apps/{slug}",
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "permissions": {"checks": "write", "metadata": "read"},
+        "events": ["check_suite"],
+    }
+
+
+def check_suite_json(
+    urls: Urls,
+    repo: Repo,
+    *,
+    suite_id: int,
+    branch: str,
+    sha: str,
+    conclusion: str,
+    when: str | None,
+    app: dict[str, Any],
+    pulls: list[dict[str, Any]],
+    count: int,
+) -> dict[str, Any]:
+    api = f"{urls.repo_api(repo.full_name)}/check-suites/{suite_id}"
+    return {
+        "id": suite_id,
+        "node_id": node_id("CheckSuite", suite_id),
+        "head_branch": branch,
+        "head_sha": sha,
+        "status": "completed",
+        "conclusion": conclusion,
+        "url": api,
+        "before": sha,
+        "after": sha,
+        "pull_requests": pulls,
+        "app": app,
+        "created_at": when,
+        "updated_at": when,
+        "latest_check_runs_count": count,
+        "check_runs_url": f"{api}/check-runs",
+        "head_commit": simple_commit(sha, when),
+    }
+
+
+def workflow_run_json(
+    urls: Urls,
+    repo: Repo,
+    run: WorkflowRun,
+    *,
+    repo_json: dict[str, Any],
+    actor: dict[str, Any],
+    pulls: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A completed workflow run as the `workflow_run` webhook carries it."""
+    api = f"{urls.repo_api(repo.full_name)}/actions/runs/{run.id}"
+    html = f"{urls.repo_html(repo.full_name)}/actions/runs/{run.id}"
+    when = iso(run.created_at)
+    return {
+        "actor": actor,
+        "triggering_actor": actor,
+        "artifacts_url": f"{api}/artifacts",
+        "cancel_url": f"{api}/cancel",
+        "rerun_url": f"{api}/rerun",
+        "jobs_url": f"{api}/jobs",
+        "logs_url": f"{api}/logs",
+        "check_suite_id": run.id,
+        "check_suite_node_id": node_id("CheckSuite", run.id),
+        "check_suite_url": f"{urls.repo_api(repo.full_name)}/check-suites/{run.id}",
+        "conclusion": run.conclusion,
+        "created_at": when,
+        "updated_at": when,
+        "run_started_at": when,
+        "event": "pull_request" if pulls else "push",
+        "head_branch": run.head_branch,
+        "head_sha": run.head_sha,
+        "head_commit": simple_commit(run.head_sha, when),
+        "head_repository": repo_json,
+        "repository": repo_json,
+        "html_url": html,
+        "id": run.id,
+        "node_id": node_id("WorkflowRun", run.id),
+        "name": run.name,
+        "path": ".github/workflows/ci.yml",
+        "previous_attempt_url": None,
+        "pull_requests": pull_refs(repo, repo_json, pulls),
+        "run_attempt": 1,
+        "run_number": run.id,
+        "status": "completed",
+        "url": api,
+        "workflow_id": 1,
+        "workflow_url": f"{urls.repo_api(repo.full_name)}/actions/workflows/1",
+    }
+
+
+def workflow_json(urls: Urls, repo: Repo, name: str, when: str | None) -> dict[str, Any]:
+    api = f"{urls.repo_api(repo.full_name)}/actions/workflows/1"
+    html = f"{urls.repo_html(repo.full_name)}/actions/workflows/ci.yml"
+    return {
+        "badge_url": f"{html}/badge.svg",
+        "created_at": when,
+        "updated_at": when,
+        "html_url": html,
+        "id": 1,
+        "name": name,
+        "node_id": node_id("Workflow", 1),
+        "path": ".github/workflows/ci.yml",
+        "state": "active",
+        "url": api,
     }

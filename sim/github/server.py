@@ -31,6 +31,7 @@ from sim.github import git_http, payloads
 from sim.github.state import (
     PERMISSIONS,
     REACTIONS,
+    CheckRun,
     Delivery,
     Issue,
     Pull,
@@ -58,7 +59,7 @@ GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None):
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None):
         super().__init__(message)
         self.status = status
         self.body = payloads.error_json(message, errors)
@@ -710,6 +711,62 @@ def api_blueprint() -> Blueprint:
             items = [s.render_review(repo, r) for r in s.reviews_on(repo, number)]
         return paginated(items)
 
+    @bp.post("/repos/<owner>/<name>/pulls/<int:number>/reviews")
+    def create_review(owner: str, name: str, number: int) -> Response:
+        """A review by the App, submitted at once (`event` given) with its inline comments;
+        422 for a comment on a line outside the diff, as GitHub answers."""
+        s = sim()
+        body = request_object()
+        event = body.get("event")
+        states = {
+            "COMMENT": "commented",
+            "APPROVE": "approved",
+            "REQUEST_CHANGES": "changes_requested",
+        }
+        if event not in states:
+            raise validation_failed(
+                {"resource": "PullRequestReview", "field": "event", "code": "invalid"}
+            )
+        comments = body.get("comments") or []
+        if not isinstance(comments, list) or not all(isinstance(c, dict) for c in comments):
+            raise validation_failed(
+                {"resource": "PullRequestReview", "field": "comments", "code": "invalid"}
+            )
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            issue = pull_for_request(repo, number)
+            text = body.get("body")
+            review = s.new_review(
+                repo, issue, s.bot_login, text if isinstance(text, str) else None,
+                states[event], via_app=True,
+            )  # fmt: skip
+            try:
+                threads = [
+                    s.new_review_comment(
+                        repo,
+                        issue,
+                        review,
+                        user=s.bot_login,
+                        body=str(c.get("body") or ""),
+                        path=str(c.get("path") or ""),
+                        line=int(c.get("line") or 0),
+                        side=str(c.get("side") or "RIGHT"),
+                    )
+                    for c in comments
+                ]
+            except SimError as error:
+                del s.state.reviews[review.id]  # GitHub creates nothing when one line is wrong
+                log.info("github_sim.review_refused", reason=str(error))
+                raise ApiError(
+                    422, "Unprocessable Entity", ["Line could not be resolved"]
+                ) from None
+            rendered = s.render_review(repo, review)
+            echoes = s.review_events(repo, issue, review, threads)
+        log.info("github_sim.review", repo=repo.full_name, number=number, comments=len(threads))
+        for event_name, payload in echoes:
+            s.echo(event_name, payload)
+        return json_response(rendered)
+
     @bp.get("/repos/<owner>/<name>/pulls/<int:number>/reviews/<int:review_id>")
     def get_review(owner: str, name: str, number: int, review_id: int) -> Response:
         s = sim()
@@ -733,6 +790,105 @@ def api_blueprint() -> Blueprint:
                 if c.review_id == review_id
             ]
         return paginated(items)
+
+    @bp.get("/repos/<owner>/<name>/contents/<path:path>")
+    def get_file_contents(owner: str, name: str, path: str) -> Response:
+        """A file's content (base64) at `ref` (default: the default branch); files only."""
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            ref = request.args.get("ref") or repo.default_branch
+            found = git_http.blob_at(repo.bare_path, ref, path)
+        if found is None:
+            raise not_found()
+        sha, data = found
+        return json_response(payloads.file_contents_json(s.urls, repo, path, sha, data))
+
+    @bp.post("/repos/<owner>/<name>/check-runs")
+    def create_check_run(owner: str, name: str) -> Response:
+        s = sim()
+        body = request_object()
+        for field in ("name", "head_sha"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                raise validation_failed(
+                    {"resource": "CheckRun", "field": field, "code": "missing_field"}
+                )
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            if git_http.ref_sha(repo.bare_path, body["head_sha"]) != body["head_sha"]:
+                raise validation_failed(
+                    {"resource": "CheckRun", "field": "head_sha", "code": "invalid"}
+                )
+            run = CheckRun(
+                id=s.state.next_id(),
+                repo=repo.full_name,
+                head_sha=body["head_sha"],
+                name=body["name"],
+                status="queued",
+                conclusion=None,
+                started_at=utcnow(),
+            )
+            change_check_run(run, body)
+            s.state.check_runs[run.id] = run
+            rendered = s.render_check_run(repo, run)
+        log.info("github_sim.check_run", repo=repo.full_name, id=run.id, status=run.status)
+        return json_response(rendered, 201)
+
+    @bp.patch("/repos/<owner>/<name>/check-runs/<int:check_run_id>")
+    def update_check_run(owner: str, name: str, check_run_id: int) -> Response:
+        s = sim()
+        body = request_object()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            run = s.state.check_runs.get(check_run_id)
+            if run is None or run.repo != repo.full_name:
+                raise not_found()
+            change_check_run(run, body)
+            rendered = s.render_check_run(repo, run)
+        log.info("github_sim.check_run", repo=repo.full_name, id=run.id, status=run.status)
+        return json_response(rendered)
+
+    @bp.get("/repos/<owner>/<name>/commits/<path:ref>/check-runs")
+    def list_check_runs_for_ref(owner: str, name: str, ref: str) -> Response:
+        s = sim()
+        with s.state.lock:
+            runs = s.check_runs(repo_for_request(owner, name).full_name, ref)
+        return json_response({"total_count": len(runs), "check_runs": runs[::-1]})
+
+    @bp.get("/repos/<owner>/<name>/check-suites/<int:suite_id>/check-runs")
+    def list_check_runs_in_suite(owner: str, name: str, suite_id: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            runs = [
+                s.render_check_run(repo, run)
+                for run in s.state.check_runs.values()
+                if run.repo == repo.full_name and run.suite_id == suite_id
+            ]
+        return json_response({"total_count": len(runs), "check_runs": runs})
+
+    @bp.get("/repos/<owner>/<name>/actions/runs/<int:run_id>/jobs")
+    def list_jobs_for_workflow_run(owner: str, name: str, run_id: int) -> Response:
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            run = s.state.workflow_runs.get(run_id)
+            if run is None or run.repo != repo.full_name:
+                raise not_found()
+            jobs = [payloads.job_json(s.urls, repo, run, job) for job in run.jobs]
+        return json_response({"total_count": len(jobs), "jobs": jobs})
+
+    @bp.get("/repos/<owner>/<name>/actions/jobs/<int:job_id>/logs")
+    def download_job_logs(owner: str, name: str, job_id: int) -> Response:
+        """A redirect to the log's text, as GitHub answers (the client follows it without the
+        token, which the other host does not take)."""
+        s = sim()
+        with s.state.lock:
+            repo = repo_for_request(owner, name)
+            found = s.find_job(job_id)
+            if found is None or found[0].repo != repo.full_name:
+                raise not_found()
+        return Response(status=302, headers={"Location": f"{s.url}/_sim/job-logs/{job_id}"})
 
     @bp.get("/repos/<owner>/<name>/branches/<path:branch>")
     def get_branch(owner: str, name: str, branch: str) -> Response:
@@ -800,6 +956,37 @@ def same_label(label: str, wanted: str) -> bool:
 def pull_label(s: GitHubSim, issue: Issue) -> str:
     assert issue.pull is not None
     return f"{s.head_repo(issue).owner}:{issue.pull.head_ref}"
+
+
+CHECK_STATUSES = ("queued", "in_progress", "completed")
+CHECK_CONCLUSIONS = (
+    "success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"
+)  # fmt: skip
+
+
+def change_check_run(run: CheckRun, body: dict[str, Any]) -> None:
+    """Apply a create or update request to a check run, refused as GitHub refuses it."""
+    status = body.get("status", run.status)
+    conclusion = body.get("conclusion", run.conclusion)
+    if conclusion is not None and "status" not in body:
+        status = "completed"  # GitHub completes a run given a conclusion
+    if status not in CHECK_STATUSES:
+        raise validation_failed({"resource": "CheckRun", "field": "status", "code": "invalid"})
+    if status == "completed" and conclusion not in CHECK_CONCLUSIONS:
+        raise validation_failed({"resource": "CheckRun", "field": "conclusion", "code": "invalid"})
+    output = body.get("output")
+    if isinstance(output, dict):
+        if not isinstance(output.get("title"), str) or not isinstance(output.get("summary"), str):
+            raise validation_failed({"resource": "CheckRun", "field": "output", "code": "invalid"})
+        run.title, run.summary = output["title"], output["summary"]
+        run.text = output.get("text") if isinstance(output.get("text"), str) else run.text
+    for field in ("details_url", "external_id", "name"):
+        if isinstance(body.get(field), str):
+            setattr(run, field, body[field])
+    run.status = status
+    run.conclusion = conclusion if status == "completed" else None
+    if status == "completed" and run.completed_at is None:
+        run.completed_at = utcnow()
 
 
 def open_pull_request(s: GitHubSim, repo: Repo, body: dict[str, Any], *, user: str) -> Issue:
@@ -1148,6 +1335,16 @@ def admin_blueprint() -> Blueprint:
     def admin_deliver() -> Response:
         body = request_object()
         return delivery_json(sim().deliver(body["event"], body["payload"], body.get("delivery_id")))
+
+    @bp.get("/job-logs/<int:job_id>")
+    def job_log(job_id: int) -> Response:
+        """Where a job's logs URL redirects to (on GitHub a signed URL on another host)."""
+        s = sim()
+        with s.state.lock:
+            job = s.find_job(job_id)
+        if job is None:
+            raise not_found()
+        return Response(job[1].log, content_type="text/plain; charset=utf-8")
 
     @bp.get("/reactions")
     def admin_reactions() -> Response:

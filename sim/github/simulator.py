@@ -28,10 +28,12 @@ from sim.github.payloads import App, Urls
 from sim.github.server import ApiError, create_app, open_pull_request
 from sim.github.state import (
     PERMISSIONS,
+    CheckRun,
     Comment,
     Delivery,
     Installation,
     Issue,
+    Job,
     Push,
     Reaction,
     RecordedRequest,
@@ -41,6 +43,7 @@ from sim.github.state import (
     SentWebhook,
     SimError,
     State,
+    WorkflowRun,
     utcnow,
 )
 from sim.serving import serve_in_thread
@@ -793,6 +796,152 @@ class GitHubSim:
             installation_id=repo.installation_id,
         )
 
+    def pull_request_event(
+        self, full_name: str, number: int, action: str = "opened", *, draft: bool | None = None
+    ) -> Delivery:
+        """Deliver ``pull_request.<action>`` (``opened``, ``ready_for_review``) for a PR, sent
+        by its author; ``draft`` changes the PR first (``ready_for_review``: False)."""
+        with self.state.lock:
+            repo, issue = self.require_pull(full_name, number)
+            assert issue.pull is not None
+            if draft is not None:
+                issue.pull.draft = draft
+            payload = payloads.webhook_pull_request(
+                action=action,
+                pull_request=self.render_pull(repo, issue),
+                repository=self.render_repo(repo),
+                sender=self.render_user(issue.user),
+                installation_id=repo.installation_id,
+            )
+        return self.deliver("pull_request", payload)
+
+    def complete_workflow_run(
+        self,
+        full_name: str,
+        branch: str,
+        jobs: Mapping[str, tuple[str, str]],
+        name: str = "CI",
+    ) -> tuple[dict[str, Any], Delivery]:
+        """A GitHub Actions run on ``branch``'s head has completed: ``jobs`` maps each job's
+        name to (conclusion, log text). Delivers ``workflow_run.completed`` (the run fails if a
+        job failed), naming the open pull requests from that branch. Returns the run's id and
+        jobs' ids, and the delivery."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            sha = git_http.ref_sha(repo.bare_path, f"refs/heads/{branch}")
+            if sha is None:
+                raise SimError(f"{full_name} has no branch {branch}")
+            failed = any(conclusion == "failure" for conclusion, _ in jobs.values())
+            run = WorkflowRun(
+                id=self.state.next_id(),
+                repo=repo.full_name,
+                name=name,
+                head_branch=branch,
+                head_sha=sha,
+                conclusion="failure" if failed else "success",
+                created_at=utcnow(),
+            )
+            run.jobs = [
+                Job(id=self.state.next_id(), name=job, conclusion=conclusion, log=text)
+                for job, (conclusion, text) in jobs.items()
+            ]
+            self.state.workflow_runs[run.id] = run
+            pulls = self.open_pulls_from(repo, branch)
+            repo_json = self.render_repo(repo)
+            actor = self.render_user(self.bot_login)
+            payload = {
+                "action": "completed",
+                "workflow": payloads.workflow_json(
+                    self.urls, repo, name, payloads.iso(run.created_at)
+                ),
+                "workflow_run": payloads.workflow_run_json(
+                    self.urls,
+                    repo,
+                    run,
+                    repo_json=repo_json,
+                    actor=actor,
+                    pulls=payloads.pull_refs(repo, repo_json, pulls),
+                ),
+                "repository": repo_json,
+                "sender": actor,
+                "installation": payloads.webhook_installation_json(repo.installation_id),
+            }
+            ids = {"run_id": run.id, "job_ids": [job.id for job in run.jobs]}
+        return ids, self.deliver("workflow_run", payload)
+
+    def open_pulls_from(self, repo: Repo, branch: str) -> list[dict[str, Any]]:
+        return [
+            self.render_pull(repo, issue)
+            for issue in self.state.issues[repo.full_name.lower()].values()
+            if issue.pull is not None
+            and issue.state == "open"
+            and issue.pull.head_ref == branch
+            and issue.pull.head_repo == repo.full_name
+        ]
+
+    def complete_check_suite(
+        self,
+        full_name: str,
+        branch: str,
+        runs: Mapping[str, tuple[str, str]],
+        app_slug: str = "circleci-checks",
+    ) -> tuple[int, Delivery]:
+        """Another CI app's check suite on ``branch``'s head has completed: ``runs`` maps each
+        check run's name to (conclusion, output text). Delivers ``check_suite.completed``;
+        returns the suite's id and the delivery."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            sha = git_http.ref_sha(repo.bare_path, f"refs/heads/{branch}")
+            if sha is None:
+                raise SimError(f"{full_name} has no branch {branch}")
+            suite_id, now = self.state.next_id(), utcnow()
+            for name, (conclusion, text) in runs.items():
+                run = CheckRun(
+                    id=self.state.next_id(),
+                    repo=repo.full_name,
+                    head_sha=sha,
+                    name=name,
+                    status="completed",
+                    conclusion=conclusion,
+                    started_at=now,
+                    completed_at=now,
+                    title=f"{name}: {conclusion}",
+                    summary=f"{name} finished with {conclusion}.",
+                    text=text,
+                    suite_id=suite_id,
+                    ci_app=app_slug,
+                )
+                self.state.check_runs[run.id] = run
+            failed = any(conclusion == "failure" for conclusion, _ in runs.values())
+            repo_json = self.render_repo(repo)
+            suite = payloads.check_suite_json(
+                self.urls,
+                repo,
+                suite_id=suite_id,
+                branch=branch,
+                sha=sha,
+                conclusion="failure" if failed else "success",
+                when=payloads.iso(now),
+                app=payloads.ci_app_json(self.urls, app_slug, self.state.users[self.app.owner]),
+                pulls=payloads.pull_refs(repo, repo_json, self.open_pulls_from(repo, branch)),
+                count=len(runs),
+            )
+            payload = {
+                "action": "completed",
+                "check_suite": suite,
+                "repository": repo_json,
+                "sender": self.render_user(self.bot_login),
+                "installation": payloads.webhook_installation_json(repo.installation_id),
+            }
+        return suite_id, self.deliver("check_suite", payload)
+
+    def find_job(self, job_id: int) -> tuple[WorkflowRun, Job] | None:
+        for run in self.state.workflow_runs.values():
+            for job in run.jobs:
+                if job.id == job_id:
+                    return run, job
+        return None
+
     def ping(self) -> Delivery:
         payload = payloads.webhook_ping(
             hook_id=HOOK_ID,
@@ -1110,6 +1259,26 @@ class GitHubSim:
         return payloads.installation_json(
             self.urls, self.app, installation, self.state.users[installation.account]
         )
+
+    def render_check_run(self, repo: Repo, run: CheckRun) -> dict[str, Any]:
+        owner = self.state.users[self.app.owner]
+        app = (
+            payloads.app_json(self.urls, self.app, owner)
+            if run.ci_app is None
+            else payloads.ci_app_json(self.urls, run.ci_app, owner)
+        )
+        return payloads.check_run_json(self.urls, repo, run, app)
+
+    def check_runs(self, full_name: str, ref: str) -> list[dict[str, Any]]:
+        """The check runs on a commit (a sha or a branch), oldest first, in REST shape."""
+        with self.state.lock:
+            repo = self.require_repo(full_name)
+            sha = git_http.ref_sha(repo.bare_path, ref)
+            return [
+                self.render_check_run(repo, run)
+                for run in self.state.check_runs.values()
+                if run.repo == repo.full_name and run.head_sha == sha
+            ]
 
     def render_review(self, repo: Repo, review: Review) -> dict[str, Any]:
         return payloads.review_json(

@@ -214,6 +214,53 @@ class SentWebhook:
     headers: dict[str, str]
 
 
+@dataclass
+class CheckRun:
+    """A check run on a commit, made by the App (``POST /repos/{o}/{r}/check-runs``)."""
+
+    id: int
+    repo: str
+    head_sha: str
+    name: str
+    status: str  # queued, in_progress, completed
+    conclusion: str | None
+    started_at: datetime
+    completed_at: datetime | None = None
+    details_url: str | None = None
+    external_id: str | None = None
+    title: str | None = None
+    summary: str | None = None
+    text: str | None = None
+    suite_id: int | None = None
+    ci_app: str | None = None  # the slug of the CI app that made it; None: the App itself
+
+
+@dataclass
+class Job:
+    """One job of a workflow run, with its log."""
+
+    id: int
+    name: str
+    conclusion: str
+    log: str
+
+
+@dataclass
+class WorkflowRun:
+    """A GitHub Actions run that has completed on a branch (the simulator runs no workflows:
+    a test says how it went, `GitHubSim.complete_workflow_run`)."""
+
+    id: int
+    repo: str
+    name: str
+    head_branch: str
+    head_sha: str
+    conclusion: str
+    created_at: datetime
+    jobs: list[Job] = field(default_factory=list)
+    pull_numbers: list[int] = field(default_factory=list)
+
+
 class State:
     """All mutable simulator data. Callers hold ``lock`` while reading or changing it."""
 
@@ -228,6 +275,8 @@ class State:
         self.comments: dict[int, Comment] = {}
         self.reviews: dict[int, Review] = {}
         self.review_comments: dict[int, ReviewComment] = {}
+        self.check_runs: dict[int, CheckRun] = {}
+        self.workflow_runs: dict[int, WorkflowRun] = {}
         self.reactions: list[Reaction] = []
         self.tokens: dict[str, Token] = {}
         self.pushes: list[Push] = []

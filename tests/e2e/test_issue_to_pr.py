@@ -119,6 +119,19 @@ def test_the_issue_gets_one_comment_linking_the_pr(stack, fixed):
     assert MARKER in comments[0]["body"]
 
 
+def test_the_task_shows_a_check_run_on_the_commit_it_made(stack, fixed):
+    sha = fixed["outcome"]["sha"]
+    (check,) = stack.github.check_runs(fixed["repo"], sha)
+    assert (check["name"], check["status"], check["conclusion"]) == (
+        "codex-bot",
+        "completed",
+        "success",
+    )
+    assert check["output"]["title"] == "✅ Done"
+    assert fixed["outcome"]["pr_url"] in check["output"]["summary"]
+    assert stack.github.check_runs(fixed["repo"], "main") == []  # not on the commit it started from
+
+
 def test_tests_ran_before_and_after_in_the_sandbox(fixed):
     outcome = fixed["outcome"]
     assert outcome["tests_before"] == {"command": "python3 -m pytest -q", "exit_code": 1}

@@ -191,9 +191,10 @@ def validate_recorded(recorded: Any) -> None:
 
 
 def webhook_key(event: str, action: str | None) -> str:
-    """``("issue_comment", "created")`` -> ``"issue-comment-created"`` (the description's key)."""
-    key = event.replace("_", "-")
-    return f"{key}-{action}" if action else key
+    """``("issue_comment", "created")`` -> ``"issue-comment-created"`` (the description's key;
+    ``ready_for_review`` -> ``ready-for-review`` too)."""
+    key = f"{event}-{action}" if action else event
+    return key.replace("_", "-")
 
 
 def validate_webhook(event: str, action: str | None, payload: Any) -> None:

@@ -116,7 +116,37 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
     list(pull.get_reviews())
     pull.get_review(submitted.review["id"])
     list(pull.get_single_review_comments(submitted.review["id"]))
+    bot_review = {
+        "event": "COMMENT",
+        "body": "**codex-bot review**",
+        "comments": [{"path": "change0.txt", "line": 1, "side": "RIGHT", "body": "**P2** nit"}],
+    }
+    path = f"/repos/{OWNER_REPO}/pulls/{pull.number}/reviews"
+    assert api(sim, "POST", path, token, bot_review).status_code == 200
     gh.close()
+    bot = GitHubApp(app_id=APP_ID, private_key=private_pem.decode(), api_url=sim.api_url)
+    bot_repo = bot.repository(OWNER_REPO, token)
+    bot_repo.file_text("README.md", "main")
+    output = {"title": "🛠️ Working", "summary": "Task `t1`: fix asked by @octo-maintainer."}
+    fields = {"status": "in_progress", "external_id": "t1", "output": output}
+    check_run = bot_repo.create_check_run(head, "codex-bot", fields)
+    bot_repo.update_check_run(
+        check_run, {"status": "completed", "conclusion": "success", "output": output}
+    )
+    assert [r["conclusion"] for r in sim.check_runs(OWNER_REPO, head)] == ["success"]
+    api(sim, "GET", f"/repos/{OWNER_REPO}/commits/{head}/check-runs", token)
+    ids, _ = sim.complete_workflow_run(
+        OWNER_REPO, "codex/issue-1", {"tests": ("failure", "FAILED test_add\n")}
+    )
+    assert [job["name"] for job in bot_repo.failed_jobs(ids["run_id"])] == ["tests"]
+    assert bot_repo.job_log(ids["job_ids"][0]) == "FAILED test_add\n"
+    suite_id, _ = sim.complete_check_suite(
+        OWNER_REPO, "codex/issue-1", {"build": ("failure", "make: *** [all] Error 1")}
+    )
+    assert bot_repo.failed_check_runs(suite_id) == [
+        ("build", "build: failure\nbuild finished with failure.\nmake: *** [all] Error 1")
+    ]
+    bot_repo.close()
 
     # Error answers, with the bodies GitHub documents for them.
     for method, path, body in (
@@ -139,6 +169,16 @@ def drive_every_endpoint(sim: GitHubSim, private_pem: bytes, tmp_path: Path) -> 
         ("GET", f"/repos/{OWNER_REPO}/pulls/2/reviews/1/comments", None),
         ("POST", f"/repos/{OWNER_REPO}/pulls/2/comments/1/replies", {"body": "x"}),
         ("GET", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", None),
+        ("GET", f"/repos/{OWNER_REPO}/contents/missing.txt", None),
+        ("GET", f"/repos/{OWNER_REPO}/actions/runs/1/jobs", None),
+        ("GET", f"/repos/{OWNER_REPO}/actions/jobs/1/logs", None),
+        ("POST", f"/repos/{OWNER_REPO}/check-runs", {"name": "x", "head_sha": "0" * 40}),
+        ("PATCH", f"/repos/{OWNER_REPO}/check-runs/1", {"status": "in_progress"}),
+        (
+            "POST",
+            f"/repos/{OWNER_REPO}/pulls/2/reviews",
+            {"event": "COMMENT", "body": "x", "comments": [{"path": "nope.txt", "line": 9}]},
+        ),
         ("GET", f"/repos/{OWNER_REPO}/issues/404/reactions", None),
         ("GET", f"/repos/{OWNER_REPO}/issues/comments/1/reactions", None),
         ("POST", f"/repos/{OWNER_REPO}/pulls/comments/1/reactions", {"content": "eyes"}),
@@ -198,6 +238,10 @@ def test_every_response_and_request_matches_githubs_description(
         "pull_request_review_comment_created",
         "pull_request_review_comment_reply",
         "bot_comment",
+        "pull_request_opened",
+        "pull_request_ready_for_review",
+        "workflow_run_completed",
+        "check_suite_completed",
         "installation_created",
         "installation_repositories_added",
     ],
@@ -238,6 +282,16 @@ def test_webhook_payloads_match_githubs_description(
             "/codex fix this",
         ),
         "bot_comment": lambda: github.comment(OWNER_REPO, 2, "done", user=github.bot_login),
+        "pull_request_opened": lambda: github.pull_request_event(OWNER_REPO, 2),
+        "check_suite_completed": lambda: github.complete_check_suite(
+            OWNER_REPO, "codex/issue-1", {"build": ("failure", "Error 1")}
+        ),
+        "workflow_run_completed": lambda: github.complete_workflow_run(
+            OWNER_REPO, "codex/issue-1", {"tests": ("failure", "FAILED")}
+        ),
+        "pull_request_ready_for_review": lambda: github.pull_request_event(
+            OWNER_REPO, 2, "ready_for_review", draft=False
+        ),
         "installation_created": lambda: github.install_app("octo-org", 7),
         "installation_repositories_added": lambda: github.add_installation_repositories(
             7, [OWNER_REPO]

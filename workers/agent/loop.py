@@ -18,11 +18,10 @@ The conversation only grows: earlier messages are never rewritten from one step 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +53,7 @@ from workers.agent.outcome import (
     ToolProtocol,
     TooManyFormatErrors,
 )
+from workers.agent.stopping import cancel_on_stop
 from workers.agent.text import (
     AgentTask,
     Comment,
@@ -64,10 +64,13 @@ from workers.agent.text import (
 )
 from workers.agent.tools import (
     ASK_TOOLS,
+    REVIEW_TOOLS,
     TOOLS,
     AnswerAction,
     FinishAction,
     FormatError,
+    ReviewAction,
+    Submission,
     parse_action,
     tool_names,
 )
@@ -102,6 +105,8 @@ STOP_POLL_SECONDS = 0.25  # how often the stop flag is read while a command runs
 CALL_SHARE = 0.5  # a model call may take this share of the time left, so a retry fits after it
 MIN_REPLY_TOKENS = 256  # max_tokens never goes below this, however full the context
 
+MODE_TOOLS = {"fix": TOOLS, "ask": ASK_TOOLS, "review": REVIEW_TOOLS}
+
 
 @dataclass
 class _Run:
@@ -127,7 +132,7 @@ class _Run:
     instruction_files: list[str] = field(default_factory=list)
     stop_reason: str | None = None  # a stop that arrived while a command ran
 
-    def result(self, status: Status, **values: str) -> AgentResult:
+    def result(self, status: Status, **values: Any) -> AgentResult:
         return AgentResult(
             status=status,
             steps=self.steps,
@@ -158,7 +163,7 @@ def run_agent(
     ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step,
     and ``should_stop`` also while a command runs: an environment with ``cancel(reason)`` then has
     the command killed at once. ``tool_protocol``: see the module's docstring."""
-    tools = ASK_TOOLS if task.mode == "ask" else TOOLS
+    tools = MODE_TOOLS[task.mode]
     text = tool_protocol == "text" or (tool_protocol == "auto" and known_text_only(model))
     run = _Run(
         task,
@@ -421,7 +426,7 @@ def record_tool(run: _Run, call: ToolCall, recognised: str, **fields: Any) -> No
 
 def execute(run: _Run, call: ToolCall, recognised: str = "") -> str:
     action = parse_action(call.name, call.arguments, run.tools)
-    if isinstance(action, FinishAction | AnswerAction):
+    if isinstance(action, FinishAction | AnswerAction | ReviewAction):
         record_tool(run, call, recognised, **asdict(action))
         raise Submitted(action)
     started = time.monotonic()
@@ -439,37 +444,16 @@ def execute(run: _Run, call: ToolCall, recognised: str = "") -> str:
     return outcome.shown + more_instructions(run, outcome.paths)
 
 
-@contextmanager
-def stop_watch(run: _Run) -> Iterator[None]:
+def stop_watch(run: _Run) -> AbstractContextManager[None]:
     """While a tool runs, a stop (``/codex stop``, a newer task) cancels its command at once."""
     cancel: Callable[[str], object] | None = getattr(run.env, "cancel", None)
     if run.should_stop is None or cancel is None:
-        yield
-        return
-    should_stop = run.should_stop
-    done = threading.Event()
+        return nullcontext()
 
-    def watch() -> None:
-        while not done.wait(STOP_POLL_SECONDS):
-            try:
-                reason = should_stop()
-            except Exception as error:  # noqa: BLE001 - the loop asks again after the tool
-                log.warning("agent.stop_watch_failed", error=str(error)[:200])
-                return
-            if reason:
-                run.stop_reason = reason
-                cancel(reason)
-                while not done.wait(STOP_POLL_SECONDS):
-                    cancel(reason)  # a tool of several commands: each one that starts
-                return
+    def stopped(reason: str) -> None:
+        run.stop_reason = reason
 
-    watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
+    return cancel_on_stop(run.should_stop, cancel, stopped, STOP_POLL_SECONDS)
 
 
 def more_instructions(run: _Run, paths: list[str]) -> str:
@@ -489,7 +473,10 @@ def more_instructions(run: _Run, paths: list[str]) -> str:
     return "\n\n" + render_instructions(new)
 
 
-def submitted(run: _Run, action: FinishAction | AnswerAction) -> AgentResult:
+def submitted(run: _Run, action: Submission) -> AgentResult:
+    if isinstance(action, ReviewAction):
+        findings = [asdict(finding) for finding in action.findings]
+        return run.result("reviewed", summary=action.summary, findings=findings)
     if isinstance(action, AnswerAction):
         answer = actions.verified_answer(action.text, run.workspace)
         return run.result("answered", answer=answer, summary=answer)

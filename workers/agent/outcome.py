@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from workers.agent.text import diff_counts, written_summary, written_title
-from workers.agent.tools import AnswerAction, FinishAction
+from workers.agent.tools import Submission
 
-Status = Literal["finished", "answered", "limits_exceeded", "stuck", "stopped", "error"]
+Status = Literal["finished", "answered", "reviewed", "limits_exceeded", "stuck", "stopped", "error"]
 ToolProtocol = Literal["auto", "native", "text"]
 
 
@@ -55,6 +55,7 @@ class AgentResult:
     summary: str = ""
     not_done: str = ""
     answer: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)  # a review's, as the model gave
     steps: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -73,7 +74,7 @@ class AgentResult:
 
 
 class Submitted(Exception):
-    def __init__(self, action: FinishAction | AnswerAction) -> None:
+    def __init__(self, action: Submission) -> None:
         super().__init__(type(action).__name__)
         self.action = action
 

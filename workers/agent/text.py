@@ -82,8 +82,11 @@ class AgentTask:
     test_command: str | None = None
     discussion: Discussion | None = None
     instructions: tuple[InstructionFile, ...] = ()
-    mode: Literal["fix", "ask"] = "fix"
-    question: str = ""  # in ask mode: the question asked
+    mode: Literal["fix", "ask", "review"] = "fix"
+    # In ask mode the question asked; in review mode what to look at; in fix mode what the bot
+    # itself adds to the discussion (a failing CI's jobs, their logs fenced), or nothing.
+    question: str = ""
+    diff: str = ""  # in review mode: the pull request's diff
 
 
 def strip_hidden_text(text: str) -> str:
@@ -200,8 +203,12 @@ def render_instructions(files: tuple[InstructionFile, ...] | list[InstructionFil
     return "\n\n".join(parts)
 
 
+SYSTEM_PROMPTS = {"fix": "system.md", "ask": "system_ask.md", "review": "system_review.md"}
+TASK_PROMPTS = {"fix": "task.md", "ask": "ask.md", "review": "review.md"}
+
+
 def system_prompt(mode: str = "fix") -> str:
-    return _template("system_ask.md" if mode == "ask" else "system.md").safe_substitute()
+    return _template(SYSTEM_PROMPTS[mode]).safe_substitute()
 
 
 FINISH_IN_TEXT = {
@@ -211,12 +218,17 @@ FINISH_IN_TEXT = {
         "with the line {marker}"
     ),
     "ask": "When you know the answer, reply with it in Markdown and end with the line {marker}",
+    "review": (
+        "When your review is ready, reply with one line per finding, `P0`, `P1` or `P2`, then "
+        "`path:line`, then the comment (for example `P1 app/main.py:12 the error is dropped`), "
+        "then your summary, and end the reply with the line {marker}"
+    ),
 }
 
 
 def text_protocol_prompt(mode: str = "fix") -> str:
     """What the system prompt adds when the endpoint takes no tools (the text protocol)."""
-    finish = FINISH_IN_TEXT["ask" if mode == "ask" else "fix"].format(marker=FINISH_MARKER)
+    finish = FINISH_IN_TEXT[mode].format(marker=FINISH_MARKER)
     return _template("text_protocol.md").safe_substitute(finish=finish).strip()
 
 
@@ -240,8 +252,10 @@ def task_prompt(task: AgentTask) -> str:
         "instructions": render_instructions(applicable(task.instructions, [""])),
         "test_instruction": testing_instruction(task.test_command),
         "question": untrusted(task.question),
+        "diff": fence(strip_hidden_text(task.diff), "diff"),
+        "request": f"\n{task.question.strip()}\n" if task.mode == "fix" and task.question else "",
     }
-    return _template("ask.md" if task.mode == "ask" else "task.md").safe_substitute(values)
+    return _template(TASK_PROMPTS[task.mode]).safe_substitute(values)
 
 
 def steering_message(comments: list[Comment]) -> str:

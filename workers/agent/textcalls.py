@@ -44,6 +44,8 @@ FENCE = re.compile(
 )
 JSON_FENCES = frozenset({"json", "jsonc", "json5", "tool_call", "tool", ""})
 SHELL_FENCES = frozenset({"bash", "sh", "shell", "console", "zsh"})
+# A finding written as text: `P1 path/to/file.py:12 what is wrong` (a list bullet allowed).
+FINDING_LINE = re.compile(r"^\s*(?:[-*]\s+)?\**(P[012])\**[:\s]+`?([^\s`:]+):(\d+)`?[:\s-]*(.+)$")
 TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
@@ -281,9 +283,11 @@ def recognise_tool_calls(text: str, tools: Collection[str]) -> Recognised:
 # -- the text protocol -------------------------------------------------------------------------
 
 
-def _finish_arguments(prose: str, tools: Collection[str]) -> tuple[str, dict[str, str]]:
+def _finish_arguments(prose: str, tools: Collection[str]) -> tuple[str, dict[str, Any]]:
     """The finish (or answer) call a reply ending with the marker stands for."""
     lines = [line for line in prose.splitlines() if line.strip() != FINISH_MARKER]
+    if "review" in tools:
+        return "review", _review_arguments(lines)
     if "answer" in tools and "finish" not in tools:
         return "answer", {"text": "\n".join(lines).strip()}
     title, summary = "", []
@@ -294,6 +298,18 @@ def _finish_arguments(prose: str, tools: Collection[str]) -> tuple[str, dict[str
         else:
             summary.append(line.removeprefix("Summary:").removeprefix("summary:"))
     return "finish", {"title": title, "summary": "\n".join(summary).strip()}
+
+
+def _review_arguments(lines: list[str]) -> dict[str, Any]:
+    findings, summary = [], []
+    for line in lines:
+        found = FINDING_LINE.match(line)
+        if found:
+            severity, path, number, body = found.groups()
+            findings.append({"path": path, "line": int(number), "severity": severity, "body": body})
+        else:
+            summary.append(line)
+    return {"summary": "\n".join(summary).strip(), "findings": findings}
 
 
 def recognise_text_protocol(text: str, tools: Collection[str]) -> Recognised:

@@ -94,6 +94,36 @@ ANSWER_TOOL: dict[str, Any] = _tool(
     ["text"],
 )
 
+SEVERITIES = ("P0", "P1", "P2")  # must fix, should fix, nit
+REVIEW_TOOL: dict[str, Any] = _tool(
+    "review",
+    "Post your review of the pull request and end the task. Each finding is an inline comment "
+    "on a line the pull request changes (a `+` or context line of the diff, numbered as in the "
+    "new file); a finding on any other line is dropped.",
+    {
+        "summary": {"type": "string", "description": "The review's summary, in Markdown."},
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "File path, as in the diff."},
+                    "line": {"type": "integer", "description": "Line in the new file."},
+                    "severity": {
+                        "type": "string",
+                        "enum": list(SEVERITIES),
+                        "description": "P0 must fix, P1 should fix, P2 nit.",
+                    },
+                    "body": {"type": "string", "description": "The comment, in Markdown."},
+                },
+                "required": ["path", "line", "severity", "body"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    ["summary", "findings"],
+)
+
 TOOLS: list[dict[str, Any]] = [
     SHELL_TOOL,
     READ_FILE_TOOL,
@@ -102,6 +132,7 @@ TOOLS: list[dict[str, Any]] = [
     FINISH_TOOL,
 ]
 ASK_TOOLS: list[dict[str, Any]] = [SHELL_TOOL, READ_FILE_TOOL, SEARCH_TOOL, ANSWER_TOOL]
+REVIEW_TOOLS: list[dict[str, Any]] = [SHELL_TOOL, READ_FILE_TOOL, SEARCH_TOOL, REVIEW_TOOL]
 
 
 class FormatError(Exception):
@@ -144,9 +175,22 @@ class AnswerAction:
     text: str
 
 
-Action = (
-    ShellAction | ReadFileAction | SearchAction | ApplyPatchAction | FinishAction | AnswerAction
-)
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    line: int
+    severity: str  # one of SEVERITIES
+    body: str
+
+
+@dataclass(frozen=True)
+class ReviewAction:
+    summary: str
+    findings: tuple[Finding, ...] = ()
+
+
+Submission = FinishAction | AnswerAction | ReviewAction
+Action = ShellAction | ReadFileAction | SearchAction | ApplyPatchAction | Submission
 
 
 def _arguments(name: str, raw: str) -> dict[str, Any]:
@@ -231,6 +275,28 @@ def parse_answer(arguments: dict[str, Any]) -> AnswerAction:
     return AnswerAction(text=_required_text("answer", arguments, "text").strip())
 
 
+def _finding(item: Any) -> Finding:
+    if not isinstance(item, dict):
+        raise FormatError("Each finding of a `review` call must be an object.")
+    path, line = _required_text("review", item, "path").strip(), item.get("line")
+    if isinstance(line, bool) or not isinstance(line, int) or line < 1:
+        raise FormatError(f"The finding on `{path}` needs a positive line number `line`.")
+    severity = str(item.get("severity") or "").strip().upper()
+    if severity not in SEVERITIES:
+        raise FormatError(f"The finding on `{path}:{line}` needs a severity: P0, P1 or P2.")
+    return Finding(path, line, severity, _required_text("review", item, "body").strip())
+
+
+def parse_review(arguments: dict[str, Any]) -> ReviewAction:
+    findings = arguments.get("findings") or []
+    if not isinstance(findings, list):
+        raise FormatError("`findings` of a `review` call must be a list.")
+    summary = _optional_text(arguments, "summary")
+    if not summary and not findings:
+        raise FormatError("Your `review` call needs a `summary` or at least one finding.")
+    return ReviewAction(summary=summary, findings=tuple(_finding(item) for item in findings))
+
+
 PARSERS: dict[str, Callable[[dict[str, Any]], Action]] = {
     "shell": parse_shell,
     "read_file": parse_read_file,
@@ -238,6 +304,7 @@ PARSERS: dict[str, Callable[[dict[str, Any]], Action]] = {
     "apply_patch": parse_apply_patch,
     "finish": parse_finish,
     "answer": parse_answer,
+    "review": parse_review,
 }
 
 
