@@ -23,8 +23,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import requests
+
 from codexbot.logs import configure_logging
-from sim.realmodel import MODEL_NAME, RealModel, RealModelError, missing
+from sim.realmodel import MODEL_NAME, RealModel, RealModelError, cost, missing
 from sim.stack import DEMO_REPO, ROOT, Stack, StackError
 
 
@@ -75,6 +77,22 @@ def say(message: str, quiet: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def report_server_cost(server: RealModel, before: dict[str, float]) -> None:
+    """What the real model's server did during the run, on stderr, however the run ended."""
+    try:
+        spent = cost(before, server.metrics())
+    except requests.RequestException:  # the server is gone; its own error is reported
+        return
+    print(
+        f"real model: {spent['prompt_tokens']} prompt tokens "
+        f"({100 * spent['cached_share']:.0f} % from its cache, the rest at "
+        f"{spent['prompt_tokens_per_second']} tokens/s), {spent['generated_tokens']} generated "
+        f"at {spent['generated_tokens_per_second']} tokens/s, {spent['server_seconds']} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
     quiet = args.json
     options: dict = {"data_dir": data_dir, "redis_url": args.redis_url}
@@ -88,9 +106,11 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
     with ExitStack() as running:
         if args.real_model:
             say("starting the real model (llama-server); loading takes a while", quiet)
-            base_url = running.enter_context(RealModel())
+            server = RealModel()
+            base_url = running.enter_context(server)
             options.update(model_base_url=base_url, model_name=MODEL_NAME)
             say(f"real model on {base_url}", quiet)
+            running.callback(report_server_cost, server, server.metrics())
         stack = running.enter_context(Stack(**options))
         say(f"receiver on {stack.receiver_url}, GitHub simulator on {stack.github.url}", quiet)
         repo, issue = stack.seed(args.repo or DEMO_REPO, args.issue)
