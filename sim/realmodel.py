@@ -33,7 +33,9 @@ GGUF = Path("model/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 SERVER = Path("bin/llama-server")
 MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 CONTEXT = 16384
-THREADS = 2
+# Two threads for two cores; on a machine busy with other work one thread is faster (the two
+# wait for each other whenever either is descheduled): CODEX_REAL_MODEL_THREADS=1.
+THREADS = int(os.environ.get("CODEX_REAL_MODEL_THREADS") or 2)
 LOAD_TIMEOUT = 300  # mapping a 1.1 GB file and warming up; seconds on a busy machine
 
 # The counters of llama-server's /metrics a run's cost is computed from.

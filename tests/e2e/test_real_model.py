@@ -9,6 +9,7 @@ is on record.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from sim.realmodel import MODEL_NAME, RealModel, missing
+from sim.realmodel import MODEL_NAME, RealModel, cost, missing
 from sim.stack import DEMO_REPO, Stack, StackError
 from tests.conftest import REDIS_URL
 from workers.agent.trajectory import read_records
@@ -34,9 +35,10 @@ WALL_SECONDS = 900
 
 
 @pytest.fixture(scope="module")
-def real_model() -> Iterator[str]:
-    with RealModel() as base_url:
-        yield base_url
+def real_model() -> Iterator[RealModel]:
+    server = RealModel()
+    with server:
+        yield server
 
 
 def limited_demo_repo(root: Path) -> Path:
@@ -52,10 +54,11 @@ def limited_demo_repo(root: Path) -> Path:
 
 def test_the_demo_task_ends_in_a_clear_outcome(real_model, tmp_path):
     Redis.from_url(REDIS_URL).flushdb()
+    before = real_model.metrics()
     with Stack(
         data_dir=tmp_path / "stack",
         redis_url=REDIS_URL,
-        model_base_url=real_model,
+        model_base_url=real_model.base_url,
         model_name=MODEL_NAME,
     ) as stack:
         repo, issue = stack.seed(limited_demo_repo(tmp_path), DEMO_REPO / "issue.md")
@@ -69,6 +72,9 @@ def test_the_demo_task_ends_in_a_clear_outcome(real_model, tmp_path):
         pulls = stack.github.pulls(repo)
         records = read_records(stack.data_dir / "bot" / "trajectories" / f"{task_id}.jsonl")
         logs = stack.logs()
+    # Shown with `-s`: what the run cost the server and how it ended (README, "Real model").
+    print(json.dumps({"server": cost(before, real_model.metrics()), "result": records[-1:]}))
+    print("\n".join(comments))
 
     shown = "\n".join(comments)
     assert "internal error" not in shown, shown
