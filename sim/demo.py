@@ -93,6 +93,15 @@ def report_server_cost(server: RealModel, before: dict[str, float]) -> None:
     )
 
 
+def told_on_issue(stack: Stack, repo: str, number: int) -> str | None:
+    """Why a task failed, as the bot told it on the issue (a weak model's failure is a result)."""
+    for comment in reversed(stack.github.issue_comments(repo, number)):
+        for line in comment["body"].splitlines():
+            if line.startswith("I could not finish this task"):
+                return f"the bot said on issue #{number}: {line}"
+    return None
+
+
 def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
     quiet = args.json
     options: dict = {"data_dir": data_dir, "redis_url": args.redis_url}
@@ -121,7 +130,13 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
             f"(task {task_id}); waiting for the worker",
             quiet,
         )
-        outcome = stack.wait_for_task(task_id, timeout=args.timeout)
+        try:
+            outcome = stack.wait_for_task(task_id, timeout=args.timeout)
+        except StackError:
+            told = told_on_issue(stack, repo, issue["number"])
+            if told is None:
+                raise
+            raise StackError(told) from None
         comments = stack.github.issue_comments(repo, issue["number"])
     timings = {"ack": round(delivery.duration_ms), **outcome["timings_ms"]}
     timings["demo_total"] = round((time.monotonic() - started) * 1000)
