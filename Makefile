@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bootstrap lint image vendor-openapi fixtures bench clean
+.PHONY: demo test bootstrap lint image vendor-openapi fixtures bench real-model clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,11 @@ fixtures:
 
 bench: bootstrap
 	@$(PY) -m bench.demo
+
+# A real model for sim.realmodel: llama-server and Qwen2.5-Coder-1.5B in a cache outside the
+# repository (CODEX_REAL_MODEL_CACHE). About 15 minutes on 2 cores the first time.
+real-model:
+	@bash scripts/real_model.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,10 +1,13 @@
 """The bot's main job, offline: a labelled issue becomes a pull request.
 
-    python -m sim.demo [--json] [--repo DIR --issue FILE] [--model-base-url URL --model NAME]
+    python -m sim.demo [--json] [--repo DIR --issue FILE]
+                       [--model-base-url URL --model NAME | --real-model]
 
 Starts Redis-backed ``codexbot serve`` and ``codexbot worker``, the GitHub simulator and the
 scripted model; seeds a repository with a failing test and an issue; labels the issue through a
 signed webhook delivery; waits for the pull request. Everything it started is stopped at the end.
+``--real-model`` puts llama-server with Qwen2.5-Coder-1.5B (``make real-model``) in the script's
+place.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+
+import requests
 
 from codexbot.logs import configure_logging
 from sim.model import DIALECTS
+from sim.realmodel import MODEL_NAME, RealModel, RealModelError, cost, missing
 from sim.stack import DEMO_REPO, ROOT, Stack, StackError
 
 
@@ -42,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", default="scripted-model", help="model name for --model-base-url")
     parser.add_argument(
+        "--real-model", action="store_true", help="serve the model from `make real-model` here"
+    )
+    parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument(
@@ -60,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--repo {args.repo}: not a directory")
     if args.issue is not None and not args.issue.is_file():
         parser.error(f"--issue {args.issue}: not a file")
+    if args.real_model and args.model_base_url:
+        parser.error("--real-model and --model-base-url: choose one")
+    if args.real_model and (reason := missing()):
+        parser.error(reason)
     if args.model_base_url and not os.environ.get("OPENAI_API_KEY"):
         parser.error("--model-base-url needs OPENAI_API_KEY in the environment")
     return args
@@ -68,6 +82,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def say(message: str, quiet: bool) -> None:
     if not quiet:
         print(message, file=sys.stderr, flush=True)
+
+
+def report_server_cost(server: RealModel, before: dict[str, float]) -> None:
+    """What the real model's server did during the run, on stderr, however the run ended."""
+    try:
+        spent = cost(before, server.metrics())
+    except requests.RequestException:  # the server is gone; its own error is reported
+        return
+    print(
+        f"real model: {spent['prompt_tokens']} prompt tokens "
+        f"({100 * spent['cached_share']:.0f} % from its cache, the rest at "
+        f"{spent['prompt_tokens_per_second']} tokens/s), {spent['generated_tokens']} generated "
+        f"at {spent['generated_tokens_per_second']} tokens/s, {spent['server_seconds']} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def told_on_issue(stack: Stack, repo: str, number: int) -> str | None:
+    """Why a task failed, as the bot told it on the issue (a weak model's failure is a result)."""
+    for comment in reversed(stack.github.issue_comments(repo, number)):
+        for line in comment["body"].splitlines():
+            if line.startswith("I could not finish this task"):
+                return f"the bot said on issue #{number}: {line}"
+    return None
 
 
 def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
@@ -84,7 +123,15 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
             openai_api_key=os.environ["OPENAI_API_KEY"],
         )
     started = time.monotonic()
-    with Stack(**options) as stack:
+    with ExitStack() as running:
+        if args.real_model:
+            say("starting the real model (llama-server); loading takes a while", quiet)
+            server = RealModel()
+            base_url = running.enter_context(server)
+            options.update(model_base_url=base_url, model_name=MODEL_NAME)
+            say(f"real model on {base_url}", quiet)
+            running.callback(report_server_cost, server, server.metrics())
+        stack = running.enter_context(Stack(**options))
         say(f"receiver on {stack.receiver_url}, GitHub simulator on {stack.github.url}", quiet)
         repo, issue = stack.seed(args.repo or DEMO_REPO, args.issue)
         say(f"seeded {repo} with issue #{issue['number']}: {issue['title']}", quiet)
@@ -94,7 +141,13 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
             f"(task {task_id}); waiting for the worker",
             quiet,
         )
-        outcome = stack.wait_for_task(task_id, timeout=args.timeout)
+        try:
+            outcome = stack.wait_for_task(task_id, timeout=args.timeout)
+        except StackError:
+            told = told_on_issue(stack, repo, issue["number"])
+            if told is None:
+                raise
+            raise StackError(told) from None
         comments = stack.github.issue_comments(repo, issue["number"])
     timings = {"ack": round(delivery.duration_ms), **outcome["timings_ms"]}
     timings["demo_total"] = round((time.monotonic() - started) * 1000)
@@ -146,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="codexbot-demo-") as tmp:
         try:
             result = run_demo(args, Path(tmp))
-        except StackError as error:
+        except (StackError, RealModelError) as error:
             print(f"demo failed: {error}", file=sys.stderr)
             logs = Path(tmp) / "logs"
             for log in sorted(logs.glob("*.log")) if logs.exists() else []:

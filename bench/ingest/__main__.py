@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from redis import Redis
 
 from bench.ingest.deliveries import build_mix, write_for_wrk
+from sim.stack import stop_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -144,12 +145,7 @@ def serving(target: Target, env: dict[str, str], scratch: Path) -> Iterator[str]
         wait_until_answering(url, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def run_wrk(url: str, records: Path, run_id: str, args: argparse.Namespace, seconds: float) -> dict:

@@ -36,6 +36,11 @@ def test_runner_reports_resolved_rate_steps_and_tokens(
     assert rows["title_case"]["resolved"] is False  # the script never edits it
     assert report["summary"]["resolved"] == 1 and report["summary"]["resolved_rate"] == 0.5
     assert all(row["tokens"] > 0 and row["seconds"] > 0 for row in rows.values())
+    # The bot's own seconds: the task's wall time less the model's share.
+    assert all(
+        row["bot_seconds"] == pytest.approx(row["seconds"] - row["model_seconds"], abs=0.02)
+        for row in rows.values()
+    )
 
 
 def test_every_shipped_task_is_complete() -> None:
