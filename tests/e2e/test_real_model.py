@@ -20,7 +20,6 @@ from redis import Redis
 from sim.realmodel import MODEL_NAME, RealModel, cost, missing
 from sim.stack import DEMO_REPO, Stack, StackError
 from tests.conftest import REDIS_URL
-from workers.agent.trajectory import read_records
 
 pytestmark = [
     pytest.mark.real_model,
@@ -70,7 +69,7 @@ def test_the_demo_task_ends_in_a_clear_outcome(real_model, tmp_path):
             outcome, failure = None, str(error)
         comments = [c["body"] for c in stack.github.issue_comments(repo, issue["number"])]
         pulls = stack.github.pulls(repo)
-        records = read_records(stack.data_dir / "bot" / "trajectories" / f"{task_id}.jsonl")
+        records = stack.trajectory(task_id)
         logs = stack.logs()
     # Shown with `-s`: what the run cost the server and how it ended (README, "Real model").
     print(json.dumps({"server": cost(before, real_model.metrics()), "result": records[-1:]}))
