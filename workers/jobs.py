@@ -24,9 +24,10 @@ from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
 from sandbox.prepared import SetupFailed
-from workers import checkout, tasks
+from workers import checkout, tasks, text
 from workers.concurrency import in_background
 from workers.github import GitHubApp, GitHubError, Repository
+from workers.lease import keep_lease
 from workers.plan import GitHubSource, plan
 from workers.progress import LiveProgress, Progress, ProgressView
 from workers.publish import GitHubPublisher, Publisher
@@ -158,15 +159,22 @@ SHOWN_ERRORS = (TaskFailed, checkout.GitError, GitHubError, SetupFailed)
 
 
 class RecordedProgress:
-    """A GitHub task shows its state twice: in its record in Redis, and in its progress comment."""
+    """A GitHub task shows its state twice: in its record in Redis, and in its progress comment.
 
-    def __init__(self, redis: Redis, record: tasks.TaskRecord, live: LiveProgress) -> None:
+    An attempt after a lost worker says so (``note``) above its detail until the task ends."""
+
+    def __init__(
+        self, redis: Redis, record: tasks.TaskRecord, live: LiveProgress, note: str = ""
+    ) -> None:
         self._redis = redis
         self._record = record
         self._live = live
+        self._note = note
 
     def update(self, state: str, **changes: object) -> None:
-        tasks.save(self._redis, self._record)
+        tasks.save(self._redis, self._record)  # raises NotOwner once a later attempt took over
+        if self._note and "detail" in changes and state not in tasks.FINAL_STATES:
+            changes["detail"] = "\n\n".join(filter(None, (self._note, str(changes["detail"]))))
         self._live.update(state, **changes)
 
     def close(self) -> None:
@@ -222,6 +230,8 @@ def _build_task(
     record = tasks.load(redis, task_id)
     if record is None:
         raise TaskFailed(f"task {task_id} has no record; it was never accepted")
+    attempt = tasks.begin_attempt(redis, record, settings.codex_lease_seconds)
+    note = text.lost_worker_note(attempt, tasks.MAX_ATTEMPTS) if attempt > 1 else ""
     app = GitHubApp(
         app_id=settings.github_app_id,
         private_key=settings.private_key_pem(),
@@ -236,6 +246,7 @@ def _build_task(
         record.id,
         record.request.kind,
         record.request.sender,
+        detail=note,
         link=settings.task_url(record.id),
     )
     own_client = app.repository(record.request.repo, token)
@@ -249,7 +260,7 @@ def _build_task(
         redis=redis,
         source=GitHubSource(repository, redis, mirrors, record.request.number),
         redact=redact,
-        progress=RecordedProgress(redis, record, progress),
+        progress=RecordedProgress(redis, record, progress, note),
         workdir=settings.codex_data_dir / "work" / task_id,
     )
     return task, app, repository
@@ -270,9 +281,15 @@ def run_task(*, task_id: str) -> dict:
         delivery_id=record.request.delivery_id, repo=record.request.repo
     )
     log.info(
-        "task started", number=record.request.number, kind=record.request.kind, queued_ms=queued_ms
+        "task started",
+        number=record.request.number,
+        kind=record.request.kind,
+        queued_ms=queued_ms,
+        attempt=record.attempt,
     )
+    lease = keep_lease(redis, task_id, record.attempt, settings.codex_lease_seconds)
     try:
+        shutil.rmtree(task.workdir, ignore_errors=True)  # what a lost attempt left on this host
         task.check_stop()
         work = plan(record, repo, app.login)
         outcome = run_work(task, work, GitHubPublisher(repo, settings))
@@ -280,6 +297,10 @@ def run_task(*, task_id: str) -> dict:
         record.pr_url = outcome.get("pr_url", "")
         task.advance("done", step=None, **_final_view(outcome))
         _react(repo, record, "rocket")
+    except tasks.NotOwner:
+        # A later attempt runs the task (this worker was taken for lost): leave it all to that one.
+        log.warning("task taken over by a later attempt", attempt=record.attempt)
+        return {"task_id": task_id, "status": "taken over", "attempt": record.attempt}
     except TaskStopped as stop:
         record.reason = redact(str(stop))
         task.advance("stopped", detail=f"Stopped: {record.reason}", step=None)
@@ -295,7 +316,10 @@ def run_task(*, task_id: str) -> dict:
         # in the operator's log, which is redacted too.
         raise TaskError(reason) from None
     finally:
-        tasks.release_target(redis, record)
+        lease.set()
+        if tasks.owns(redis, task_id, record.attempt):
+            tasks.release_target(redis, record)
+            tasks.end_lease(redis, task_id, record.attempt)
         shutil.rmtree(task.workdir, ignore_errors=True)
         task.progress.close()  # the last state is shown before the job ends
         task.cleanup.wait()

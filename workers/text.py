@@ -381,3 +381,16 @@ def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str
 def tail_lines(text: str, lines: int = 15, limit: int = 2000) -> str:
     tail = "\n".join(text.rstrip().splitlines()[-lines:])
     return tail[-limit:]
+
+
+def lost_worker_note(attempt: int, attempts: int) -> str:
+    """The progress comment's line when a task runs again because its worker was lost."""
+    return f"The worker running this was lost; retrying, attempt {attempt} of {attempts}."
+
+
+def lost_worker_reason(attempts: int) -> str:
+    """Why a task failed after its worker was lost on every attempt."""
+    return (
+        f"the worker running it was lost on each of its {attempts} attempts (a crash, an "
+        "out-of-memory kill or a lost host); ask again to start over"
+    )
