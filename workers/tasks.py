@@ -38,6 +38,7 @@ class TaskRecord:
     pr_url: str = ""
     attempt: int = 0  # the attempt that owns the task (1, 2, 3); 0 until one starts
     queue: str = ""  # the RQ queue its attempts go to
+    pushed: str = ""  # the commit an attempt pushed: a later attempt may replace it
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 

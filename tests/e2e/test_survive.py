@@ -148,7 +148,9 @@ def test_a_task_whose_worker_is_lost_three_times_fails_and_says_why(stack, tmp_p
         else:
             wait_until(lambda: record(stack, task_id).state == "failed", 120, "the task to fail")
         to_retry.append(time.monotonic() - killed)
-        stack.start_task_worker(f"worker-{attempt}")  # a dead worker's name stays registered a while
+        stack.start_task_worker(
+            f"worker-{attempt}"
+        )  # a dead worker's name stays registered a while
     body = progress_body(stack, repo, number)
     assert "Failed" in body and "lost on each of its 3 attempts" in body, body
     assert not pulls_of(stack, repo)
@@ -181,3 +183,30 @@ def test_a_stopped_worker_hands_its_task_back(stack, tmp_path, docker_client):
     assert "internal error" not in progress_body(stack, repo, number)
     assert len(pulls_of(stack, repo)) == 1
     stack.start_task_worker("worker-stopped")
+
+
+def test_an_attempt_after_the_push_replaces_it_and_reuses_the_pull_request(
+    stack, tmp_path, docker_client
+):
+    """The worker dies after its push, while the tests run: the next attempt replaces that commit
+    (only if the branch is still there) and opens one pull request."""
+    number = seed(stack, tmp_path, "survive-pushed", "Survive a loss after the push")
+    repo = "octo-org/survive-pushed"
+    _, task_id = stack.label(repo, number)
+
+    def pushed_and_testing(attempt: int, before: str = "") -> str:
+        found = tasks.load(stack.redis, task_id)
+        ok = found and found.attempt == attempt and found.state == "testing"
+        return found.pushed if ok and found.pushed != before else ""  # type: ignore[union-attr]
+
+    first = wait_until(lambda: pushed_and_testing(1), 120, "the first attempt's push")
+    kill_worker(stack, worker_running(stack, task_id, 1))
+    stack.start_task_worker("worker-after-push")
+    second = wait_until(lambda: pushed_and_testing(2, first), 120, "the second attempt's push")
+    branch = f"codex/issue-{number}-survive-a-loss-after-the-push"
+    assert stack.github.branch_sha(repo, branch) == second
+    release(docker_client, task_id)
+    wait_until(lambda: record(stack, task_id).state == "done", 120, "the task to be done")
+    pulls = pulls_of(stack, repo)
+    assert len(pulls) == 1
+    assert pulls[0]["head"]["sha"] == second
