@@ -251,7 +251,9 @@ def _build_task(
     )
     own_client = app.repository(record.request.repo, token)
     progress = LiveProgress(
-        Progress(own_client, record.request.number, view, record.progress_comment_id), own_client
+        Progress(own_client, record.request.number, view, record.progress_comment_id),
+        own_client,
+        may_post=lambda: tasks.owns(redis, record.id, attempt),
     )
     mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
     task = Task(
@@ -307,6 +309,9 @@ def run_task(*, task_id: str) -> dict:
         log.info("task stopped", reason=record.reason)
         return {"task_id": task_id, "status": "stopped", "reason": record.reason}
     except Exception as error:
+        if not tasks.owns(redis, task_id, record.attempt):  # its sandbox went with the takeover
+            log.warning("task taken over by a later attempt", attempt=record.attempt, exc_info=True)
+            return {"task_id": task_id, "status": "taken over", "attempt": record.attempt}
         reason = _user_reason(error, redact)
         log.exception("task failed")
         record.reason = reason
@@ -316,12 +321,12 @@ def run_task(*, task_id: str) -> dict:
         # in the operator's log, which is redacted too.
         raise TaskError(reason) from None
     finally:
+        task.progress.close()  # the last state is shown before the job ends (and its lease)
         lease.set()
         if tasks.owns(redis, task_id, record.attempt):
             tasks.release_target(redis, record)
             tasks.end_lease(redis, task_id, record.attempt)
         shutil.rmtree(task.workdir, ignore_errors=True)
-        task.progress.close()  # the last state is shown before the job ends
         task.cleanup.wait()
         repo.close()
         redis.close()

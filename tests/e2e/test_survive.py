@@ -210,3 +210,40 @@ def test_an_attempt_after_the_push_replaces_it_and_reuses_the_pull_request(
     pulls = pulls_of(stack, repo)
     assert len(pulls) == 1
     assert pulls[0]["head"]["sha"] == second
+
+
+def test_a_worker_taken_for_lost_that_comes_back_changes_nothing(stack, tmp_path, docker_client):
+    """A frozen worker (SIGSTOP: a host cut off, a VM paused) loses its lease; the task runs again
+    elsewhere and ends. When the frozen one resumes, it writes nothing: not the record, not the
+    comment, no pull request."""
+    number = seed(stack, tmp_path, "survive-back", TITLE)
+    repo = "octo-org/survive-back"
+    _, task_id = stack.label(repo, number)
+    wait_running(stack, task_id, 1)
+    name = worker_running(stack, task_id, 1)
+    frozen = stack.processes.pop(name)
+    groups = [frozen.pid, *children(frozen.pid)]
+    for group in groups:
+        os.killpg(group, signal.SIGSTOP)
+    try:
+        wait_running(stack, task_id, 2)
+        release(docker_client, task_id)
+        wait_until(lambda: record(stack, task_id).state == "done", 120, "the task to be done")
+        done = progress_body(stack, repo, number)
+    finally:
+        for group in groups:
+            os.killpg(group, signal.SIGCONT)
+    horse = groups[1]
+    wait_until(lambda: not Path(f"/proc/{horse}").exists() or _zombie(horse), 120, "the old horse")
+    after = record(stack, task_id)
+    assert (after.state, after.attempt) == ("done", 2)
+    assert progress_body(stack, repo, number) == done
+    assert len(pulls_of(stack, repo)) == 1
+    stack.processes[name] = frozen  # still a live worker: the stack stops it with the others
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
