@@ -30,6 +30,11 @@ from workers.progress import Progress, ProgressView
 
 log = structlog.get_logger()
 
+# Held by the janitor's rounds and by the worker while it forks a work horse: a fork copies the
+# locks other threads hold (a log line being written, an HTTP connection in use), and a horse
+# forked in the middle of a round would wait on them forever.
+_FORKING = threading.Lock()
+
 
 def keep_lease(redis: Redis, task_id: str, attempt: int, lease_seconds: int) -> threading.Event:
     """Renew the attempt's lease on a daemon thread until the returned event is set."""
@@ -85,11 +90,10 @@ def retry_lost(redis: Redis, settings: Settings, app: GitHubApp, task_id: str, a
         _show(app, record, settings, f"I could not finish this task: {record.reason}")
         log.warning("task failed: worker lost", task_id=task_id, attempt=attempt)
         return "failed"
-    note = text.lost_worker_note(attempt + 1, tasks.MAX_ATTEMPTS)
+    _show(app, record, settings, text.lost_worker_note(attempt + 1, tasks.MAX_ATTEMPTS))
+    log.warning("task requeued: worker lost", task_id=task_id, attempt=attempt + 1)
     queue = Queue(settings.codex_queue, connection=redis)
     tasks.enqueue(queue, record, attempt=attempt + 1, timeout=settings.codex_job_timeout)
-    _show(app, record, settings, note)
-    log.warning("task requeued: worker lost", task_id=task_id, attempt=attempt + 1)
     return "requeued"
 
 
@@ -108,7 +112,8 @@ def start_janitor(redis: Redis, settings: Settings, app: GitHubApp) -> threading
     def loop() -> None:
         while not stop.wait(settings.codex_lease_seconds / 3):
             try:
-                sweep(redis, settings, app)
+                with _FORKING:
+                    sweep(redis, settings, app)
             except Exception:  # noqa: BLE001 - the janitor must outlive a bad round; logged
                 log.exception("janitor round failed")
 
@@ -126,6 +131,10 @@ class TaskWorker(Worker):
         self._settings = settings
         self._app = app
         self._stop_since: datetime | None = None
+
+    def fork_work_horse(self, job, queue) -> None:  # noqa: ANN001 - RQ's types
+        with _FORKING:
+            super().fork_work_horse(job, queue)
 
     def request_stop(self, signum, frame) -> None:  # noqa: ANN001 - RQ's signal handler
         self._stop_since = datetime.now()

@@ -4,6 +4,7 @@ workers, Redis and Docker engine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -96,16 +97,29 @@ def kill_worker(stack: Stack, name: str) -> None:
 
 
 def release(docker_client: docker.DockerClient, task_id: str) -> None:
-    """Let the script's first command finish (it waits for /tmp/go) in the task's container."""
-    container = wait_until(
-        lambda: next(
-            iter(docker_client.containers.list(filters={"label": f"codexbot.task={task_id}"})), None
-        ),
-        60,
-        f"the container of {task_id}",
-    )
-    done = container.exec_run(["touch", "/tmp/go"])
-    assert done.exit_code == 0, (container.name, container.status, done.output)
+    """Let the script's first command finish (it waits for /tmp/go) in the task's container (the
+    running one: a lost attempt's may still be on its way out)."""
+
+    def touched() -> bool:
+        for container in docker_client.containers.list(
+            filters={"label": f"codexbot.task={task_id}"}
+        ):
+            with contextlib.suppress(docker.errors.APIError):
+                if container.exec_run(["touch", "/tmp/go"]).exit_code == 0:
+                    return True
+        return False
+
+    wait_until(touched, 60, f"the container of {task_id} to be released", interval=0.5)
+
+
+def running_task(stack: Stack, tmp_path: Path, name: str) -> tuple[str, int, str, str]:
+    """A task of the script that waits, running its first attempt: (repo, number, id, the
+    stack's name of its worker)."""
+    number = seed(stack, tmp_path, name, TITLE)
+    repo = f"octo-org/{name}"
+    _, task_id = stack.label(repo, number)
+    wait_running(stack, task_id, 1)
+    return repo, number, task_id, worker_running(stack, task_id, 1)
 
 
 def progress_body(stack: Stack, repo: str, number: int) -> str:
@@ -117,11 +131,8 @@ def pulls_of(stack: Stack, repo: str) -> list[dict]:
 
 
 def test_a_task_whose_worker_is_killed_runs_again_and_ends_once(stack, tmp_path, docker_client):
-    number = seed(stack, tmp_path, "survive-once", TITLE)
-    repo = "octo-org/survive-once"
-    _, task_id = stack.label(repo, number)
-    wait_running(stack, task_id, 1)
-    kill_worker(stack, worker_running(stack, task_id, 1))
+    repo, number, task_id, name = running_task(stack, tmp_path, "survive-once")
+    kill_worker(stack, name)
     stack.start_task_worker("worker-c")
     wait_running(stack, task_id, 2)
     assert "attempt 2 of 3" in progress_body(stack, repo, number)
@@ -148,11 +159,14 @@ def test_a_task_whose_worker_is_lost_three_times_fails_and_says_why(stack, tmp_p
         else:
             wait_until(lambda: record(stack, task_id).state == "failed", 120, "the task to fail")
         to_retry.append(time.monotonic() - killed)
-        stack.start_task_worker(
-            f"worker-{attempt}"
-        )  # a dead worker's name stays registered a while
-    body = progress_body(stack, repo, number)
-    assert "Failed" in body and "lost on each of its 3 attempts" in body, body
+        # A new name: a dead worker's name stays registered for a while.
+        stack.start_task_worker(f"worker-{attempt}")
+    body = wait_until(
+        lambda: "Failed" in (text := progress_body(stack, repo, number)) and text,
+        30,
+        "the progress comment to say the task failed",
+    )
+    assert "lost on each of its 3 attempts" in body, body
     assert not pulls_of(stack, repo)
     print(f"death to retry (s): {[round(t, 1) for t in to_retry]}")
     wait_until(
@@ -169,11 +183,7 @@ def test_a_task_whose_worker_is_lost_three_times_fails_and_says_why(stack, tmp_p
 def test_a_stopped_worker_hands_its_task_back(stack, tmp_path, docker_client):
     """SIGTERM (a `docker stop`): the worker takes no new work, and after its grace period hands
     the running task back instead of failing it; another worker finishes it."""
-    number = seed(stack, tmp_path, "survive-stop", TITLE)
-    repo = "octo-org/survive-stop"
-    _, task_id = stack.label(repo, number)
-    wait_running(stack, task_id, 1)
-    name = worker_running(stack, task_id, 1)
+    repo, number, task_id, name = running_task(stack, tmp_path, "survive-stop")
     process = stack.processes.pop(name)
     os.kill(process.pid, signal.SIGTERM)
     wait_running(stack, task_id, 2)
@@ -216,11 +226,7 @@ def test_a_worker_taken_for_lost_that_comes_back_changes_nothing(stack, tmp_path
     """A frozen worker (SIGSTOP: a host cut off, a VM paused) loses its lease; the task runs again
     elsewhere and ends. When the frozen one resumes, it writes nothing: not the record, not the
     comment, no pull request."""
-    number = seed(stack, tmp_path, "survive-back", TITLE)
-    repo = "octo-org/survive-back"
-    _, task_id = stack.label(repo, number)
-    wait_running(stack, task_id, 1)
-    name = worker_running(stack, task_id, 1)
+    repo, number, task_id, name = running_task(stack, tmp_path, "survive-back")
     frozen = stack.processes.pop(name)
     groups = [frozen.pid, *children(frozen.pid)]
     for group in groups:
