@@ -24,7 +24,7 @@ from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
 from sandbox.prepared import SetupFailed
-from workers import checkout, tasks, text
+from workers import checkout, tasks
 from workers.concurrency import in_background
 from workers.github import GitHubApp, GitHubError, Repository
 from workers.lease import keep_lease
@@ -231,7 +231,7 @@ def _build_task(
     if record is None:
         raise TaskFailed(f"task {task_id} has no record; it was never accepted")
     attempt = tasks.begin_attempt(redis, record, settings.codex_lease_seconds)
-    note = text.lost_worker_note(attempt, tasks.MAX_ATTEMPTS) if attempt > 1 else ""
+    note = record.retry_note if attempt > 1 else ""
     app = GitHubApp(
         app_id=settings.github_app_id,
         private_key=settings.private_key_pem(),

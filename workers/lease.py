@@ -75,7 +75,9 @@ def _show(app: GitHubApp, record: tasks.TaskRecord, settings: Settings, detail: 
         log.warning("progress comment not updated", task_id=record.id, exc_info=True)
 
 
-def retry_lost(redis: Redis, settings: Settings, app: GitHubApp, task_id: str, attempt: int) -> str:
+def retry_lost(
+    redis: Redis, settings: Settings, app: GitHubApp, task_id: str, attempt: int, how: str = "lost"
+) -> str:
     """Run again (or fail) a task whose attempt ``attempt`` lost its worker; what was done."""
     if not tasks.requeue_lost(redis, task_id, attempt):
         return "taken"  # its lease came back, or another janitor took it
@@ -90,7 +92,9 @@ def retry_lost(redis: Redis, settings: Settings, app: GitHubApp, task_id: str, a
         _show(app, record, settings, f"I could not finish this task: {record.reason}")
         log.warning("task failed: worker lost", task_id=task_id, attempt=attempt)
         return "failed"
-    _show(app, record, settings, text.lost_worker_note(attempt + 1, tasks.MAX_ATTEMPTS))
+    record.retry_note = text.lost_worker_note(attempt + 1, tasks.MAX_ATTEMPTS, how)
+    tasks.save(redis, record)
+    _show(app, record, settings, record.retry_note)
     log.warning("task requeued: worker lost", task_id=task_id, attempt=attempt + 1)
     queue = Queue(settings.codex_queue, connection=redis)
     tasks.enqueue(queue, record, attempt=attempt + 1, timeout=settings.codex_job_timeout)
@@ -155,5 +159,7 @@ class TaskWorker(Worker):
         if record is None or not record.attempt:
             return
         tasks.end_lease(self.connection, task_id, record.attempt)
-        done = retry_lost(self.connection, self._settings, self._app, task_id, record.attempt)
+        done = retry_lost(
+            self.connection, self._settings, self._app, task_id, record.attempt, how="stopped"
+        )
         log.warning("task handed back at shutdown", task_id=task_id, outcome=done)

@@ -39,6 +39,7 @@ class TaskRecord:
     attempt: int = 0  # the attempt that owns the task (1, 2, 3); 0 until one starts
     queue: str = ""  # the RQ queue its attempts go to
     pushed: str = ""  # the commit an attempt pushed: a later attempt may replace it
+    retry_note: str = ""  # why this attempt runs (its worker was lost), for its progress comment
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 

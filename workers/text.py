@@ -383,9 +383,10 @@ def tail_lines(text: str, lines: int = 15, limit: int = 2000) -> str:
     return tail[-limit:]
 
 
-def lost_worker_note(attempt: int, attempts: int) -> str:
-    """The progress comment's line when a task runs again because its worker was lost."""
-    return f"The worker running this was lost; retrying, attempt {attempt} of {attempts}."
+def lost_worker_note(attempt: int, attempts: int, how: str = "lost") -> str:
+    """The progress comment's line when a task runs again because its worker was lost (or
+    "stopped": a restart that outlasted its grace period)."""
+    return f"The worker running this was {how}; retrying, attempt {attempt} of {attempts}."
 
 
 def lost_worker_reason(attempts: int) -> str:

@@ -187,10 +187,13 @@ def test_a_stopped_worker_hands_its_task_back(stack, tmp_path, docker_client):
     process = stack.processes.pop(name)
     os.kill(process.pid, signal.SIGTERM)
     wait_running(stack, task_id, 2)
+    assert "was stopped; retrying, attempt 2 of 3" in progress_body(stack, repo, number)
     process.wait(timeout=30)
     release(docker_client, task_id)
     wait_until(lambda: record(stack, task_id).state == "done", 120, "the task to be done")
-    assert "internal error" not in progress_body(stack, repo, number)
+    body = progress_body(stack, repo, number)
+    assert "internal error" not in body
+    assert "Done" in body, body
     assert len(pulls_of(stack, repo)) == 1
     stack.start_task_worker("worker-stopped")
 

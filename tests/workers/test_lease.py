@@ -68,5 +68,10 @@ def test_lost_worker_note(attempt: int, expected: str) -> None:
     assert text.lost_worker_note(attempt, 3) == expected
 
 
+def test_stopped_worker_note() -> None:
+    expected = "The worker running this was stopped; retrying, attempt 2 of 3."
+    assert text.lost_worker_note(2, 3, "stopped") == expected
+
+
 def test_lost_worker_reason() -> None:
     assert text.lost_worker_reason(3).startswith("the worker running it was lost on each of its 3")
