@@ -240,14 +240,14 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
 
         from sandbox.reaper import start_reaper
         from workers.github import GitHubApp, app_key
+        from workers.lease import TaskWorker, start_janitor
 
         app_key(settings.private_key_pem())  # once here, not in every task this process forks
 
-        from workers.lease import TaskWorker, start_janitor
-
         start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
+        # Runs again the tasks of lost workers; a GitHub client per thread.
+        start_janitor(redis, settings, GitHubApp.from_settings(settings))
         app = GitHubApp.from_settings(settings)
-        start_janitor(redis, settings, app)  # runs again the tasks of lost workers
         TaskWorker(queues, connection=redis, name=name, settings=settings, app=app).work(
             burst=burst, with_scheduler=False
         )
