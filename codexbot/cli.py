@@ -213,7 +213,7 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
     configure_logging(settings.secret_values(), context.obj["log_level"])
 
     from redis import Redis
-    from rq import Queue, SimpleWorker, Worker
+    from rq import Queue, SimpleWorker
 
     # Imported once here, so each forked task starts warm.
     import workers.intake
@@ -226,7 +226,6 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         "all": [settings.codex_fast_queue, settings.codex_queue],
     }[lane]
     queues = [Queue(queue_name, connection=redis) for queue_name in names]
-    worker_class = SimpleWorker if lane == "fast" else Worker
     if lane == "fast":
         workers.intake.runtime()  # fail now, not on the first request, if settings are wrong
     if lane != "tasks" and settings.codex_redeliver_interval:
@@ -240,12 +239,20 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         import docker
 
         from sandbox.reaper import start_reaper
-        from workers.github import app_key
+        from workers.github import GitHubApp, app_key
+        from workers.lease import TaskWorker, start_janitor
 
         app_key(settings.private_key_pem())  # once here, not in every task this process forks
 
         start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
-    worker_class(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
+        # Runs again the tasks of lost workers; a GitHub client per thread.
+        start_janitor(redis, settings, GitHubApp.from_settings(settings))
+        app = GitHubApp.from_settings(settings)
+        TaskWorker(queues, connection=redis, name=name, settings=settings, app=app).work(
+            burst=burst, with_scheduler=False
+        )
+        return
+    SimpleWorker(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
 
 
 @main.command()

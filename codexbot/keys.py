@@ -20,6 +20,12 @@ def task(task_id: str) -> str:
     return f"codexbot:task:{task_id}"
 
 
+def lease(task_id: str) -> str:
+    """Held by the attempt running a task (value: its attempt number), renewed while it runs; a
+    task started but without a lease lost its worker."""
+    return f"codexbot:task:{task_id}:lease"
+
+
 def steering(task_id: str) -> str:
     """Comments for a running task's agent, read at its next step."""
     return f"codexbot:steer:{task_id}"

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     codex_co_author: bool = False
     codex_job_timeout: int = Field(default=1800, gt=0)
     codex_redeliver_interval: int = Field(default=300, ge=0)
+    codex_lease_seconds: int = Field(default=30, ge=3)
+    codex_shutdown_grace: int = Field(default=540, ge=0)
     codex_tool_protocol: Literal["auto", "native", "text"] = "auto"
     codex_max_tokens: int = Field(default=4096, gt=0)
     codex_model_timeout_floor: float = Field(default=60.0, gt=0)

@@ -1,7 +1,10 @@
 """Remove what crashed tasks left behind: containers (and their volumes) whose task is over.
 
 Every worker calls `reap(client, redis)` now and then (`start_reaper` runs it on a thread). A
-container goes when
+container of a task with a record in Redis is judged by that record alone: it goes when the task
+has ended, or when no attempt holds the task's lease (its work horse is gone: killed, or its
+task handed back); while a lease is held it stays, whatever the worker's registration says (a
+worker in a warm shutdown still runs its horse). Other containers go when
 - its RQ job (label `codexbot.job`) is finished, failed, stopped, canceled or gone; or
 - its worker (label `codexbot.worker`) is gone: no RQ registration, a registration on this host
   whose pid is dead, or one whose heartbeat is older than `STALE_HEARTBEAT_SECONDS`; a
@@ -14,6 +17,7 @@ round also prunes superseded trees (`sandbox.layers.prune_trees`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -29,6 +33,7 @@ from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from codexbot import keys
 from sandbox.labels import (
     HOST_LABEL,
     JOB_LABEL,
@@ -75,6 +80,19 @@ def job_over(redis: Redis, job_id: str) -> str | None:
     return None
 
 
+def task_over(redis: Redis, task_id: str) -> str | None:
+    """Why the task of a container is over, by its record and lease (None: it may still run)."""
+    raw = redis.hget(keys.task(task_id), "state")
+    if raw is None:
+        return None
+    state = json.loads(raw)  # type: ignore[arg-type]
+    if state in ("done", "failed", "stopped"):
+        return f"its task is {state}"
+    if redis.exists(keys.lease(task_id)):
+        return None
+    return "no attempt holds its task's lease"
+
+
 def worker_gone(
     redis: Redis, worker: str, *, host: str, pid: str, now: datetime, this_host: str
 ) -> str | None:
@@ -113,7 +131,12 @@ def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
         if labels.get(JOB_LABEL):
             if labels.get(REDIS_LABEL) != ours:
                 continue  # another deployment's (or test database's) job: not ours to judge
-            reason = job_over(redis, labels[JOB_LABEL])
+            if redis.exists(keys.task(task_id)):
+                reason = task_over(redis, task_id)
+                if reason is None:
+                    continue
+            else:
+                reason = job_over(redis, labels[JOB_LABEL])
         if reason is None:
             reason = worker_gone(
                 redis,

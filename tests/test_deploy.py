@@ -117,3 +117,14 @@ def test_kubernetes_has_what_operations_need():
     env = {item["name"]: item.get("value") for item in worker["containers"][0]["env"]}
     assert env["DOCKER_HOST"].startswith("tcp://")
     assert worker["terminationGracePeriodSeconds"] >= 600
+
+
+def test_task_workers_hand_back_their_task_before_the_platform_kills_them(compose_config: dict):
+    """CODEX_SHUTDOWN_GRACE ends a warm shutdown (the task goes back to the queue) before the
+    stop grace period's kill, in compose and in Kubernetes."""
+    worker = compose_config["services"]["worker"]
+    assert int(worker["environment"]["CODEX_SHUTDOWN_GRACE"]) + 30 <= 10 * 60
+    (pod,) = [pod for name, pod in pods() if name == "codexbot-worker"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert int(env["CODEX_SHUTDOWN_GRACE"]) + 30 <= pod["terminationGracePeriodSeconds"]

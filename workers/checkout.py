@@ -215,10 +215,21 @@ def judge_staged(git: Git | Path, base: str, policy: ChangePolicy) -> list[Refus
     return judge(staged_changes(git, base), policy)
 
 
-def commit_and_push(checkout: Checkout, *, branch: str, message: str, token: str) -> str:
-    """Commit what is staged as the bot, push the branch, and return the new commit's sha."""
+def commit_and_push(
+    checkout: Checkout, *, branch: str, message: str, token: str, replace: str = ""
+) -> str:
+    """Commit what is staged as the bot, push the branch, and return the new commit's sha.
+
+    ``replace``: the branch is at that commit (an earlier attempt of the same task pushed it);
+    the new commit takes its place without a force push: the same tree, with that commit as its
+    parent, so the push is a fast-forward (and fails if the branch moved since)."""
     git = Git(checkout.path, token=token)
     git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())
+    if replace:
+        git("fetch", "--quiet", "origin", replace)
+        tree = git("rev-parse", "HEAD^{tree}")
+        on_top = git("commit-tree", tree, "-p", replace, "-F", "-", input=message.encode())
+        git("reset", "--quiet", "--soft", on_top)
     git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
     return git("rev-parse", "HEAD")
 

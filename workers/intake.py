@@ -148,7 +148,7 @@ def start_task(run: Runtime, repository: Repository, request: TaskRequest) -> st
     pushes = request.kind != "code_review"
     if request.is_pull and pushes and not explain_where_work_goes(run, repository, request):
         return "not the bot's pull request"
-    record = tasks.TaskRecord(request)
+    record = tasks.TaskRecord(request, queue=run.settings.codex_queue)
     view = ProgressView(
         "queued", record.id, request.kind, request.sender, link=run.settings.task_url(record.id)
     )
@@ -159,15 +159,8 @@ def start_task(run: Runtime, repository: Repository, request: TaskRequest) -> st
     previous = tasks.claim_target(run.redis, record)
     if previous and previous != record.id:
         tasks.request_stop(run.redis, previous, f"superseded by task `{record.id}`")
-    Queue(run.settings.codex_queue, connection=run.redis).enqueue(
-        "workers.jobs.run_task",
-        kwargs={"task_id": record.id},
-        job_id=record.id,
-        job_timeout=run.settings.codex_job_timeout,
-        result_ttl=tasks.RECORD_TTL,
-        failure_ttl=tasks.RECORD_TTL,
-        description=f"{request.kind} {request.repo}#{request.number}",
-    )
+    queue = Queue(run.settings.codex_queue, connection=run.redis)
+    tasks.enqueue(queue, record, attempt=1, timeout=run.settings.codex_job_timeout)
     log.info("task queued", superseded=previous)
     return request.kind
 

@@ -27,6 +27,7 @@ from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
 from workers.concurrency import in_background
 from workers.github import GitHubApp, GitHubError, Repository
+from workers.lease import keep_lease
 from workers.plan import GitHubSource, plan
 from workers.progress import CheckRun, LiveProgress, Progress, ProgressView
 from workers.publish import GitHubPublisher, Publisher
@@ -163,15 +164,22 @@ SHOWN_ERRORS = (TaskFailed, checkout.GitError, GitHubError, SetupFailed)
 
 
 class RecordedProgress:
-    """A GitHub task shows its state twice: in its record in Redis, and in its progress comment."""
+    """A GitHub task shows its state twice: in its record in Redis, and in its progress comment.
 
-    def __init__(self, redis: Redis, record: tasks.TaskRecord, live: LiveProgress) -> None:
+    An attempt after a lost worker says so (``note``) above its detail until the task ends."""
+
+    def __init__(
+        self, redis: Redis, record: tasks.TaskRecord, live: LiveProgress, note: str = ""
+    ) -> None:
         self._redis = redis
         self._record = record
         self._live = live
+        self._note = note
 
     def update(self, state: str, **changes: object) -> None:
-        tasks.save(self._redis, self._record)
+        tasks.save(self._redis, self._record)  # raises NotOwner once a later attempt took over
+        if self._note and "detail" in changes and state not in tasks.FINAL_STATES:
+            changes["detail"] = "\n\n".join(filter(None, (self._note, str(changes["detail"]))))
         self._live.update(state, **changes)
 
     def close(self) -> None:
@@ -227,6 +235,8 @@ def _build_task(
     record = tasks.load(redis, task_id)
     if record is None:
         raise TaskFailed(f"task {task_id} has no record; it was never accepted")
+    attempt = tasks.begin_attempt(redis, record, settings.codex_lease_seconds)
+    note = record.retry_note if attempt > 1 else ""
     app = GitHubApp(
         app_id=settings.github_app_id,
         private_key=settings.private_key_pem(),
@@ -241,6 +251,7 @@ def _build_task(
         record.id,
         record.request.kind,
         record.request.sender,
+        detail=note,
         link=settings.task_url(record.id),
     )
     own_client = app.repository(record.request.repo, token)
@@ -253,6 +264,7 @@ def _build_task(
             checks=CheckRun(own_client),
         ),
         own_client,
+        may_post=lambda: tasks.owns(redis, record.id, attempt),
     )
     mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
     task = Task(
@@ -261,7 +273,7 @@ def _build_task(
         redis=redis,
         source=GitHubSource(repository, redis, mirrors, record.request.number),
         redact=redact,
-        progress=RecordedProgress(redis, record, progress),
+        progress=RecordedProgress(redis, record, progress, note),
         workdir=settings.codex_data_dir / "work" / task_id,
     )
     return task, app, repository
@@ -282,9 +294,15 @@ def run_task(*, task_id: str) -> dict:
         delivery_id=record.request.delivery_id, repo=record.request.repo
     )
     log.info(
-        "task started", number=record.request.number, kind=record.request.kind, queued_ms=queued_ms
+        "task started",
+        number=record.request.number,
+        kind=record.request.kind,
+        queued_ms=queued_ms,
+        attempt=record.attempt,
     )
+    lease = keep_lease(redis, task_id, record.attempt, settings.codex_lease_seconds)
     try:
+        shutil.rmtree(task.workdir, ignore_errors=True)  # what a lost attempt left on this host
         task.check_stop()
         work = plan(record, repo, app.login)
         outcome = run_work(task, work, GitHubPublisher(repo, settings))
@@ -292,12 +310,19 @@ def run_task(*, task_id: str) -> dict:
         record.pr_url = outcome.get("pr_url", "")
         task.advance("done", step=None, **_final_view(outcome))
         _react(repo, record, "rocket")
+    except tasks.NotOwner:
+        # A later attempt runs the task (this worker was taken for lost): leave it all to that one.
+        log.warning("task taken over by a later attempt", attempt=record.attempt)
+        return {"task_id": task_id, "status": "taken over", "attempt": record.attempt}
     except TaskStopped as stop:
         record.reason = redact(str(stop))
         task.advance("stopped", detail=f"Stopped: {record.reason}", step=None)
         log.info("task stopped", reason=record.reason)
         return {"task_id": task_id, "status": "stopped", "reason": record.reason}
     except Exception as error:
+        if not tasks.owns(redis, task_id, record.attempt):  # its sandbox went with the takeover
+            log.warning("task taken over by a later attempt", attempt=record.attempt, exc_info=True)
+            return {"task_id": task_id, "status": "taken over", "attempt": record.attempt}
         reason = _user_reason(error, redact)
         log.exception("task failed")
         record.reason = reason
@@ -307,9 +332,12 @@ def run_task(*, task_id: str) -> dict:
         # in the operator's log, which is redacted too.
         raise TaskError(reason) from None
     finally:
-        tasks.release_target(redis, record)
+        task.progress.close()  # the last state is shown before the job ends (and its lease)
+        lease.set()
+        if tasks.owns(redis, task_id, record.attempt):
+            tasks.release_target(redis, record)
+            tasks.end_lease(redis, task_id, record.attempt)
         shutil.rmtree(task.workdir, ignore_errors=True)
-        task.progress.close()  # the last state is shown before the job ends
         task.cleanup.wait()
         repo.close()
         redis.close()

@@ -32,7 +32,10 @@ def plan(record: tasks.TaskRecord, repo: Repository, bot_login: Callable[[], str
 def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
     issue = repo.issue(record.request.number)
     branch = text.branch_name(issue.number, issue.title)
-    exists = repo.branch_head(branch) is not None
+    head = repo.branch_head(branch)
+    # A run again after a lost worker starts from the start: what its earlier attempt pushed
+    # is replaced (`publish.ensure_branch_unmoved`), not built on.
+    exists = head is not None and head != record.pushed
     instructions = issue.body
     if record.request.text:
         instructions += f"\n\nThe maintainer who asked added:\n{record.request.text}"

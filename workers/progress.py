@@ -9,6 +9,7 @@ result.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,9 +181,12 @@ class LiveProgress:
     must be this object's alone (PyGithub's connection is not shared between threads).
     """
 
-    def __init__(self, progress: Progress, repo: Repository) -> None:
+    def __init__(
+        self, progress: Progress, repo: Repository, may_post: Callable[[], bool] = lambda: True
+    ) -> None:
         self._progress = progress
         self._repo = repo
+        self._may_post = may_post  # False once another attempt owns the task: it shows its own
         self._changed = threading.Condition()
         self._pending = False
         self._closing = False
@@ -210,6 +214,7 @@ class LiveProgress:
                     return
                 self._pending = False
             try:
-                self._progress.post()
+                if self._may_post():
+                    self._progress.post()
             except Exception:  # noqa: BLE001 - a courtesy; the thread must outlive any failure
                 log.warning("progress comment not updated", exc_info=True)

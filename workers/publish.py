@@ -95,15 +95,28 @@ def ensure_still_newest(task: Task) -> None:
         raise TaskStopped(f"superseded by task `{newest}`")
 
 
-def ensure_branch_unmoved(repo: Repository, work: Work, start: checkout.Checkout) -> None:
-    """Never push over a human: the branch must still be where this task started from."""
+def ensure_owner(task: Task) -> None:
+    """A stale attempt (its worker was taken for lost; the task runs again elsewhere) publishes
+    nothing: checked in Redis right before the push and before the pull request."""
+    if not tasks.owns(task.redis, task.id, task.record.attempt):
+        raise tasks.NotOwner(f"attempt {task.record.attempt} of task {task.id} was taken over")
+
+
+def ensure_branch_unmoved(
+    repo: Repository, work: Work, start: checkout.Checkout, earlier: str = ""
+) -> str:
+    """Never push over a human: the branch must still be where this task started from, or where
+    an earlier attempt of this task pushed it (returned: the push replaces that commit)."""
     head = repo.branch_head(work.branch)
     expected = start.base_sha if work.start_ref else None
+    if earlier and head == earlier:
+        return earlier
     if head != expected:
         raise TaskStopped(
             f"`{work.branch}` moved while I worked (now at {str(head)[:12]}); "
             "I did not push over it. Ask again to start from the new head."
         )
+    return ""
 
 
 def ensure_push_target(repo: Repository, work: Work) -> None:
@@ -169,7 +182,7 @@ class GitHubPublisher:
         with task.timings.stage("push"):
             ensure_still_newest(task)
             ensure_push_target(self.repo, work)
-            ensure_branch_unmoved(self.repo, work, start)
+            earlier = ensure_branch_unmoved(self.repo, work, start, task.record.pushed)
             ensure_no_known_secret(task, patch)
             changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
             if work.from_fork:
@@ -177,9 +190,12 @@ class GitHubPublisher:
             message = task.redact(
                 commit_message_for(task, work, start, result, changed, self._co_author(task))
             )
+            ensure_owner(task)
             sha = checkout.commit_and_push(
-                start, branch=work.branch, message=message, token=self.repo.token
+                start, branch=work.branch, message=message, token=self.repo.token, replace=earlier
             )
+            task.record.pushed = sha
+            tasks.save(task.redis, task.record)
         return Pushed(sha, message, changed)
 
     def _co_author(self, task: Task) -> str | None:
@@ -220,6 +236,7 @@ class GitHubPublisher:
                 pre_existing=compare_runs(before.output, after.output).pre_existing,
                 task_url=self._settings.task_url(task.id) or None,
             )
+            ensure_owner(task)
             pull = self.repo.open_pull_request(
                 head=work.branch,
                 base=work.base_branch,

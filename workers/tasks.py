@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from redis import Redis
+from rq import Queue
 
 from codexbot import keys
 from codexbot.request import TaskRequest
@@ -22,6 +23,8 @@ TaskState = Literal[
 ]
 STATES: tuple[TaskState, ...] = get_args(TaskState)
 FINAL_STATES: frozenset[TaskState] = frozenset({"done", "failed", "stopped"})
+STARTED_STATES: tuple[TaskState, ...] = ("preparing", "running", "testing", "publishing")
+MAX_ATTEMPTS = 3  # a task whose worker is lost runs again from the start, at most twice
 
 
 @dataclass
@@ -33,6 +36,10 @@ class TaskRecord:
     state: TaskState = "queued"
     reason: str = ""
     pr_url: str = ""
+    attempt: int = 0  # the attempt that owns the task (1, 2, 3); 0 until one starts
+    queue: str = ""  # the RQ queue its attempts go to
+    pushed: str = ""  # the commit an attempt pushed: a later attempt may replace it
+    retry_note: str = ""  # why this attempt runs (its worker was lost), for its progress comment
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -49,24 +56,155 @@ REQUEST_FIELDS = {f.name for f in fields(TaskRequest)}
 PROGRESS_FIELDS = {f.name for f in fields(TaskRecord)} - {"request"}
 
 
+# KEYS: the record, its state's set, the other states' sets. ARGV: the attempt that writes
+# ('' before one starts), the record's id, the TTL, then field, value pairs. The record is
+# written only while that attempt owns it: a stale attempt (its worker was taken for dead)
+# changes nothing.
+_SAVE = """
+local owner = redis.call('hget', KEYS[1], 'attempt')
+if ARGV[1] ~= '' and owner ~= ARGV[1] then return 0 end
+for i = 4, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if not owner then redis.call('hset', KEYS[1], 'attempt', '0') end
+redis.call('expire', KEYS[1], ARGV[3])
+for i = 3, #KEYS do redis.call('srem', KEYS[i], ARGV[2]) end
+redis.call('sadd', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class NotOwner(Exception):
+    """Another attempt owns the task now: this one must change nothing."""
+
+
 def save(redis: Redis, record: TaskRecord) -> None:
-    """One flat hash: the request's fields and the progress fields side by side."""
+    """One flat hash: the request's fields and the progress fields side by side.
+
+    The attempt number is not written here (`begin_attempt` and `requeue_lost` move it): a
+    record whose owner is a later attempt raises `NotOwner`."""
     record.updated = time.time()
     flat = {
         **record.request.fields(),
-        **{name: getattr(record, name) for name in PROGRESS_FIELDS},
+        **{name: getattr(record, name) for name in PROGRESS_FIELDS - {"attempt"}},
     }
-    values: dict[str | bytes, bytes | str | int | float] = {
-        name: json.dumps(value) for name, value in flat.items()
-    }
-    pipe = redis.pipeline()
-    pipe.hset(keys.task(record.id), mapping=values)  # type: ignore[arg-type]
-    pipe.expire(keys.task(record.id), RECORD_TTL)
-    for state in STATES:
-        if state != record.state:
-            pipe.srem(keys.tasks_in_state(state), record.id)
-    pipe.sadd(keys.tasks_in_state(record.state), record.id)
-    pipe.execute()
+    pairs = [part for name, value in flat.items() for part in (name, json.dumps(value))]
+    others = [keys.tasks_in_state(state) for state in STATES if state != record.state]
+    owner = str(record.attempt) if record.attempt else ""
+    written = redis.eval(
+        _SAVE,
+        2 + len(others),
+        keys.task(record.id),
+        keys.tasks_in_state(record.state),
+        *others,
+        owner,
+        record.id,
+        RECORD_TTL,
+        *pairs,
+    )
+    if not written:
+        raise NotOwner(f"task {record.id}: attempt {record.attempt} no longer owns it")
+
+
+def begin_attempt(redis: Redis, record: TaskRecord, lease_seconds: int) -> int:
+    """Make the caller the task's owner: the next attempt number, and its lease."""
+    script = """
+    local n = redis.call('hincrby', KEYS[1], 'attempt', 1)
+    redis.call('set', KEYS[2], n, 'EX', ARGV[1])
+    return n
+    """
+    attempt = int(redis.eval(script, 2, keys.task(record.id), keys.lease(record.id), lease_seconds))
+    record.attempt = attempt
+    return attempt
+
+
+def renew_lease(redis: Redis, task_id: str, attempt: int, lease_seconds: int) -> bool:
+    """Extend the lease while ``attempt`` holds it; False once it is lost."""
+    script = """
+    if redis.call('get', KEYS[1]) == ARGV[1] then
+        return redis.call('expire', KEYS[1], ARGV[2])
+    end
+    return 0
+    """
+    return bool(redis.eval(script, 1, keys.lease(task_id), attempt, lease_seconds))
+
+
+def end_lease(redis: Redis, task_id: str, attempt: int) -> None:
+    script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+    redis.eval(script, 1, keys.lease(task_id), attempt)
+
+
+def owns(redis: Redis, task_id: str, attempt: int) -> bool:
+    """Whether ``attempt`` still owns the task: its number in the record and its lease held."""
+    script = """
+    if redis.call('hget', KEYS[1], 'attempt') == ARGV[1]
+        and redis.call('get', KEYS[2]) == ARGV[1] then return 1 end
+    return 0
+    """
+    return bool(redis.eval(script, 2, keys.task(task_id), keys.lease(task_id), attempt))
+
+
+def requeue_lost(redis: Redis, task_id: str, attempt: int) -> bool:
+    """Take a started task whose lease is gone back to "queued", once (the caller then runs it
+    again or fails it): False if its lease is held or someone already took it."""
+    script = """
+    if redis.call('exists', KEYS[2]) == 1 then return 0 end
+    if redis.call('hget', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+    local state = redis.call('hget', KEYS[1], 'state')
+    if state == ARGV[2] or state == ARGV[3] or state == ARGV[4] or state == ARGV[5] then
+        redis.call('hset', KEYS[1], 'state', ARGV[6])
+        for i = 4, #KEYS do redis.call('srem', KEYS[i], ARGV[7]) end
+        redis.call('sadd', KEYS[3], ARGV[7])
+        return 1
+    end
+    return 0
+    """
+    started = [keys.tasks_in_state(state) for state in STARTED_STATES]
+    return bool(
+        redis.eval(
+            script,
+            3 + len(started),
+            keys.task(task_id),
+            keys.lease(task_id),
+            keys.tasks_in_state("queued"),
+            *started,
+            attempt,
+            *(json.dumps(state) for state in STARTED_STATES),
+            json.dumps("queued"),
+            task_id,
+        )
+    )
+
+
+def started_without_lease(redis: Redis, queue: str) -> list[tuple[str, int]]:
+    """Tasks of ``queue`` that say they run but whose lease expired: (id, attempt) of each."""
+    lost = []
+    for state in STARTED_STATES:
+        for raw in redis.smembers(keys.tasks_in_state(state)):  # type: ignore[union-attr]
+            task_id = raw.decode()  # type: ignore[union-attr]
+            if redis.exists(keys.lease(task_id)):
+                continue
+            attempt, owner_queue = redis.hmget(keys.task(task_id), ["attempt", "queue"])
+            if attempt is not None and owner_queue == json.dumps(queue).encode():
+                lost.append((task_id, int(json.loads(attempt))))
+    return lost
+
+
+def job_id(task_id: str, attempt: int) -> str:
+    """The RQ job of an attempt: the task's id for the first, then ``id-attempt-N``."""
+    return task_id if attempt <= 1 else f"{task_id}-attempt-{attempt}"
+
+
+def enqueue(queue: Queue, record: TaskRecord, *, attempt: int, timeout: int) -> None:
+    """Queue an attempt at the task (``attempt`` is the one that will run)."""
+    request = record.request
+    queue.enqueue(
+        "workers.jobs.run_task",
+        kwargs={"task_id": record.id},
+        job_id=job_id(record.id, attempt),
+        job_timeout=timeout,
+        result_ttl=RECORD_TTL,
+        failure_ttl=RECORD_TTL,
+        description=f"{request.kind} {request.repo}#{request.number}",
+    )
 
 
 def load(redis: Redis, task_id: str) -> TaskRecord | None:

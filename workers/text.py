@@ -391,3 +391,17 @@ def ci_rounds_over(rounds: int) -> str:
         "repository's `fix_ci_rounds` allows, so I stop here. Over to you: a `/codex fix` "
         "with instructions starts a new task."
     )
+
+
+def lost_worker_note(attempt: int, attempts: int, how: str = "lost") -> str:
+    """The progress comment's line when a task runs again because its worker was lost (or
+    "stopped": a restart that outlasted its grace period)."""
+    return f"The worker running this was {how}; retrying, attempt {attempt} of {attempts}."
+
+
+def lost_worker_reason(attempts: int) -> str:
+    """Why a task failed after its worker was lost on every attempt."""
+    return (
+        f"the worker running it was lost on each of its {attempts} attempts (a crash, an "
+        "out-of-memory kill or a lost host); ask again to start over"
+    )

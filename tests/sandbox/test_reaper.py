@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -107,3 +108,35 @@ def test_worker_gone_rules(redis: Redis) -> None:
     assert worker_gone(redis, f"here:{os.getpid()}", **own) is None
     gone = {**args, "host": "here", "pid": str(dead.pid)}
     assert "is dead" in (worker_gone(redis, f"here:{dead.pid}", **gone) or "")
+
+
+def test_a_task_container_stays_while_its_lease_is_held(
+    docker_client: docker.DockerClient, sandbox_image: str, redis: Redis
+) -> None:
+    """Judged by the task's record and lease, not its worker's registration: a worker in a warm
+    shutdown (or one a new worker replaced under the same name) still runs its work horse."""
+    from sandbox.labels import redis_identity
+
+    task_id = f"test-lease-{uuid.uuid4().hex[:8]}"
+    redis.hset(f"codexbot:task:{task_id}", "state", '"running"')
+    redis.set(f"codexbot:task:{task_id}:lease", 1, ex=60)
+    container = docker_client.containers.run(
+        sandbox_image,
+        ["sleep", "60"],
+        detach=True,
+        labels={
+            TASK_LABEL: task_id,
+            JOB_LABEL: task_id,
+            REDIS_LABEL: redis_identity(redis),
+            WORKER_LABEL: "a-worker-that-is-not-registered",
+        },
+    )
+    try:
+        assert [r.task_id for r in reap(docker_client, redis)] == []
+        redis.delete(f"codexbot:task:{task_id}:lease")  # its horse is gone: nobody renews it
+        reaped = [r for r in reap(docker_client, redis) if r.task_id == task_id]
+        assert [r.reason for r in reaped] == ["no attempt holds its task's lease"]
+        assert not task_containers(docker_client, task_id)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)

@@ -1,0 +1,77 @@
+"""The task's owner in Redis: one attempt at a time owns it, a lost one is taken back once, and a
+stale attempt writes nothing. Real Redis; the worker processes are in tests/e2e/test_survive.py."""
+
+from __future__ import annotations
+
+import pytest
+from redis import Redis
+
+from codexbot import keys
+from codexbot.request import TaskRequest
+from workers import tasks, text
+
+
+def accepted(redis: Redis, task_id: str = "t-1") -> tasks.TaskRecord:
+    request = TaskRequest("fix", "octo/repo", 7, 1, "octo-maintainer", False, task_id, task_id)
+    record = tasks.TaskRecord(request, queue="codex")
+    tasks.save(redis, record)
+    return record
+
+
+def test_each_attempt_owns_the_task_until_a_later_one_starts(redis: Redis) -> None:
+    record = accepted(redis)
+    assert tasks.begin_attempt(redis, record, 30) == 1
+    assert tasks.owns(redis, record.id, 1)
+    stale = tasks.load(redis, record.id)
+    assert stale is not None
+    stale.state = "running"
+    tasks.save(redis, stale)
+
+    redis.delete(keys.lease(record.id))  # its worker died: the lease was not renewed
+    assert tasks.started_without_lease(redis, "codex") == [(record.id, 1)]
+    assert tasks.started_without_lease(redis, "another-deployment") == []
+    assert tasks.requeue_lost(redis, record.id, 1)
+    assert not tasks.requeue_lost(redis, record.id, 1), "a lost task is taken back once"
+    again = tasks.load(redis, record.id)
+    assert again is not None and again.state == "queued"
+    assert tasks.begin_attempt(redis, again, 30) == 2
+
+    assert not tasks.owns(redis, record.id, 1)
+    assert not tasks.renew_lease(redis, record.id, 1, 30)
+    stale.state = "failed"
+    with pytest.raises(tasks.NotOwner):
+        tasks.save(redis, stale)
+    kept = tasks.load(redis, record.id)
+    assert kept is not None and kept.state == "queued" and kept.attempt == 2
+    assert redis.sismember(keys.tasks_in_state("queued"), record.id)
+    assert not redis.sismember(keys.tasks_in_state("failed"), record.id)
+
+
+def test_a_held_lease_keeps_the_task_from_the_janitor(redis: Redis) -> None:
+    record = accepted(redis)
+    tasks.begin_attempt(redis, record, 30)
+    record.state = "running"
+    tasks.save(redis, record)
+    assert tasks.started_without_lease(redis, "codex") == []
+    assert not tasks.requeue_lost(redis, record.id, 1)
+    assert tasks.renew_lease(redis, record.id, 1, 30)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [
+        (2, "The worker running this was lost; retrying, attempt 2 of 3."),
+        (3, "The worker running this was lost; retrying, attempt 3 of 3."),
+    ],
+)
+def test_lost_worker_note(attempt: int, expected: str) -> None:
+    assert text.lost_worker_note(attempt, 3) == expected
+
+
+def test_stopped_worker_note() -> None:
+    expected = "The worker running this was stopped; retrying, attempt 2 of 3."
+    assert text.lost_worker_note(2, 3, "stopped") == expected
+
+
+def test_lost_worker_reason() -> None:
+    assert text.lost_worker_reason(3).startswith("the worker running it was lost on each of its 3")
