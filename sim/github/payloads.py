@@ -236,7 +236,9 @@ def label_json(urls: Urls, repo: Repo, label: Label) -> dict[str, Any]:
         "name": label.name,
         "color": label.color,
         "default": False,
-        "description": label.description,
+        # A pull request's labels must carry a string (its schema, unlike an issue's, has no
+        # null here); "" fits both.
+        "description": label.description or "",
     }
 
 
