@@ -8,7 +8,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from app import health, metrics, tasks, webhook
+from app import dashboard, health, metrics, tasks, webhook
 from app.triggers import build_router
 from codexbot.settings import Settings, load_settings
 
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     flask_app.register_blueprint(health.blueprint)
     flask_app.register_blueprint(metrics.blueprint)
     flask_app.register_blueprint(tasks.blueprint)
+    flask_app.register_blueprint(dashboard.blueprint)
     flask_app.wsgi_app = webhook.FastPath(flask_app)  # type: ignore[method-assign]
 
     @flask_app.before_request

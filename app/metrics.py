@@ -27,10 +27,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
+from app import dashboard
 from codexbot import keys
 from codexbot.settings import Settings
 
 blueprint = Blueprint("metrics", __name__)
+blueprint.before_request(dashboard.require_token)
 log = structlog.get_logger()
 
 # GitHub retries a delivery it did not get an answer to within 10 s; the interesting range is

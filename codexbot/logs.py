@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -23,8 +23,11 @@ def _redact(_: Any, __: str, rendered: Any) -> Any:
     return _redactor(rendered)
 
 
-def configure_logging(secrets: list[str] | None = None, level: int = logging.INFO) -> None:
-    """Route structlog and stdlib logging to stderr as JSON lines, with secrets masked."""
+def configure_logging(
+    secrets: list[str] | None = None, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Route structlog and stdlib logging to stderr (or ``stream``) as JSON lines, with secrets
+    masked."""
     for secret in secrets or []:
         _redactor.add(secret)
     shared: list[Any] = [
@@ -36,11 +39,11 @@ def configure_logging(secrets: list[str] | None = None, level: int = logging.INF
     structlog.configure(
         processors=[*shared, structlog.processors.JSONRenderer(), _redact],
         # Looked up at each use, so a replaced stderr (tests, daemons) is always the one written.
-        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
+        logger_factory=lambda *_: structlog.PrintLogger(file=stream or sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

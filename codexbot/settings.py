@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     codex_fast_queue: str = "codex-fast"
     codex_trusted_bots: str = ""
     codex_public_url: str | None = None
+    codex_dashboard_token: SecretStr | None = None
     codex_co_author: bool = False
     codex_job_timeout: int = Field(default=1800, gt=0)
     codex_redeliver_interval: int = Field(default=300, ge=0)
@@ -111,6 +112,8 @@ class Settings(BaseSettings):
             self.openai_api_key.get_secret_value(),
         ]
         values += [secret.decode() for secret in self.webhook_secrets()]
+        if self.codex_dashboard_token is not None:
+            values.append(self.codex_dashboard_token.get_secret_value())
         # An unreadable key is reported when it is first needed; nothing to redact meanwhile.
         with contextlib.suppress(SettingsError):
             values.append(self.private_key_pem())

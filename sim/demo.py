@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from codexbot.logs import configure_logging
 from sim.model import DIALECTS
 from sim.realmodel import MODEL_NAME, RealModel, RealModelError, cost, missing
 from sim.stack import DEMO_REPO, ROOT, Stack, StackError
+from workers import tasks
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,6 +111,26 @@ def told_on_issue(stack: Stack, repo: str, number: int) -> str | None:
     return None
 
 
+class StageWatcher:
+    """Prints the task's stage each time it changes, as its record and trajectory tell it."""
+
+    def __init__(self, stack: Stack, task_id: str, quiet: bool) -> None:
+        self.stack, self.task_id, self.quiet = stack, task_id, quiet
+        self.shown = ""
+
+    def __call__(self) -> None:
+        record = tasks.load(self.stack.redis, self.task_id)
+        if record is None:
+            return
+        stage: str = record.state
+        if stage == "running":
+            steps = [int(r.get("step") or 0) for r in self.stack.trajectory(self.task_id)]
+            stage = f"running (step {max(steps, default=0)})"
+        if stage != self.shown and stage not in tasks.FINAL_STATES:
+            say(f"  {stage}", self.quiet)
+        self.shown = stage
+
+
 def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
     quiet = args.json
     options: dict = {
@@ -142,7 +164,8 @@ def run_demo(args: argparse.Namespace, data_dir: Path) -> dict:
             quiet,
         )
         try:
-            outcome = stack.wait_for_task(task_id, timeout=args.timeout)
+            watcher = StageWatcher(stack, task_id, quiet)
+            outcome = stack.wait_for_task(task_id, timeout=args.timeout, watch=watcher)
         except StackError:
             told = told_on_issue(stack, repo, issue["number"])
             if told is None:
@@ -183,15 +206,33 @@ def report(result: dict) -> str:
         "",
         result["patch"].rstrip(),
         "",
+        f"logs: {result['logs']}",
         f"PR: {result['pr_url']}",
     ]
     return "\n".join(lines)
 
 
+def keep_logs(data_dir: Path, logs: Path) -> None:
+    """The bot's processes' logs, out of the data directory that is about to go."""
+    for log in sorted((data_dir / "logs").glob("*.log")):
+        shutil.copyfile(log, logs / log.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # stdout carries only the result; the stand-ins' logs go to stderr, and only when asked for.
-    configure_logging(level=logging.INFO if args.verbose else logging.WARNING)
+    # stdout carries only the result, stderr the demo's own messages; every log (the bot's
+    # processes', the stand-ins' access logs) goes to a file in `logs`, or to stderr with
+    # --verbose.
+    logs = Path(tempfile.mkdtemp(prefix="codexbot-demo-logs-"))
+    with ExitStack() as closing:
+        stream = None
+        if not args.verbose:
+            stream = closing.enter_context((logs / "stand-ins.log").open("a", encoding="utf-8"))
+        configure_logging(level=logging.INFO, stream=stream)
+        return _run(args, logs)
+
+
+def _run(args: argparse.Namespace, logs: Path) -> int:
     if not args.no_bootstrap:
         subprocess.run(
             ["bash", str(ROOT / "scripts" / "bootstrap.sh")], check=True, stdout=sys.stderr
@@ -200,18 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = run_demo(args, Path(tmp))
         except (StackError, RealModelError) as error:
+            keep_logs(Path(tmp), logs)
             print(f"demo failed: {error}", file=sys.stderr)
-            logs = Path(tmp) / "logs"
-            for log in sorted(logs.glob("*.log")) if logs.exists() else []:
+            for log in sorted(logs.glob("*.log")):
                 print(
                     f"--- {log.name} (last lines)\n"
                     + "\n".join(log.read_text(errors="replace").splitlines()[-20:]),
                     file=sys.stderr,
                 )
+            print(f"logs: {logs}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("demo interrupted; everything it started is stopped", file=sys.stderr)
             return 130
+        finally:
+            keep_logs(Path(tmp), logs)
+    result["logs"] = str(logs)
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
 

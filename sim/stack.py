@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,8 +327,14 @@ class Stack:
         self.task_ids.append(task_id)
         return delivery, task_id
 
-    def wait_for_task(self, task_id: str, timeout: float = 600) -> dict:
+    def wait_for_task(
+        self, task_id: str, timeout: float = 600, watch: Callable[[], None] | None = None
+    ) -> dict:
+        """The task job's result; ``watch`` is called at each poll (the demo shows stages)."""
+
         def finished() -> Job | None:
+            if watch is not None:
+                watch()
             try:
                 job = Job.fetch(task_id, connection=self.redis)
             except NoSuchJobError:  # the intake lane has not queued the task yet

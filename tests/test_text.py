@@ -267,3 +267,33 @@ LINES = {"app/webhook.py": 120, "README.md": 10}
 )
 def test_verify_references(answer, expected):
     assert text.verify_references(answer, LINES.get) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "filled"),
+    [
+        (
+            "## Description\n<!-- what and why -->\n\n## Checklist\n- [ ] tests\n",
+            "## Description\n\nSUMMARY\n\n<!-- what and why -->\n\n## Checklist\n- [ ] tests",
+        ),
+        ("Intro line\r\n# Why\r\n", "Intro line\n# Why\n\nSUMMARY\n"),
+        (
+            "```\n# not a heading\n```\n### Real\n",
+            "```\n# not a heading\n```\n### Real\n\nSUMMARY\n",
+        ),
+        ("- [ ] tested\n", "SUMMARY\n\n- [ ] tested"),
+        ("#hashtag, no heading\n", "SUMMARY\n\n#hashtag, no heading"),
+    ],
+)
+def test_fill_template_puts_the_summary_under_the_first_heading(template, filled):
+    assert text.fill_template(template, "SUMMARY") == filled
+
+
+def test_pr_body_follows_a_template_and_keeps_our_details_below():
+    plain = {"issue_number": 3, "summary": "Fixed it.", "changed_files": ["a.py"], "steps": 1}
+    plain |= {"tests_before": None, "tests_after": None, "tokens": 2}
+    body = text.pr_body(**plain, template="## What\n\n## Checklist\n- [ ] docs\n")
+    assert "\n\n## What\n\nFixed it.\n\n\n## Checklist\n- [ ] docs\n\n---\n\n## Changes" in body
+    assert "## Summary" not in body and body.rstrip().endswith(text.MARKER)
+    huge = text.pr_body(**plain, template="## What\n" + "x" * text.MAX_TEMPLATE_CHARS)
+    assert "\n\n## Summary\n\nFixed it." in huge  # too big to follow: ours alone

@@ -470,6 +470,10 @@ class Repository:
             {"title": title, "body": body},
         )
 
+    def add_labels(self, number: int, labels: list[str]) -> None:
+        """Label an issue or pull request; GitHub creates a label the repository lacks."""
+        self._call("POST", f"/issues/{number}/labels", f"labelling #{number}", {"labels": labels})
+
     def request_review(self, number: int, reviewer: str) -> None:
         self._call(
             "POST",

@@ -126,3 +126,21 @@ def default_branch_config(repository: Repository) -> repoconfig.RepoConfig:
         return repoconfig.parse(text)
     except repoconfig.RepoConfigError as error:
         raise PolicyError(f"`.github/codex.yml` is not valid: {error}") from None
+
+
+# Where GitHub looks for a pull-request template, in its order.
+PULL_REQUEST_TEMPLATES = (
+    ".github/pull_request_template.md",
+    ".github/PULL_REQUEST_TEMPLATE.md",
+    "pull_request_template.md",
+    "docs/pull_request_template.md",
+)
+
+
+def pull_request_template(repository: Repository) -> str | None:
+    """The default branch's pull-request template, as the maintainers merged it; None if none."""
+    for path in PULL_REQUEST_TEMPLATES:
+        text = repository.file_text(path, repository.default_branch)
+        if text is not None:
+            return text
+    return None

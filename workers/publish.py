@@ -16,6 +16,7 @@ from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, review, tasks, text
 from workers.agent.loop import AgentResult
 from workers.github import GitHubError, Repository
+from workers.policy import pull_request_template
 from workers.run import TestOutcome
 from workers.task import Task, TaskFailed, TaskStopped, Work
 from workers.testcmd import compare_runs
@@ -235,6 +236,7 @@ class GitHubPublisher:
                 reason=reason,
                 pre_existing=compare_runs(before.output, after.output).pre_existing,
                 task_url=self._settings.task_url(task.id) or None,
+                template=self._template(),
             )
             ensure_owner(task)
             pull = self.repo.open_pull_request(
@@ -245,6 +247,7 @@ class GitHubPublisher:
                 draft=draft,
             )
             pull_url = pull.url
+            self.label(pull.number)
             self.ask_for_review(task.record.request.sender, pull.number)
         elif work.pull is not None:
             pull_url = work.pull.url
@@ -285,6 +288,21 @@ class GitHubPublisher:
         log.info("reviewed", findings=len(comments), dropped=posted.dropped, review_id=review_id)
         shown = f"Reviewed: {review.counts(posted.severities)}."
         return {"answer": shown, "review_id": review_id, "dropped": posted.dropped}
+
+    def _template(self) -> str | None:
+        """The repository's pull-request template; a body without it beats no pull request."""
+        try:
+            return pull_request_template(self.repo)
+        except GitHubError:
+            log.warning("pull request template not read", exc_info=True)
+            return None
+
+    def label(self, number: int) -> None:
+        """The bot's pull requests carry the trigger label, so they are easy to find."""
+        try:
+            self.repo.add_labels(number, [self._settings.codex_trigger_label])
+        except GitHubError:
+            log.warning("pull request not labelled", number=number, exc_info=True)
 
     def ask_for_review(self, sender: str, number: int) -> None:
         """The person who asked reviews the result; a bot that asked (CI) is not asked back."""

@@ -324,14 +324,20 @@ def pr_body(
     reason: str = "",
     pre_existing: Sequence[str] = (),
     task_url: str | None = None,
+    template: str | None = None,
 ) -> str:
+    """The PR's body; with the repository's pull-request ``template`` (from its default branch),
+    our summary fills the template's first section and our details follow the template."""
     lines: list[str] = []
     first = draft_line(tests_after, status, reason)
     if first:
         lines += [first, ""]
-    summary = close_fences(defuse(summary, issue_number))
+    summary = close_fences(defuse(summary, issue_number)).strip() or "(the agent gave no summary)"
     notes = [" ".join(defuse(note, issue_number).split()) for note in notes]
-    lines += ["## Summary", "", summary.strip() or "(the agent gave no summary)", ""]
+    if template is not None and template.strip() and len(template) <= MAX_TEMPLATE_CHARS:
+        lines += [fill_template(template, summary), "", "---", ""]
+    else:
+        lines += ["## Summary", "", summary, ""]
     lines += ["## Changes", ""]
     lines += [f"- {code_span(path)}" for path in changed_files] or ["- (none)"]
     lines += ["", "## Tests", ""]
@@ -352,6 +358,25 @@ def pr_body(
     footer += f"; [task log]({task_url})" if task_url else ""
     lines += ["", f"Fixes #{issue_number}", "", footer + ".</sub>", MARKER]
     return "\n".join(lines) + "\n"
+
+
+MAX_TEMPLATE_CHARS = 20_000  # GitHub takes 65,536 for a whole body; ours needs room too
+TEMPLATE_HEADING = re.compile(r"^ {0,3}#{1,6}\s")
+FENCE_LINE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def fill_template(template: str, summary: str) -> str:
+    """The template with ``summary`` under its first heading (its own text there, often a
+    comment asking for a description, kept after it); without a heading, the summary first.
+    Every other heading and checklist of the template is kept as it is."""
+    lines = template.replace("\r\n", "\n").strip("\n").split("\n")
+    in_fence = False
+    for index, line in enumerate(lines):
+        if FENCE_LINE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and TEMPLATE_HEADING.match(line):
+            return "\n".join([*lines[: index + 1], "", summary, "", *lines[index + 1 :]])
+    return "\n".join([summary, "", *lines])
 
 
 REFERENCE = re.compile(

@@ -471,7 +471,12 @@ def pull_json(
         "title": issue.title,
         "user": user_json(urls, users[issue.user]),
         "body": issue.body,
-        "labels": [label_json(urls, repo, repo.labels[name.lower()]) for name in issue.labels],
+        # A pull request's labels carry a string description (its schema, unlike an issue's,
+        # has no null there).
+        "labels": [
+            {**label_json(urls, repo, label), "description": label.description or ""}
+            for label in (repo.labels[name.lower()] for name in issue.labels)
+        ],
         "milestone": None,
         "active_lock_reason": None,
         "created_at": iso(issue.created_at),

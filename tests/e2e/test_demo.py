@@ -46,6 +46,8 @@ def test_demo_json_reports_the_pull_request():
     done = run_demo("--json")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
+    assert Path(result["logs"]).is_dir()
+    shutil.rmtree(result["logs"])
     assert result["pr_url"].endswith("/octo-org/textstats/pull/2")
     assert result["branch"].startswith("codex/issue-1-")
     assert result["commit_message"].rstrip().endswith("Fixes #1")
@@ -56,10 +58,23 @@ def test_demo_json_reports_the_pull_request():
     assert result["patch"].startswith("diff --git a/textstats/core.py b/textstats/core.py")
 
 
-def test_demo_prose_ends_with_the_pr_line():
+def test_demo_prose_shows_the_stages_and_ends_with_the_pr_line():
     done = run_demo()
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.rstrip().splitlines()[-1].startswith("PR: http://127.0.0.1:")
+    said = done.stderr.splitlines()
+    stages = [line.strip() for line in said if line.startswith("  ")]
+    # Polled: a short stage may pass unseen, but what is shown comes in order, each once.
+    order = ["queued", "preparing", "running", "testing", "publishing"]
+    seen = [order.index(stage.split(" (step ")[0]) for stage in stages]
+    assert seen == sorted(seen) and len(stages) == len(set(stages))
+    assert any(stage.startswith("running (step ") for stage in stages)
+    printed = said + done.stdout.splitlines()
+    assert not [line for line in printed if line.lstrip().startswith("{")]  # no log lines
+    logs = Path(done.stdout.rstrip().splitlines()[-2].removeprefix("logs: "))
+    assert {"receiver.log", "worker.log", "stand-ins.log"} <= {p.name for p in logs.iterdir()}
+    assert "POST /v1/chat/completions" in (logs / "stand-ins.log").read_text()
+    shutil.rmtree(logs)
 
 
 def test_demo_on_a_local_repository_with_another_model_endpoint(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,7 +83,9 @@ def test_labeled_issue_becomes_a_pull_request_that_fixes_the_bug(stack, fixed, t
     assert pull["base"]["ref"] == "main"
     assert pull["draft"] is False
     assert [r["login"] for r in pull["requested_reviewers"]] == ["octo-maintainer"]
+    assert [label["name"] for label in pull["labels"]] == ["codex"]
     assert f"Fixes #{number}" in pull["body"]
+    assert pull["body"].startswith("## Summary")  # no template in this repository
     assert "python3 -m pytest -q" in pull["body"]
 
     clone = tmp_path / "clone"
@@ -264,3 +267,31 @@ def test_a_refused_change_is_told_to_the_agent_at_once_and_named_in_the_pr(stack
     assert "@codex-bot (admin access)" not in told, "no comment in the bot's name"
     pull = stack.github.pulls(full_name)[0]
     assert "`.github/workflows/ci.yml` was left out" in pull["body"]
+
+
+TEMPLATE = """## What does this change?
+<!-- Describe the change and why. -->
+
+## Checklist
+- [ ] I added tests
+- [ ] I updated the docs
+"""
+
+
+def test_the_pull_request_follows_the_repositorys_template(stack, tmp_path):
+    repo = tmp_path / "templated"
+    shutil.copytree(DEMO_REPO, repo, ignore=shutil.ignore_patterns("issue.md"))
+    (repo / ".github").mkdir()
+    (repo / ".github" / "pull_request_template.md").write_text(TEMPLATE)
+    full_name, issue = stack.seed(repo, DEMO_REPO / "issue.md", full_name="octo-org/templated")
+    stack.wait_for_task(stack.label(full_name, issue["number"])[1], timeout=300)
+    (pull,) = stack.github.pulls(full_name)
+    body = pull["body"]
+    assert body.startswith("## What does this change?\n\n")
+    summary = body.split("\n\n")[1]
+    assert summary and "<!--" not in summary and "Checklist" not in summary
+    assert body.index("<!-- Describe the change and why. -->") < body.index("## Checklist")
+    assert "- [ ] I added tests\n- [ ] I updated the docs" in body
+    assert body.index("## Checklist") < body.index("## Changes") < body.index("## Tests")
+    assert "## Summary" not in body and f"Fixes #{issue['number']}" in body
+    assert "codex" in [label["name"] for label in pull["labels"]]

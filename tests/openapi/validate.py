@@ -111,8 +111,8 @@ def _template_regex(template: str) -> re.Pattern[str]:
     pattern = ""
     for piece in re.split(r"(\{[^}]+\})", template):
         if piece.startswith("{"):
-            # A git ref ("heads/main") and a branch name may contain slashes.
-            pattern += "(.+)" if piece in ("{ref}", "{branch}") else "([^/]+)"
+            # A git ref ("heads/main"), a branch name and a file's path may contain slashes.
+            pattern += "(.+)" if piece in ("{ref}", "{branch}", "{path}") else "([^/]+)"
         else:
             pattern += re.escape(piece)
     return re.compile(pattern + "$")

@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,7 @@ from pydantic import SecretStr
 from redis import Redis
 from redis.exceptions import RedisError
 
-from codexbot import keys
 from codexbot.settings import Settings
-from workers import tasks
 from workers.agent import report
 from workers.agent.trajectory import read_records
 from workers.trajectories import RedisTrajectories
@@ -102,53 +99,19 @@ def show(task_id: str, data_dir: Path, redis_url: str, full: bool, as_json: bool
     click.echo(report.render_text(summary, report.steps_of(records), full=full), nl=False)
 
 
-def _redis_tasks(client: Redis) -> dict[str, tasks.TaskRecord]:
-    """The task records the intake lane wrote (read with ``workers.tasks``, their one reader)."""
-    prefix = keys.task("")
-    found: dict[str, tasks.TaskRecord] = {}
-    for key in client.scan_iter(match=f"{prefix}*", count=500):
-        task_id = key.decode()[len(prefix) :]
-        if ":" in task_id or client.type(key) != b"hash":
-            continue
-        record = tasks.load(client, task_id)
-        if record is not None:
-            found[task_id] = record
-    return found
-
-
 def collect_tasks(data_dir: Path, redis_url: str, limit: int) -> list[report.TaskSummary]:
     """The newest tasks known from Redis (task records and trajectories) and trajectory files."""
     summaries: dict[str, report.TaskSummary] = {}
     directory = _trajectories(data_dir)
     for path in directory.glob("*.jsonl") if directory.is_dir() else []:
         summaries[path.stem] = report.summarize(path.stem, read_records(path))
-    records: dict[str, tasks.TaskRecord] = {}
     with _redis(redis_url) as client:
         try:
-            store = _store(client)
-            for task_id in store.recent(limit):
-                summaries[task_id] = report.summarize(task_id, store.read(task_id))
-            records = _redis_tasks(client)
+            return report.recent_tasks(client, _store(client), limit, summaries)
         except RedisError as error:
             _unreachable(error)
-    for task_id, record in records.items():
-        summary = summaries.setdefault(task_id, report.TaskSummary(id=task_id))
-        summary.repo = record.request.repo or summary.repo
-        summary.number = record.request.number or summary.number
-        summary.mode = record.request.kind or summary.mode
-        summary.state = record.state or summary.state
-        summary.pr_url = record.pr_url
-        summary.started = record.created or summary.started
-        if record.state in tasks.FINAL_STATES and summary.seconds is None:
-            summary.ended = record.updated
     newest = sorted(summaries.values(), key=lambda s: s.started or 0, reverse=True)
     return newest[:limit]
-
-
-def _age(started: float | None) -> str:
-    if started is None:
-        return "?"
-    return datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @task.command("ls")
@@ -166,9 +129,8 @@ def list_tasks(data_dir: Path, redis_url: str, limit: int) -> None:
         duration = f"{row.duration:.1f}s" if row.duration is not None else "-"
         what = f"{row.repo}#{row.number}" if row.repo else ""
         what += f" {row.pr_url}" if row.pr_url else ""
-        click.echo(
-            f"{row.id[:36]:<36} {row.state[:16]:<16} {duration:>9}  {_age(row.started):<19}  {what}"
-        )
+        started = report.utc_time(row.started) or "?"
+        click.echo(f"{row.id[:36]:<36} {row.state[:16]:<16} {duration:>9}  {started:<19}  {what}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from redis import Redis
+
+from codexbot import keys
+from workers import tasks
 from workers.agent.trajectory import read_records
 from workers.trajectories import TrajectoryStore
 
@@ -203,6 +208,57 @@ def load(
     if not records and path is not None:
         records = read_records(path)
     return records
+
+
+def with_record(summary: TaskSummary, record: tasks.TaskRecord) -> TaskSummary:
+    """The summary with what the task's record knows: where, what for, how far it got."""
+    summary.repo = record.request.repo or summary.repo
+    summary.number = record.request.number or summary.number
+    summary.mode = record.request.kind or summary.mode
+    summary.state = record.state or summary.state
+    summary.pr_url = record.pr_url
+    summary.reason = record.reason or summary.reason
+    summary.started = record.created or summary.started
+    if record.state in tasks.FINAL_STATES and summary.seconds is None:
+        summary.ended = record.updated
+    return summary
+
+
+def task_records(client: Redis) -> dict[str, tasks.TaskRecord]:
+    """The task records the intake lane wrote (read with ``workers.tasks``, their one reader)."""
+    prefix = keys.task("")
+    found: dict[str, tasks.TaskRecord] = {}
+    for key in client.scan_iter(match=f"{prefix}*", count=500):
+        task_id = key.decode()[len(prefix) :]
+        if ":" in task_id or client.type(key) != b"hash":
+            continue
+        record = tasks.load(client, task_id)
+        if record is not None:
+            found[task_id] = record
+    return found
+
+
+def recent_tasks(
+    client: Redis,
+    store: TrajectoryStore,
+    limit: int,
+    summaries: dict[str, TaskSummary] | None = None,
+) -> list[TaskSummary]:
+    """The newest tasks, newest first: trajectories in the store and task records in Redis,
+    beside ``summaries`` already known (trajectory files)."""
+    found = dict(summaries or {})
+    for task_id in store.recent(limit):
+        found[task_id] = summarize(task_id, store.read(task_id))
+    for task_id, record in task_records(client).items():
+        with_record(found.setdefault(task_id, TaskSummary(id=task_id)), record)
+    newest = sorted(found.values(), key=lambda s: s.started or 0, reverse=True)
+    return newest[:limit]
+
+
+def utc_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def clip(text: str, lines: int = 12) -> str:
