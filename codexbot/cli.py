@@ -229,7 +229,7 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
     if lane == "fast":
         workers.intake.runtime()  # fail now, not on the first request, if settings are wrong
     if lane != "tasks" and settings.codex_redeliver_interval:
-        from workers.github import GitHubApp
+        from workers.githubapp import GitHubApp
         from workers.redeliver import start_reconciler
 
         owner = name or f"{os.uname().nodename}.{os.getpid()}"
@@ -239,7 +239,7 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         import docker
 
         from sandbox.reaper import start_reaper
-        from workers.github import GitHubApp, app_key
+        from workers.githubapp import GitHubApp, app_key
         from workers.lease import TaskWorker, start_janitor
 
         app_key(settings.private_key_pem())  # once here, not in every task this process forks
@@ -270,7 +270,8 @@ def redeliver(context: click.Context, since: str, dry_run: bool) -> None:
 
     from redis import Redis
 
-    from workers.github import GitHubApp, GitHubError
+    from workers.github import GitHubError
+    from workers.githubapp import GitHubApp
     from workers.redeliver import parse_duration, reconcile
 
     try:

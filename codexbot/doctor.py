@@ -60,7 +60,8 @@ def check_settings() -> tuple[Settings | None, list[Check]]:
 def check_github_app(settings: Settings) -> list[Check]:
     from cryptography.exceptions import UnsupportedAlgorithm
 
-    from workers.github import GitHubApp, GitHubError
+    from workers.github import GitHubError
+    from workers.githubapp import GitHubApp
 
     try:
         app = GitHubApp(

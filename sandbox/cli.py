@@ -203,7 +203,8 @@ def build(
     if git_url is None:
         if installation_id is None:
             raise click.UsageError("give --installation-id (or --git-url for a local copy)")
-        from workers.github import GitHubApp, git_base_url
+        from workers.github import git_base_url
+        from workers.githubapp import GitHubApp
 
         app = GitHubApp(
             app_id=settings.github_app_id,

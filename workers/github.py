@@ -7,35 +7,23 @@ through its auth objects and git receives them through the environment (see chec
 from __future__ import annotations
 
 import base64
-import functools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import jwt
 import requests
-from cryptography.hazmat.primitives import serialization
-from github import Auth, Consts, Github, GithubException, GithubIntegration
-from github.HookDelivery import HookDeliverySummary
-from github.PaginatedList import PaginatedList
+from github import Auth, Github, GithubException
 
-from codexbot.settings import Settings
 from workers.text import BRANCH_PREFIX
 
 # Our write volume per task is a handful of calls spread over minutes; PyGithub's default
 # client-side throttle (1 s between writes) would only slow the answer a user waits for.
-_CLIENT_OPTIONS: dict[str, Any] = {
+CLIENT_OPTIONS: dict[str, Any] = {
     "seconds_between_requests": None,
     "seconds_between_writes": None,
     "timeout": 30,
 }
-TOKEN_PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write"}
-# Check runs, and the CI logs a fix of red CI reads. An installation whose owner has not yet
-# accepted them (an App created before they were added) gets a token without them.
-LATER_PERMISSIONS = {"checks": "write", "actions": "read"}
 
 
 class GitHubError(Exception):
@@ -101,28 +89,6 @@ class Comment:
     url: str
 
 
-@dataclass(frozen=True)
-class HookDelivery:
-    """One attempt to deliver a webhook, as GitHub recorded it (``GET /app/hook/deliveries``).
-
-    ``guid`` is the X-GitHub-Delivery id, shared by an event's first delivery and its
-    redeliveries; ``id`` names this one attempt.
-    """
-
-    id: int
-    guid: str
-    delivered_at: datetime
-    redelivery: bool
-    status: str
-    status_code: int
-    event: str
-    action: str | None
-
-    @property
-    def succeeded(self) -> bool:
-        return 200 <= self.status_code < 300
-
-
 REACTIONS = {"eyes", "rocket", "confused", "+1", "-1", "laugh", "heart", "hooray"}
 
 
@@ -140,121 +106,9 @@ def git_base_url(api_url: str) -> str:
     return urlunsplit((parts.scheme, host, path, "", ""))
 
 
-def _explain(error: GithubException, action: str) -> GitHubError:
+def explain(error: GithubException, action: str) -> GitHubError:
     message = error.data.get("message") if isinstance(error.data, dict) else None
     return GitHubError(f"{action}: GitHub answered {error.status} {message or ''}".strip())
-
-
-@functools.cache
-def app_key(private_key: str) -> Any:
-    """The App's private key, parsed once per process: its consistency check alone takes tens of
-    milliseconds, so the task worker runs it before it forks a process per task."""
-    return serialization.load_pem_private_key(private_key.encode(), password=None)
-
-
-class GitHubApp:
-    """The App itself: signs JWTs with its private key and mints installation tokens.
-
-    Tokens are cached in this process's memory until five minutes before they expire.
-    """
-
-    TOKEN_MARGIN = timedelta(minutes=5)
-
-    def __init__(self, *, app_id: int, private_key: str, api_url: str) -> None:
-        key = app_key(private_key)
-
-        def sign(payload: dict) -> str:
-            return jwt.encode(payload, key, algorithm=Consts.DEFAULT_JWT_ALGORITHM)
-
-        self._integration = GithubIntegration(
-            auth=Auth.AppAuth(app_id, sign_func=sign), base_url=api_url, **_CLIENT_OPTIONS
-        )
-        self.api_url = api_url
-        self._tokens: dict[int, tuple[str, datetime]] = {}
-        self._login: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GitHubApp:
-        return cls(
-            app_id=settings.github_app_id,
-            private_key=settings.private_key_pem(),
-            api_url=settings.github_api_url,
-        )
-
-    def installation_token(self, installation_id: int) -> str:
-        cached = self._tokens.get(installation_id)
-        if cached and cached[1] - self.TOKEN_MARGIN > datetime.now(UTC):
-            return cached[0]
-        try:
-            try:
-                grant = self._integration.get_access_token(
-                    installation_id, {**TOKEN_PERMISSIONS, **LATER_PERMISSIONS}
-                )
-            except GithubException as error:
-                if error.status != 422:
-                    raise
-                grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
-        except GithubException as error:
-            raise _explain(error, f"minting a token for installation {installation_id}") from None
-        expires = grant.expires_at or datetime.now(UTC) + timedelta(minutes=30)
-        self._tokens[installation_id] = (grant.token, expires.astimezone(UTC))
-        return grant.token
-
-    def check(self) -> tuple[str, list[str]]:
-        """What GitHub says of the App's JWT: its page, and the accounts it is installed on.
-
-        Raises GitHubError when GitHub refuses the JWT (a key that is not this App's).
-        """
-        try:
-            app = self._integration.get_app()
-            accounts = [i.account.login for i in self._integration.get_installations()]
-        except GithubException as error:
-            raise _explain(error, "GET /app with the App's JWT") from None
-        return app.html_url, accounts
-
-    def login(self) -> str:
-        """The App's bot account, as it appears on comments and pull requests."""
-        if self._login is None:
-            try:
-                self._login = f"{self._integration.get_app().slug}[bot]"
-            except GithubException as error:
-                raise _explain(error, "reading the App") from None
-        return self._login
-
-    def repository(self, full_name: str, token: str) -> Repository:
-        return Repository(full_name, token=token, api_url=self.api_url)
-
-    def hook_deliveries(self) -> Iterator[HookDelivery]:
-        """The App's webhook deliveries, newest first, fetched page by page as they are read."""
-        pages = PaginatedList(
-            HookDeliverySummary,
-            self._integration.requester,
-            "/app/hook/deliveries",
-            {"per_page": 100},
-        )
-        try:
-            for item in pages:
-                yield HookDelivery(
-                    id=item.id or 0,
-                    guid=item.guid or "",
-                    delivered_at=(item.delivered_at or datetime.now(UTC)).astimezone(UTC),
-                    redelivery=bool(item.redelivery),
-                    status=item.status or "",
-                    status_code=item.status_code or 0,
-                    event=item.event or "",
-                    action=item.action,
-                )
-        except GithubException as error:
-            raise _explain(error, "listing the App's webhook deliveries") from None
-
-    def redeliver(self, delivery_id: int) -> None:
-        """Ask GitHub to send a delivery again (same guid and payload); it answers at once."""
-        try:
-            self._integration.requester.requestJsonAndCheck(
-                "POST", f"/app/hook/deliveries/{delivery_id}/attempts"
-            )
-        except GithubException as error:
-            raise _explain(error, f"asking GitHub to redeliver {delivery_id}") from None
 
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -280,7 +134,7 @@ class Repository:
         self.token = token
         self.git_url = f"{git_base_url(api_url)}/{full_name}.git"
         self._api_url = api_url.rstrip("/")
-        self._github = Github(auth=Auth.Token(token), base_url=api_url, **_CLIENT_OPTIONS)
+        self._github = Github(auth=Auth.Token(token), base_url=api_url, **CLIENT_OPTIONS)
         self._requester = self._github.requester
         self._path = f"/repos/{full_name}"
         self._repo: Any = None
@@ -292,7 +146,7 @@ class Repository:
             try:
                 self._repo = self._github.get_repo(self.full_name)
             except GithubException as error:
-                raise _explain(error, f"reading {self.full_name}") from None
+                raise explain(error, f"reading {self.full_name}") from None
         return self._repo
 
     def _call(self, method: str, path: str, action: str, body: dict | None = None) -> Any:
@@ -300,7 +154,7 @@ class Repository:
         try:
             _, data = self._requester.requestJsonAndCheck(method, self._path + path, input=body)
         except GithubException as error:
-            raise _explain(error, action) from None
+            raise explain(error, action) from None
         return data
 
     @property
@@ -327,7 +181,7 @@ class Repository:
         try:
             comments = list(self._api.get_issue(number).get_comments())
         except GithubException as error:
-            raise _explain(error, f"reading the comments on #{number}") from None
+            raise explain(error, f"reading the comments on #{number}") from None
         return [
             (comment.user.login, comment.body or "", comment.created_at.isoformat())
             for comment in comments
@@ -368,7 +222,7 @@ class Repository:
         except GithubException as error:
             if error.status == 404:
                 return "none"
-            raise _explain(error, f"reading the permission of {user}") from None
+            raise explain(error, f"reading the permission of {user}") from None
         return str(data.get("role_name") or data.get("permission") or "none")
 
     def pull(self, number: int) -> Pull:
@@ -392,7 +246,7 @@ class Repository:
         try:
             comments = list(self._api.get_pull(number).get_review_comments())
         except GithubException as error:
-            raise _explain(error, f"reading review comments on #{number}") from None
+            raise explain(error, f"reading review comments on #{number}") from None
         found = [
             ReviewComment(
                 id=comment.id,
@@ -437,7 +291,7 @@ class Repository:
         except GithubException as error:
             if error.status == 404:
                 return None
-            raise _explain(error, f"reading branch {branch}") from None
+            raise explain(error, f"reading branch {branch}") from None
         return str(data["object"]["sha"])
 
     def branch_protected(self, branch: str) -> bool:
@@ -449,7 +303,7 @@ class Repository:
         except GithubException as error:
             if error.status == 404:
                 return False
-            raise _explain(error, f"reading branch {branch}") from None
+            raise explain(error, f"reading branch {branch}") from None
         return bool(data.get("protected"))
 
     def open_pull_for(self, branch: str) -> PullRequest | None:
@@ -457,7 +311,7 @@ class Repository:
         try:
             pulls = list(self._api.get_pulls(state="open", head=f"{owner}:{branch}"))
         except GithubException as error:
-            raise _explain(error, f"listing pull requests from {branch}") from None
+            raise explain(error, f"listing pull requests from {branch}") from None
         if not pulls:
             return None
         return PullRequest(number=pulls[0].number, url=pulls[0].html_url, draft=pulls[0].draft)
@@ -497,7 +351,7 @@ class Repository:
                 if existing is not None:
                     self.update_pull(existing.number, title=title, body=body)
                     return existing
-            raise _explain(error, f"opening a pull request from {head}") from None
+            raise explain(error, f"opening a pull request from {head}") from None
         return PullRequest(number=int(data["number"]), url=str(data["html_url"]), draft=draft)
 
     def file_text(self, path: str, ref: str) -> str | None:
@@ -509,7 +363,7 @@ class Repository:
         except GithubException as error:
             if error.status == 404:
                 return None
-            raise _explain(error, f"reading {path}") from None
+            raise explain(error, f"reading {path}") from None
         if not isinstance(data, dict) or data.get("type") != "file":
             return None
         return base64.b64decode(data.get("content") or "").decode("utf-8", errors="replace")

@@ -22,7 +22,8 @@ from codexbot.logs import configure_logging, forget_secret
 from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings, load_settings
 from workers import policy, steering, tasks, text
-from workers.github import GitHubApp, Repository
+from workers.github import Repository
+from workers.githubapp import GitHubApp
 from workers.permissions import WRITE_ROLES, cached_role
 from workers.progress import Progress, ProgressView
 

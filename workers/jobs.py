@@ -26,7 +26,8 @@ from codexbot.settings import Settings, load_settings
 from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
 from workers.concurrency import in_background
-from workers.github import GitHubApp, GitHubError, Repository
+from workers.github import GitHubError, Repository
+from workers.githubapp import GitHubApp
 from workers.lease import keep_lease
 from workers.plan import GitHubSource, plan
 from workers.progress import CheckRun, LiveProgress, Progress, ProgressView

@@ -25,7 +25,8 @@ from rq import Queue, Worker
 
 from codexbot.settings import Settings
 from workers import tasks, text
-from workers.github import GitHubApp, GitHubError
+from workers.github import GitHubError
+from workers.githubapp import GitHubApp
 from workers.progress import Progress, ProgressView
 
 log = structlog.get_logger()

@@ -30,7 +30,8 @@ import structlog
 from redis import Redis
 
 from codexbot import keys
-from workers.github import GitHubApp, GitHubError, HookDelivery
+from workers.github import GitHubError
+from workers.githubapp import GitHubApp, HookDelivery
 
 log = structlog.get_logger()
 

@@ -48,7 +48,8 @@ from sandbox.mirror import mirror_volume_name
 from sandbox.prepared import EnvSpec, prepare_environment
 from sim.stack import APP_ID, Stack
 from workers.checkout import clone
-from workers.github import GitHubApp, git_base_url
+from workers.github import git_base_url
+from workers.githubapp import GitHubApp
 from workers.repoconfig import RepoConfig
 from workers.workspace import MirrorCache, task_sandbox
 

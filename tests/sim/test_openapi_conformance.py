@@ -28,7 +28,7 @@ from tests.openapi.validate import (
 from tests.sim.conftest import APP_ID, OWNER_REPO, WebhookReceiver, api, app_jwt
 from tests.sim.test_rest import NO_THROTTLE, push_branch
 from tests.sim.test_webhooks import closed_port_url
-from workers.github import GitHubApp
+from workers.githubapp import GitHubApp
 
 VENDORED = Path(__file__).resolve().parent.parent / "openapi" / "rest-subset.json"
 

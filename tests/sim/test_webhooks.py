@@ -13,7 +13,7 @@ import requests
 
 from sim.github import GitHubSim, SimError
 from tests.sim.conftest import APP_ID, OWNER_REPO, WEBHOOK_SECRET, WebhookReceiver, app_jwt
-from workers.github import GitHubApp
+from workers.githubapp import GitHubApp
 
 
 def test_labeled_delivery_is_signed_and_complete(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workers.github import HookDelivery
+from workers.githubapp import HookDelivery
 from workers.redeliver import (
     DELIVERED,
     GAVE_UP,
