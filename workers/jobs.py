@@ -20,6 +20,7 @@ import structlog
 from redis import Redis
 from rq import get_current_job
 
+from codexbot import redisconn
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
@@ -288,7 +289,7 @@ def run_task(*, task_id: str) -> dict:
     configure_logging(settings.secret_values())
     structlog.contextvars.bind_contextvars(task_id=task_id)
     queued_ms = _enqueue_to_start_ms()
-    redis = Redis.from_url(settings.redis_url)
+    redis = redisconn.connect(settings.redis_url)
     task, app, repo = _build_task(task_id, settings, redis, redact)
     record = task.record
     structlog.contextvars.bind_contextvars(
