@@ -247,7 +247,7 @@ def test_a_worker_taken_for_lost_that_comes_back_changes_nothing(stack, tmp_path
         wait_running(stack, task_id, 2)
         release(docker_client, task_id)
         wait_until(lambda: record(stack, task_id).state == "done", 120, "the task to be done")
-        done = progress_body(stack, repo, number)
+        done = final_body(stack, repo, number)
     finally:
         for group in groups:
             os.killpg(group, signal.SIGCONT)
