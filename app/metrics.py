@@ -3,7 +3,9 @@
 Counters and the ack-latency histogram are kept per process; under a multi-process server
 (``codexbot serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts) prometheus_client
 keeps them in files that one scrape sums over every worker. Queue depths and tasks by state are
-read from Redis at scrape time, so they are the same whichever worker answers.
+read from Redis at scrape time, so they are the same whichever worker answers. So are the
+workers' figures (tasks, model calls, GitHub answers, sandboxes: `codexbot.fleetmetrics`), which
+every worker on every host adds to Redis: one scrape of any receiver sees the whole fleet.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
 from app import dashboard
-from codexbot import keys
+from codexbot import fleetmetrics, keys
 from codexbot.settings import Settings
 
 blueprint = Blueprint("metrics", __name__)
@@ -99,6 +101,7 @@ class ReceiverMetrics:
         if shared:
             multiprocess.MultiProcessCollector(self.registry)
         self.registry.register(RedisGauges(settings, redis))
+        self.registry.register(WorkerFigures(redis))
 
     def count(self, event: str, outcome: str, seconds: float) -> None:
         label = event if event in KNOWN_EVENTS else ("unverified" if not event else "other")
@@ -141,6 +144,19 @@ class RedisGauges(Collector):
         for key, count in zip(state_keys, counts[len(self.queues) :], strict=True):
             tasks.add_metric([key.removeprefix(TASK_STATE_PREFIX)], count)
         yield tasks
+
+
+class WorkerFigures(Collector):
+    """What the workers recorded in Redis (`codexbot.fleetmetrics`), read when scraped."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            yield from fleetmetrics.collect(self.redis)
+        except RedisError as error:
+            log.warning("metrics: redis unavailable", error=str(error))
 
 
 @blueprint.get("/metrics")

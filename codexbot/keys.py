@@ -100,3 +100,9 @@ def trajectory(task_id: str) -> str:
 
 
 TRAJECTORIES = "codexbot:trajectories"  # sorted set: task id -> when its trajectory started
+
+
+def metric(name: str) -> str:
+    """A hash per worker-side metric (`codexbot.fleetmetrics`): one field per label set (and,
+    for a histogram, per bucket, sum and count)."""
+    return f"codexbot:metrics:{name}"

@@ -11,7 +11,8 @@ worker in a warm shutdown still runs its horse). Other containers go when
   non-RQ owner (`host:pid`) on this host whose process is dead.
 Volumes of removed containers go with them, also the task's unmounted ones (a layered
 workspace's work directory); the engine-side mirror and tree volumes are shared and kept. Each
-round also prunes superseded trees (`sandbox.layers.prune_trees`).
+round also prunes superseded trees (`sandbox.layers.prune_trees`) and reports how many task
+containers of this deployment run on its engine (`report_sandboxes`, for /metrics).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from codexbot import keys
+from codexbot.fleetmetrics import WorkerMetrics
 from sandbox.labels import (
     HOST_LABEL,
     JOB_LABEL,
@@ -159,6 +161,21 @@ def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
     return reaped
 
 
+def count_sandboxes(client: docker.DockerClient, redis: Redis) -> int:
+    """Running task containers of this deployment (its Redis) on the engine."""
+    ours = [TASK_LABEL, f"{REDIS_LABEL}={redis_identity(redis)}"]
+    return len(client.containers.list(filters={"label": ours}))
+
+
+def report_sandboxes(client: docker.DockerClient, redis: Redis, engine: dict) -> int:
+    """Count this deployment's sandboxes on the engine into the fleet's metrics, keyed by the
+    engine's id: workers that share an engine report the same figure, and one scrape adds up
+    the engines."""
+    count = count_sandboxes(client, redis)
+    WorkerMetrics(redis).sandboxes_seen(engine.get("ID", ""), engine.get("Name", ""), count)
+    return count
+
+
 def start_reaper(
     client_factory: Callable[[], docker.DockerClient],
     redis: Redis,
@@ -170,11 +187,14 @@ def start_reaper(
 
     def loop() -> None:
         client = client_factory()
+        engine: dict | None = None
         try:
             while not stop.is_set():
                 try:
                     reap(client, redis)
                     prune_trees(client, redis)
+                    engine = engine or client.info()
+                    report_sandboxes(client, redis, engine)
                 except Exception:  # noqa: BLE001 - a reaper must outlive a bad round; logged
                     log.exception("sandbox.reap_failed")
                 stop.wait(interval)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from github import Auth, Github, GithubException
+from github.Requester import Requester
 
 from workers.text import BRANCH_PREFIX
 
@@ -111,6 +114,33 @@ def explain(error: GithubException, action: str) -> GitHubError:
     return GitHubError(f"{action}: GitHub answered {error.status} {message or ''}".strip())
 
 
+class Meter(Protocol):
+    """Where each GitHub answer is counted (`codexbot.fleetmetrics.WorkerMetrics`)."""
+
+    def github_answered(
+        self, account: str, *, status: str | None, remaining: int, limit: int
+    ) -> None: ...
+
+
+@contextmanager
+def metered(meter: Meter | None, account: str, requester: Requester) -> Iterator[None]:
+    """Counts the calls made inside: an error's status, and the rate limit last shown (PyGithub
+    reads X-RateLimit-Remaining and -Limit from every answer into `rate_limiting`)."""
+    status = None
+    try:
+        yield
+    except GithubException as error:
+        status = str(error.status)
+        raise
+    except requests.RequestException:
+        status = "network"
+        raise
+    finally:
+        if meter is not None:
+            remaining, limit = requester.rate_limiting
+            meter.github_answered(account, status=status, remaining=remaining, limit=limit)
+
+
 LOG_TAIL_BYTES = 64 * 1024
 LOG_SECONDS = 60.0  # to read one job's log, however slowly it comes
 
@@ -129,7 +159,9 @@ def _tail(answer: requests.Response, keep: int, deadline: float) -> str:
 class Repository:
     """One repository, seen through one installation token."""
 
-    def __init__(self, full_name: str, *, token: str, api_url: str) -> None:
+    def __init__(
+        self, full_name: str, *, token: str, api_url: str, meter: Meter | None = None
+    ) -> None:
         self.full_name = full_name
         self.token = token
         self.git_url = f"{git_base_url(api_url)}/{full_name}.git"
@@ -138,13 +170,24 @@ class Repository:
         self._requester = self._github.requester
         self._path = f"/repos/{full_name}"
         self._repo: Any = None
+        self._meter = meter
+        self._account = full_name.split("/")[0]  # an installation's rate limit is its account's
+
+    def _metered(self) -> AbstractContextManager[None]:
+        return metered(self._meter, self._account, self._requester)
+
+    def _request(self, method: str, url: str, **options: Any) -> Any:
+        with self._metered():
+            _, data = self._requester.requestJsonAndCheck(method, url, **options)
+        return data
 
     @property
     def _api(self) -> Any:
         """PyGithub's Repository, fetched on first use."""
         if self._repo is None:
             try:
-                self._repo = self._github.get_repo(self.full_name)
+                with self._metered():
+                    self._repo = self._github.get_repo(self.full_name)
             except GithubException as error:
                 raise explain(error, f"reading {self.full_name}") from None
         return self._repo
@@ -152,7 +195,7 @@ class Repository:
     def _call(self, method: str, path: str, action: str, body: dict | None = None) -> Any:
         """One REST call relative to the repository; errors become a GitHubError naming it."""
         try:
-            _, data = self._requester.requestJsonAndCheck(method, self._path + path, input=body)
+            data = self._request(method, self._path + path, input=body)
         except GithubException as error:
             raise explain(error, action) from None
         return data
@@ -179,7 +222,8 @@ class Repository:
     def issue_comments(self, number: int) -> list[tuple[str, str, str]]:
         """(author, body, created_at) of each comment on an issue or PR, oldest first."""
         try:
-            comments = list(self._api.get_issue(number).get_comments())
+            with self._metered():
+                comments = list(self._api.get_issue(number).get_comments())
         except GithubException as error:
             raise explain(error, f"reading the comments on #{number}") from None
         return [
@@ -216,7 +260,7 @@ class Repository:
     def permission(self, user: str) -> str:
         """The user's role on this repository: admin, maintain, write, triage, read or none."""
         try:
-            _, data = self._requester.requestJsonAndCheck(
+            data = self._request(
                 "GET", f"{self._path}/collaborators/{quote(user, safe='')}/permission"
             )
         except GithubException as error:
@@ -244,7 +288,8 @@ class Repository:
     def review_comments(self, number: int, review_id: int | None = None) -> list[ReviewComment]:
         """Inline review comments on a PR (those of one review, when given), oldest first."""
         try:
-            comments = list(self._api.get_pull(number).get_review_comments())
+            with self._metered():
+                comments = list(self._api.get_pull(number).get_review_comments())
         except GithubException as error:
             raise explain(error, f"reading review comments on #{number}") from None
         found = [
@@ -285,9 +330,7 @@ class Repository:
 
     def branch_head(self, branch: str) -> str | None:
         try:
-            _, data = self._requester.requestJsonAndCheck(
-                "GET", f"{self._path}/git/ref/heads/{quote(branch)}"
-            )
+            data = self._request("GET", f"{self._path}/git/ref/heads/{quote(branch)}")
         except GithubException as error:
             if error.status == 404:
                 return None
@@ -297,9 +340,7 @@ class Repository:
     def branch_protected(self, branch: str) -> bool:
         """Whether branch protection is on for `branch` (False for a branch that does not exist)."""
         try:
-            _, data = self._requester.requestJsonAndCheck(
-                "GET", f"{self._path}/branches/{quote(branch)}"
-            )
+            data = self._request("GET", f"{self._path}/branches/{quote(branch)}")
         except GithubException as error:
             if error.status == 404:
                 return False
@@ -309,7 +350,8 @@ class Repository:
     def open_pull_for(self, branch: str) -> PullRequest | None:
         owner = self.full_name.split("/")[0]
         try:
-            pulls = list(self._api.get_pulls(state="open", head=f"{owner}:{branch}"))
+            with self._metered():
+                pulls = list(self._api.get_pulls(state="open", head=f"{owner}:{branch}"))
         except GithubException as error:
             raise explain(error, f"listing pull requests from {branch}") from None
         if not pulls:
@@ -342,9 +384,7 @@ class Repository:
         """Open a PR from ``head``; if one is already open for it (GitHub's 422), update that."""
         request = {"title": title, "head": head, "base": base, "body": body, "draft": draft}
         try:
-            _, data = self._requester.requestJsonAndCheck(
-                "POST", f"{self._path}/pulls", input=request
-            )
+            data = self._request("POST", f"{self._path}/pulls", input=request)
         except GithubException as error:
             if error.status == 422 and "already exists" in str(error.data):
                 existing = self.open_pull_for(head)
@@ -357,7 +397,7 @@ class Repository:
     def file_text(self, path: str, ref: str) -> str | None:
         """A file's text at `ref` (the contents API); None when there is no such file."""
         try:
-            _, data = self._requester.requestJsonAndCheck(
+            data = self._request(
                 "GET", f"{self._path}/contents/{quote(path)}", parameters={"ref": ref}
             )
         except GithubException as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,9 @@ from github import Auth, Consts, GithubException, GithubIntegration
 from github.HookDelivery import HookDeliverySummary
 from github.PaginatedList import PaginatedList
 
+from codexbot.fleetmetrics import APP_ACCOUNT
 from codexbot.settings import Settings
-from workers.github import CLIENT_OPTIONS, Repository, explain
+from workers.github import CLIENT_OPTIONS, Meter, Repository, explain, metered
 
 TOKEN_PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write"}
 # Check runs, and the CI logs a fix of red CI reads. An installation whose owner has not yet
@@ -65,7 +67,9 @@ class GitHubApp:
 
     TOKEN_MARGIN = timedelta(minutes=5)
 
-    def __init__(self, *, app_id: int, private_key: str, api_url: str) -> None:
+    def __init__(
+        self, *, app_id: int, private_key: str, api_url: str, meter: Meter | None = None
+    ) -> None:
         key = app_key(private_key)
 
         def sign(payload: dict) -> str:
@@ -75,16 +79,21 @@ class GitHubApp:
             auth=Auth.AppAuth(app_id, sign_func=sign), base_url=api_url, **CLIENT_OPTIONS
         )
         self.api_url = api_url
+        self.meter = meter  # counts every answer, the App's and its repositories'
         self._tokens: dict[int, tuple[str, datetime]] = {}
         self._login: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GitHubApp:
+    def from_settings(cls, settings: Settings, meter: Meter | None = None) -> GitHubApp:
         return cls(
             app_id=settings.github_app_id,
             private_key=settings.private_key_pem(),
             api_url=settings.github_api_url,
+            meter=meter,
         )
+
+    def _metered(self) -> AbstractContextManager[None]:
+        return metered(self.meter, APP_ACCOUNT, self._integration.requester)
 
     def installation_token(self, installation_id: int) -> str:
         cached = self._tokens.get(installation_id)
@@ -92,13 +101,15 @@ class GitHubApp:
             return cached[0]
         try:
             try:
-                grant = self._integration.get_access_token(
-                    installation_id, {**TOKEN_PERMISSIONS, **LATER_PERMISSIONS}
-                )
+                with self._metered():
+                    grant = self._integration.get_access_token(
+                        installation_id, {**TOKEN_PERMISSIONS, **LATER_PERMISSIONS}
+                    )
             except GithubException as error:
                 if error.status != 422:
                     raise
-                grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
+                with self._metered():
+                    grant = self._integration.get_access_token(installation_id, TOKEN_PERMISSIONS)
         except GithubException as error:
             raise explain(error, f"minting a token for installation {installation_id}") from None
         expires = grant.expires_at or datetime.now(UTC) + timedelta(minutes=30)
@@ -111,8 +122,9 @@ class GitHubApp:
         Raises GitHubError when GitHub refuses the JWT (a key that is not this App's).
         """
         try:
-            app = self._integration.get_app()
-            accounts = [i.account.login for i in self._integration.get_installations()]
+            with self._metered():
+                app = self._integration.get_app()
+                accounts = [i.account.login for i in self._integration.get_installations()]
         except GithubException as error:
             raise explain(error, "GET /app with the App's JWT") from None
         return app.html_url, accounts
@@ -121,13 +133,14 @@ class GitHubApp:
         """The App's bot account, as it appears on comments and pull requests."""
         if self._login is None:
             try:
-                self._login = f"{self._integration.get_app().slug}[bot]"
+                with self._metered():
+                    self._login = f"{self._integration.get_app().slug}[bot]"
             except GithubException as error:
                 raise explain(error, "reading the App") from None
         return self._login
 
     def repository(self, full_name: str, token: str) -> Repository:
-        return Repository(full_name, token=token, api_url=self.api_url)
+        return Repository(full_name, token=token, api_url=self.api_url, meter=self.meter)
 
     def hook_deliveries(self) -> Iterator[HookDelivery]:
         """The App's webhook deliveries, newest first, fetched page by page as they are read."""
@@ -155,8 +168,9 @@ class GitHubApp:
     def redeliver(self, delivery_id: int) -> None:
         """Ask GitHub to send a delivery again (same guid and payload); it answers at once."""
         try:
-            self._integration.requester.requestJsonAndCheck(
-                "POST", f"/app/hook/deliveries/{delivery_id}/attempts"
-            )
+            with self._metered():
+                self._integration.requester.requestJsonAndCheck(
+                    "POST", f"/app/hook/deliveries/{delivery_id}/attempts"
+                )
         except GithubException as error:
             raise explain(error, f"asking GitHub to redeliver {delivery_id}") from None

@@ -18,6 +18,7 @@ from rq import Queue
 
 from codexbot import keys
 from codexbot.commands import MARKER, help_text
+from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.request import RequestKind, TaskRequest
 from codexbot.settings import Settings, load_settings
@@ -42,12 +43,9 @@ def runtime() -> Runtime:
     """Built once per worker process: the fast lane runs jobs in-process, so tokens are reused."""
     settings = load_settings()
     configure_logging(settings.secret_values())
-    app = GitHubApp(
-        app_id=settings.github_app_id,
-        private_key=settings.private_key_pem(),
-        api_url=settings.github_api_url,
-    )
-    return Runtime(settings=settings, redis=Redis.from_url(settings.redis_url), app=app)
+    redis = Redis.from_url(settings.redis_url)
+    app = GitHubApp.from_settings(settings, WorkerMetrics(redis))
+    return Runtime(settings=settings, redis=redis, app=app)
 
 
 def reply(repository: Repository, request: TaskRequest, body: str) -> None:

@@ -21,6 +21,7 @@ from redis import Redis
 from rq import get_current_job
 
 from codexbot import redisconn
+from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
@@ -232,18 +233,14 @@ def _final_view(outcome: dict) -> dict[str, object]:
 
 
 def _build_task(
-    task_id: str, settings: Settings, redis: Redis, redact: Redactor
+    task_id: str, settings: Settings, redis: Redis, redact: Redactor, meter: WorkerMetrics
 ) -> tuple[Task, GitHubApp, Repository]:
     record = tasks.load(redis, task_id)
     if record is None:
         raise TaskFailed(f"task {task_id} has no record; it was never accepted")
     attempt = tasks.begin_attempt(redis, record, settings.codex_lease_seconds)
     note = record.retry_note if attempt > 1 else ""
-    app = GitHubApp(
-        app_id=settings.github_app_id,
-        private_key=settings.private_key_pem(),
-        api_url=settings.github_api_url,
-    )
+    app = GitHubApp.from_settings(settings, meter)
     token = app.installation_token(record.request.installation_id)
     redact.add(token)
     forget_secret(token)
@@ -277,6 +274,7 @@ def _build_task(
         redact=redact,
         progress=RecordedProgress(redis, record, progress, note),
         workdir=settings.codex_data_dir / "work" / task_id,
+        metrics=meter,
     )
     return task, app, repository
 
@@ -290,7 +288,8 @@ def run_task(*, task_id: str) -> dict:
     structlog.contextvars.bind_contextvars(task_id=task_id)
     queued_ms = _enqueue_to_start_ms()
     redis = redisconn.connect(settings.redis_url)
-    task, app, repo = _build_task(task_id, settings, redis, redact)
+    meter = WorkerMetrics(redis)
+    task, app, repo = _build_task(task_id, settings, redis, redact, meter)
     record = task.record
     structlog.contextvars.bind_contextvars(
         delivery_id=record.request.delivery_id, repo=record.request.repo
@@ -303,6 +302,7 @@ def run_task(*, task_id: str) -> dict:
         attempt=record.attempt,
     )
     lease = keep_lease(redis, task_id, record.attempt, settings.codex_lease_seconds)
+    ended = "failed"  # how the task ended, for the metrics
     try:
         shutil.rmtree(task.workdir, ignore_errors=True)  # what a lost attempt left on this host
         task.check_stop()
@@ -311,19 +311,23 @@ def run_task(*, task_id: str) -> dict:
         outcome = redact.within(outcome)  # RQ stores it; comments show it
         record.pr_url = outcome.get("pr_url", "")
         task.advance("done", step=None, **_final_view(outcome))
+        ended = "done"
         _react(repo, record, "rocket")
     except tasks.NotOwner:
         # A later attempt runs the task (this worker was taken for lost): leave it all to that one.
         log.warning("task taken over by a later attempt", attempt=record.attempt)
+        ended = "taken_over"
         return {"task_id": task_id, "status": "taken over", "attempt": record.attempt}
     except TaskStopped as stop:
         record.reason = redact(str(stop))
         task.advance("stopped", detail=f"Stopped: {record.reason}", step=None)
+        ended = "stopped"
         log.info("task stopped", reason=record.reason)
         return {"task_id": task_id, "status": "stopped", "reason": record.reason}
     except Exception as error:
         if not tasks.owns(redis, task_id, record.attempt):  # its sandbox went with the takeover
             log.warning("task taken over by a later attempt", attempt=record.attempt, exc_info=True)
+            ended = "taken_over"
             return {"task_id": task_id, "status": "taken over", "attempt": record.attempt}
         reason = _user_reason(error, redact)
         log.exception("task failed")
@@ -341,6 +345,7 @@ def run_task(*, task_id: str) -> dict:
             tasks.end_lease(redis, task_id, record.attempt)
         shutil.rmtree(task.workdir, ignore_errors=True)
         task.cleanup.wait()
+        meter.task_finished(record.request.kind, ended, time.monotonic() - started)
         repo.close()
         redis.close()
     task.timings.stages["enqueue_to_start"] = queued_ms or 0

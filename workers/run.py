@@ -10,11 +10,13 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from codexbot.fleetmetrics import WorkerMetrics
 from sandbox.changes import ChangeGuard, ChangePolicy
 from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import setup_secret_values
 from workers import checkout, policy, repoconfig, review, steering, text
 from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
+from workers.agent.model import CallObserver, Usage
 from workers.agent.text import Comment
 from workers.agent.trajectory import Trajectory
 from workers.concurrency import Timings
@@ -126,8 +128,23 @@ def brief_agent(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get_secret_value(),
         model=config.model or settings.codex_model,
+        observe=None if task.metrics is None else model_observer(task.metrics),
     )
     return Briefing(agent_task, model, diff)
+
+
+def model_observer(meter: WorkerMetrics) -> CallObserver:
+    """Each model call's latency, tokens and error kind, into the fleet's metrics."""
+
+    def observe(seconds: float, usage: Usage | None, error: str | None) -> None:
+        meter.model_call(
+            seconds,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            error=error,
+        )
+
+    return observe
 
 
 def close_model(briefing: Future[Briefing]) -> None:

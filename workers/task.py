@@ -16,6 +16,7 @@ from typing import Protocol
 from pydantic import SecretStr
 from redis import Redis
 
+from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.redact import Redactor
 from workers import tasks
 from workers.agent.loop import ToolProtocol
@@ -124,6 +125,7 @@ class Task:
     cleanup: Cleanup = field(default_factory=Cleanup)
     watch: Callable[[dict], None] | None = None  # sees each trajectory record (`codexbot run`)
     trajectory_file: Path | None = None  # a copy of the trajectory on this disk (`codexbot run`)
+    metrics: WorkerMetrics | None = None  # the fleet's figures in Redis (a task from GitHub)
 
     @property
     def id(self) -> str:

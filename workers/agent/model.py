@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +71,21 @@ class ContextTooLong(ModelError):
 
 class ToolsUnsupported(ModelError):
     """The server refused the request because it carried tools: it has no tool support."""
+
+
+# Sees each call: its seconds, the usage it reported (None: it failed) and its error's kind.
+CallObserver = Callable[[float, Usage | None, str | None], None]
+
+
+def error_kind(error: ModelError) -> str:
+    """A short name for what went wrong, for metrics: one of a few, never the message."""
+    if isinstance(error, ModelTimeout):
+        return "timeout"
+    if isinstance(error, ContextTooLong):
+        return "context_too_long"
+    if isinstance(error, ToolsUnsupported):
+        return "tools_unsupported"
+    return "api"
 
 
 def split_reasoning(content: str | None) -> tuple[str | None, str]:
@@ -176,8 +193,10 @@ class OpenAIModel:
         model: str,
         timeout: float = 120.0,
         max_retries: int = 3,
+        observe: CallObserver | None = None,
     ) -> None:
         self.model = model
+        self._observe = observe
         self._timeout = timeout
         self._options = {
             "base_url": base_url,
@@ -200,6 +219,24 @@ class OpenAIModel:
         *,
         seconds: float | None = None,
         max_tokens: int | None = None,
+    ) -> ModelReply:
+        started = time.monotonic()
+        try:
+            reply = self._complete(messages, tools, seconds, max_tokens)
+        except ModelError as error:
+            if self._observe is not None:
+                self._observe(time.monotonic() - started, None, error_kind(error))
+            raise
+        if self._observe is not None:
+            self._observe(time.monotonic() - started, reply.usage, None)
+        return reply
+
+    def _complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        seconds: float | None,
+        max_tokens: int | None,
     ) -> ModelReply:
         if seconds is None:
             return self._create(self._client, messages, tools, self._timeout, max_tokens)
