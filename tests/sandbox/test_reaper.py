@@ -140,3 +140,38 @@ def test_a_task_container_stays_while_its_lease_is_held(
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+
+def test_the_reaper_reports_this_deployments_running_sandboxes(
+    docker_client: docker.DockerClient, sandbox_image: str, redis: Redis
+) -> None:
+    """Counted by label: this Redis's task containers, not another deployment's on the engine."""
+    from codexbot import fleetmetrics
+    from sandbox.labels import redis_identity
+    from sandbox.reaper import report_sandboxes
+
+    engine = docker_client.info()
+    before = report_sandboxes(docker_client, redis, engine)
+    task_id = f"test-count-{uuid.uuid4().hex[:8]}"
+    started = [
+        docker_client.containers.run(
+            sandbox_image,
+            ["sleep", "60"],
+            detach=True,
+            labels={TASK_LABEL: task_id, JOB_LABEL: task_id, REDIS_LABEL: where},
+        )
+        for where in (redis_identity(redis), redis_identity(redis), "elsewhere:6379/0")
+    ]
+    try:
+        assert report_sandboxes(docker_client, redis, engine) == before + 2
+        shown = [
+            (sample.labels, sample.value)
+            for family in fleetmetrics.collect(redis)
+            if family.name == "codexbot_sandboxes"
+            for sample in family.samples
+        ]
+        assert shown == [({"engine": engine["ID"], "host": engine["Name"]}, before + 2)]
+    finally:
+        for container in started:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
