@@ -105,7 +105,7 @@ def remove_task_containers(
     """Remove every container and volume labelled with `task_id` (but the volumes named in `keep`);
     returns how many containers."""
     selector = {"label": f"{TASK_LABEL}={task_id}"}
-    containers = client.containers.list(all=True, filters=selector)
+    containers = client.containers.list(all=True, filters=selector, ignore_removed=True)
     for container in containers:
         with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
             container.remove(force=True, v=True)

@@ -126,7 +126,9 @@ def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
     now = datetime.now(UTC)
     ours = redis_identity(redis)
     reaped: list[Reaped] = []
-    for container in client.containers.list(all=True, filters={"label": TASK_LABEL}):
+    for container in client.containers.list(
+        all=True, filters={"label": TASK_LABEL}, ignore_removed=True
+    ):
         labels = container.labels
         task_id = labels.get(TASK_LABEL, "")
         reason = None
@@ -164,7 +166,7 @@ def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
 def count_sandboxes(client: docker.DockerClient, redis: Redis) -> int:
     """Running task containers of this deployment (its Redis) on the engine."""
     ours = [TASK_LABEL, f"{REDIS_LABEL}={redis_identity(redis)}"]
-    return len(client.containers.list(filters={"label": ours}))
+    return len(client.containers.list(filters={"label": ours}, ignore_removed=True))
 
 
 def report_sandboxes(client: docker.DockerClient, redis: Redis, engine: dict) -> int:
