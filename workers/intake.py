@@ -16,7 +16,7 @@ import structlog
 from redis import Redis
 from rq import Queue
 
-from codexbot import keys
+from codexbot import keys, redisconn
 from codexbot.commands import MARKER, help_text
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.request import RequestKind, TaskRequest
@@ -47,7 +47,8 @@ def runtime() -> Runtime:
         private_key=settings.private_key_pem(),
         api_url=settings.github_api_url,
     )
-    return Runtime(settings=settings, redis=Redis.from_url(settings.redis_url), app=app)
+    # A Redis restart under an intake job waits for Redis instead of losing the request.
+    return Runtime(settings=settings, redis=redisconn.connect(settings.redis_url), app=app)
 
 
 def reply(repository: Repository, request: TaskRequest, body: str) -> None:

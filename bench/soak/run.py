@@ -341,12 +341,10 @@ def _outcomes(
     ok = missing = extra = duplicate_comments = 0
     counted: dict[tuple[str, int], int] = {}
     for one in planned:
-        if not one.number:
-            continue  # a push: about no issue
-        issue = (one.repo, one.number)
-        if issue not in counted:
+        issue = (one.repo, one.number)  # number 0: a push, about no issue
+        if one.number and issue not in counted:
             counted[issue] = _bot_comments(stack, *issue)
-        comments = counted[issue]
+        comments = counted.get(issue, 0)
         wanted = 0 if one.expect == "none" else 1
         duplicate_comments += max(0, comments - wanted) if one.expect != "none" else 0
         if one.delivery_id not in acknowledged:
