@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import structlog
+
 from bench.soak.run import Options, run
 
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", action="store_true", help="one line of JSON, not indented")
     args = parser.parse_args(argv)
+    # The simulator logs as it goes: on stderr, so stdout holds the one JSON object.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     options = Options(**{f.name: getattr(args, f.name) for f in fields(Options)})
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         report = run(options, Path(tmp))
