@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import dashboard, health, metrics, tasks, webhook
 from app.triggers import build_router
+from codexbot import redisconn
 from codexbot.settings import Settings, load_settings
 
 log = structlog.get_logger()
@@ -21,7 +22,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     flask_app.config["SETTINGS"] = settings
     flask_app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_BODY_BYTES + 1024
     # GitHub gives up on a delivery after 10 s: a stalled Redis must fail well before that.
-    redis = redis or Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    redis = redis or redisconn.connect_receiver(settings.redis_url)
     flask_app.extensions["redis"] = redis
     flask_app.extensions["router"] = build_router()
     flask_app.extensions["intake"] = webhook.Intake(settings, redis)

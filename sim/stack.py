@@ -5,6 +5,7 @@ environment variables a user would set. Used by the demo, the end-to-end tests a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -70,6 +71,20 @@ def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (a task worker's work horse)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def read_issue_file(path: Path) -> tuple[str, str]:
@@ -205,6 +220,18 @@ class Stack:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+    def kill_process(self, name: str) -> list[int]:
+        """SIGKILL one of the bot's processes and its children (a task worker's work horse, in
+        a process group of its own), as an OOM kill or a lost node would; the children's pids."""
+        process = self.processes.pop(name)
+        horses = children(process.pid)
+        for pid in horses:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return horses
 
     def start_worker(self, name: str = "worker") -> None:
         self.start_task_worker(name)

@@ -222,12 +222,16 @@ def commit_and_push(
 
     ``replace``: the branch is at that commit (an earlier attempt of the same task pushed it);
     the new commit takes its place without a force push: the same tree, with that commit as its
-    parent, so the push is a fast-forward (and fails if the branch moved since)."""
+    parent, so the push is a fast-forward (and fails if the branch moved since). When that commit
+    already holds the same tree, it stays as it is: the same change is not committed twice."""
     git = Git(checkout.path, token=token)
     git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())
     if replace:
         git("fetch", "--quiet", "origin", replace)
         tree = git("rev-parse", "HEAD^{tree}")
+        if tree == git("rev-parse", f"{replace}^{{tree}}"):
+            git("reset", "--quiet", "--soft", replace)
+            return replace
         on_top = git("commit-tree", tree, "-p", replace, "-F", "-", input=message.encode())
         git("reset", "--quiet", "--soft", on_top)
     git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")

@@ -16,7 +16,7 @@ import structlog
 from redis import Redis
 from rq import Queue
 
-from codexbot import keys
+from codexbot import keys, redisconn
 from codexbot.commands import MARKER, help_text
 from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.logs import configure_logging, forget_secret
@@ -43,7 +43,8 @@ def runtime() -> Runtime:
     """Built once per worker process: the fast lane runs jobs in-process, so tokens are reused."""
     settings = load_settings()
     configure_logging(settings.secret_values())
-    redis = Redis.from_url(settings.redis_url)
+    # A Redis restart under an intake job waits for Redis instead of losing the request.
+    redis = redisconn.connect(settings.redis_url)
     app = GitHubApp.from_settings(settings, WorkerMetrics(redis))
     return Runtime(settings=settings, redis=redis, app=app)
 

@@ -4,9 +4,10 @@ task worker's warm shutdown.
 An attempt at a task holds a lease in Redis (`keys.lease`, its attempt number) for
 `CODEX_LEASE_SECONDS`, renewed by a thread of the work horse a few times per period. A worker
 that dies (SIGKILL, OOM, a lost host) stops renewing it. Every task worker runs the janitor:
-a task in a started state without a lease is taken back to "queued" (once, atomically) and
-queued again as the next attempt, or failed after `tasks.MAX_ATTEMPTS`, its progress comment
-saying which. The attempt number in the record fences what a stale attempt may do
+a task in a started state without a lease is taken back and queued again as the next attempt
+(at the front of the queue), or failed after `tasks.MAX_ATTEMPTS`, in one Redis step
+(`tasks.take_back`: once, and never taken back without being queued); then its progress comment
+says which. The attempt number in the record fences what a stale attempt may do
 (`tasks.save`, `tasks.owns`).
 
 On SIGTERM a `TaskWorker` takes no new job and lets its running task finish for
@@ -80,26 +81,26 @@ def retry_lost(
     redis: Redis, settings: Settings, app: GitHubApp, task_id: str, attempt: int, how: str = "lost"
 ) -> str:
     """Run again (or fail) a task whose attempt ``attempt`` lost its worker; what was done."""
-    if not tasks.requeue_lost(redis, task_id, attempt):
-        return "taken"  # its lease came back, or another janitor took it
     record = tasks.load(redis, task_id)
     if record is None:
         return "gone"
-    if attempt >= tasks.MAX_ATTEMPTS:
-        record.state = "failed"
-        record.reason = text.lost_worker_reason(tasks.MAX_ATTEMPTS)
-        tasks.save(redis, record)
-        tasks.release_target(redis, record)
+    queue = Queue(settings.codex_queue, connection=redis)
+    done = tasks.take_back(
+        redis,
+        queue,
+        record,
+        attempt,
+        timeout=settings.codex_job_timeout,
+        note=text.lost_worker_note(attempt + 1, tasks.MAX_ATTEMPTS, how),
+        reason=text.lost_worker_reason(tasks.MAX_ATTEMPTS),
+    )
+    if done == "failed":
         _show(app, record, settings, f"I could not finish this task: {record.reason}")
         log.warning("task failed: worker lost", task_id=task_id, attempt=attempt)
-        return "failed"
-    record.retry_note = text.lost_worker_note(attempt + 1, tasks.MAX_ATTEMPTS, how)
-    tasks.save(redis, record)
-    _show(app, record, settings, record.retry_note)
-    log.warning("task requeued: worker lost", task_id=task_id, attempt=attempt + 1)
-    queue = Queue(settings.codex_queue, connection=redis)
-    tasks.enqueue(queue, record, attempt=attempt + 1, timeout=settings.codex_job_timeout)
-    return "requeued"
+    elif done == "requeued":
+        _show(app, record, settings, record.retry_note)
+        log.warning("task requeued: worker lost", task_id=task_id, attempt=attempt + 1)
+    return done or "taken"  # its lease came back, or another janitor took it
 
 
 def sweep(redis: Redis, settings: Settings, app: GitHubApp) -> list[tuple[str, str]]:

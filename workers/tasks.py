@@ -13,6 +13,8 @@ from typing import Any, Literal, get_args
 
 from redis import Redis
 from rq import Queue
+from rq.job import Job
+from rq.utils import now
 
 from codexbot import keys
 from codexbot.request import TaskRequest
@@ -79,7 +81,7 @@ class NotOwner(Exception):
 def save(redis: Redis, record: TaskRecord) -> None:
     """One flat hash: the request's fields and the progress fields side by side.
 
-    The attempt number is not written here (`begin_attempt` and `requeue_lost` move it): a
+    The attempt number is not written here (`begin_attempt` and `take_back` move it): a
     record whose owner is a later attempt raises `NotOwner`."""
     record.updated = time.time()
     flat = {
@@ -142,36 +144,94 @@ def owns(redis: Redis, task_id: str, attempt: int) -> bool:
     return bool(redis.eval(script, 2, keys.task(task_id), keys.lease(task_id), attempt))
 
 
-def requeue_lost(redis: Redis, task_id: str, attempt: int) -> bool:
-    """Take a started task whose lease is gone back to "queued", once (the caller then runs it
-    again or fails it): False if its lease is held or someone already took it."""
-    script = """
-    if redis.call('exists', KEYS[2]) == 1 then return 0 end
-    if redis.call('hget', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
-    local state = redis.call('hget', KEYS[1], 'state')
-    if state == ARGV[2] or state == ARGV[3] or state == ARGV[4] or state == ARGV[5] then
-        redis.call('hset', KEYS[1], 'state', ARGV[6])
-        for i = 4, #KEYS do redis.call('srem', KEYS[i], ARGV[7]) end
-        redis.call('sadd', KEYS[3], ARGV[7])
-        return 1
-    end
-    return 0
-    """
+# KEYS: the record, its lease, the queued and failed sets, the next attempt's RQ job, the RQ
+# queue, rq's set of queues, the target's newest task, then the started states' sets.
+# ARGV: the lost attempt, the record's id, MAX_ATTEMPTS, the retry note, the failure reason, the
+# time, the queue key, the started states (JSON, comma-separated), "queued" and "failed" (JSON),
+# the job id, then the job hash's field/value pairs (what `Queue.enqueue` writes).
+_TAKE_BACK = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+if redis.call('hget', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+local state = redis.call('hget', KEYS[1], 'state')
+local started = false
+for name in string.gmatch(ARGV[8], '[^,]+') do
+  if name == state then started = true end
+end
+if not started then return 0 end
+for i = 9, #KEYS do redis.call('srem', KEYS[i], ARGV[2]) end
+redis.call('hset', KEYS[1], 'updated', ARGV[6])
+if tonumber(ARGV[1]) >= tonumber(ARGV[3]) then
+  redis.call('hset', KEYS[1], 'state', ARGV[10], 'reason', ARGV[5])
+  redis.call('sadd', KEYS[4], ARGV[2])
+  if redis.call('get', KEYS[8]) == ARGV[2] then redis.call('del', KEYS[8]) end
+  return 2
+end
+redis.call('hset', KEYS[1], 'state', ARGV[9], 'retry_note', ARGV[4])
+redis.call('sadd', KEYS[3], ARGV[2])
+redis.call('hset', KEYS[5], unpack(ARGV, 12))
+redis.call('lpush', KEYS[6], ARGV[11])
+redis.call('sadd', KEYS[7], ARGV[7])
+return 1
+"""
+
+TakenBack = Literal["requeued", "failed", ""]
+
+
+def take_back(
+    redis: Redis,
+    queue: Queue,
+    record: TaskRecord,
+    attempt: int,
+    *,
+    timeout: int,
+    note: str,
+    reason: str,
+) -> TakenBack:
+    """Take a started task whose lease is gone from attempt ``attempt``, once, in one Redis step:
+    queued again as the next attempt (its RQ job written and put at the front of the queue in
+    the same step, ``note`` saved for its progress comment), or failed with ``reason`` after
+    `MAX_ATTEMPTS`. A janitor that dies halfway can leave no task taken back and never queued.
+    "" if the lease is held or someone already took the task; ``record`` is updated."""
+    job = _job(queue, record, attempt + 1, timeout)
+    fields: list[Any] = []
+    for name, value in job.to_dict().items():
+        if value is not None:
+            fields += [name, value]
     started = [keys.tasks_in_state(state) for state in STARTED_STATES]
-    return bool(
-        redis.eval(
-            script,
-            3 + len(started),
-            keys.task(task_id),
-            keys.lease(task_id),
-            keys.tasks_in_state("queued"),
-            *started,
-            attempt,
-            *(json.dumps(state) for state in STARTED_STATES),
-            json.dumps("queued"),
-            task_id,
-        )
+    now = time.time()
+    done = redis.eval(
+        _TAKE_BACK,
+        8 + len(started),
+        keys.task(record.id),
+        keys.lease(record.id),
+        keys.tasks_in_state("queued"),
+        keys.tasks_in_state("failed"),
+        job.key,
+        queue.key,
+        Queue.redis_queues_keys,
+        record.target,
+        *started,
+        attempt,
+        record.id,
+        MAX_ATTEMPTS,
+        json.dumps(note),
+        json.dumps(reason),
+        json.dumps(now),
+        queue.key,
+        ",".join(json.dumps(state) for state in STARTED_STATES),
+        json.dumps("queued"),
+        json.dumps("failed"),
+        job.id,
+        *fields,
     )
+    if not done:
+        return ""
+    record.updated = now
+    if done == 2:
+        record.state, record.reason = "failed", reason
+        return "failed"
+    record.state, record.retry_note = "queued", note
+    return "requeued"
 
 
 def started_without_lease(redis: Redis, queue: str) -> list[tuple[str, int]]:
@@ -193,18 +253,26 @@ def job_id(task_id: str, attempt: int) -> str:
     return task_id if attempt <= 1 else f"{task_id}-attempt-{attempt}"
 
 
-def enqueue(queue: Queue, record: TaskRecord, *, attempt: int, timeout: int) -> None:
-    """Queue an attempt at the task (``attempt`` is the one that will run)."""
+def _job(queue: Queue, record: TaskRecord, attempt: int, timeout: int) -> Job:
+    """The RQ job of an attempt at the task (``attempt`` is the one that will run)."""
     request = record.request
-    queue.enqueue(
+    job = queue.create_job(
         "workers.jobs.run_task",
         kwargs={"task_id": record.id},
         job_id=job_id(record.id, attempt),
-        job_timeout=timeout,
+        timeout=timeout,
         result_ttl=RECORD_TTL,
         failure_ttl=RECORD_TTL,
         description=f"{request.kind} {request.repo}#{request.number}",
     )
+    job.origin = queue.name
+    job.enqueued_at = now()
+    return job
+
+
+def enqueue(queue: Queue, record: TaskRecord, *, attempt: int, timeout: int) -> None:
+    """Queue an attempt at the task (``attempt`` is the one that will run)."""
+    queue.enqueue_job(_job(queue, record, attempt, timeout))
 
 
 def load(redis: Redis, task_id: str) -> TaskRecord | None:

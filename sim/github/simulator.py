@@ -12,7 +12,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -119,6 +120,8 @@ class GitHubSim:
         self.manifest_codes: dict[str, tuple[dict[str, Any], str, float]] = {}
         self.web_user = "octo-admin"
         self._background: list[threading.Thread] = []
+        # While set (``held``), user actions record their webhooks here instead of sending them.
+        self._held: list[tuple[str, dict[str, Any]]] | None = None
         self._host = host
         self._port = port
         self._server: BaseWSGIServer | None = None
@@ -964,6 +967,9 @@ class GitHubSim:
     ) -> Delivery:
         """POST ``payload`` to the webhook URL, signed like GitHub signs it, and record the
         attempt as GitHub does (``GET /app/hook/deliveries``), failed or not."""
+        if self._held is not None:
+            self._held.append((event, payload))
+            return Delivery(delivery_id or "", event, 0, "held", 0.0, status="held")
         if not self.webhook_url:
             raise SimError("no webhook_url configured")
         body = json.dumps(payload).encode("utf-8")
@@ -1008,6 +1014,20 @@ class GitHubSim:
             redelivery=redelivery,
         )
         return delivery
+
+    @contextmanager
+    def held(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """User actions inside (labels, comments, issues opened) change the state as usual but
+        send no webhook: their (event, payload) pairs are collected for a caller that sends them
+        itself, at its own rate (``bench.soak``)."""
+        collected: list[tuple[str, dict[str, Any]]] = []
+        with self.state.lock:
+            self._held = collected
+        try:
+            yield collected
+        finally:
+            with self.state.lock:
+                self._held = None
 
     def redeliver(self, hook_delivery_id: int) -> None:
         """``POST /app/hook/deliveries/{id}/attempts``: send that delivery again, same guid and

@@ -16,7 +16,7 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from sim.stack import DEMO_SCRIPTS, Stack, wait_until
+from sim.stack import DEMO_SCRIPTS, Stack, children, wait_until
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import SCRIPTS
 from tests.e2e.test_triggers import bot_comments, seed
@@ -55,19 +55,6 @@ def wait_running(stack: Stack, task_id: str, attempt: int, timeout: float = 120)
     wait_until(running, timeout, f"attempt {attempt} of {task_id} to run")
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def worker_running(stack: Stack, task_id: str, attempt: int) -> str:
     """The stack's name of the live worker that runs the attempt."""
     job_id = tasks.job_id(task_id, attempt)
@@ -85,15 +72,8 @@ def worker_running(stack: Stack, task_id: str, attempt: int) -> str:
 
 
 def kill_worker(stack: Stack, name: str) -> None:
-    """SIGKILL a task worker and its work horse (in a process group of its own), as an OOM kill
-    or a lost node would."""
-    process = stack.processes.pop(name)
-    horses = children(process.pid)
-    assert horses, "the worker runs no work horse"
-    for pid in horses:
-        os.killpg(pid, signal.SIGKILL)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    """SIGKILL a task worker and its work horse, as an OOM kill or a lost node would."""
+    assert stack.kill_process(name), "the worker runs no work horse"
 
 
 def release(docker_client: docker.DockerClient, task_id: str) -> None:
