@@ -100,3 +100,8 @@ def trajectory(task_id: str) -> str:
 
 
 TRAJECTORIES = "codexbot:trajectories"  # sorted set: task id -> when its trajectory started
+
+
+def tries(repo: str, number: int) -> str:
+    """The last task on an issue or PR that ran several tries (`/codex fix --use-attempt`)."""
+    return f"codexbot:tries:{repo.lower()}#{number}"

@@ -36,7 +36,6 @@ from workers.publish import GitHubPublisher, Publisher
 from workers.run import (
     AfterBaseline,
     AgentControls,
-    TestOutcome,
     answered,
     brief_agent,
     close_model,
@@ -46,6 +45,7 @@ from workers.run import (
     run_agent_for,
     setup_secrets_for,
     take_baseline,
+    test_json,
     verify_with_tests,
 )
 from workers.task import Task, TaskError, TaskFailed, TaskStopped, Work
@@ -149,15 +149,10 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
         "steps": result.steps,
         "steered": controls.steered,
         "tokens": result.prompt_tokens + result.completion_tokens,
-        "tests_before": _test_json(untouched.tests),
-        "tests_after": _test_json(after),
+        "tests_before": test_json(untouched.tests),
+        "tests_after": test_json(after),
         "patch": changes.patch.decode(errors="replace"),
     }
-
-
-def _test_json(outcome: TestOutcome) -> dict | None:
-    run = outcome.run
-    return None if run is None else {"command": run.command, "exit_code": run.exit_code}
 
 
 # -- the job and its one place for failure handling -------------------------------------------
