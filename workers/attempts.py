@@ -207,10 +207,17 @@ class SharedRun:
             if self.green_first is None:
                 self.green_first = number
 
+    def green_stop(self, number: int) -> str | None:
+        """Why try `number` stops for another that passed the tests, if it does."""
+        first = self.green_first
+        if self.stop_on_green and first is not None and first != number:
+            return f"try {first} passed the tests first"
+        return None
+
     def stop_reason(self, number: int) -> str | None:
         with self.lock:
-            if self.stop_on_green and self.green_first not in (None, number):
-                return f"try {self.green_first} passed the tests first"
+            if reason := self.green_stop(number):
+                return reason
             if self.spent >= self.budget:
                 return f"the tries' shared budget of {self.budget} tokens is spent"
         return None
@@ -304,8 +311,7 @@ def run_one_try(task: Task, ready: Prepared, shared: SharedRun, number: int) -> 
                 tuple(env.ran_into),
             )
             keep_patch(task, one, ready.start.base_sha)
-            stopped_for_green = shared.stop_on_green and shared.green_first not in (None, number)
-            if one.patch.strip() and not stopped_for_green:
+            if one.patch.strip() and not shared.green_stop(number):
                 one.after = verify_with_tests(sandbox, ready.test_command)
                 if one.green:
                     shared.passed(number)
@@ -358,11 +364,14 @@ def publish_best(task: Task, ready: Prepared, publisher: Publisher, plan: TryPla
     assert best.policy is not None  # set with its patch
     pushed = publisher.push(task, work, ready.start, best.patch, result, best.policy)
     after = best.after or TestOutcome(None)
-    green_first = shared.green_first if plan.stop_on_green and len(tries) > 1 else None
-    if green_first is not None and all(
-        one.after is not None or one.number == green_first for one in tries
-    ):
-        green_first = None  # none was still running: nothing was stopped
+    stopped = [  # the tries a green one stopped: in their run, or before their tests
+        one
+        for one in tries
+        if one.result is not None
+        and shared.green_stop(one.number)
+        and (one.result.status == "stopped" or (one.patch.strip() and one.after is None))
+    ]
+    green_first = shared.green_first if stopped else None
     table = text.tries_section(rows_of(task, tries), best.number, green_first)
     task.advance("publishing", commit=pushed.sha)
     with task.timings.stage("publish"):

@@ -104,11 +104,11 @@ def test_use_attempt_publishes_the_named_try(stack, two_tries, tmp_path):
     assert len(stack.model.chat_requests_for("Count words with tries")) == calls, "no model call"
 
 
-def test_a_green_try_stops_the_others(stack, tmp_path):
-    full_name, number = seed(
-        stack, tmp_path, "tries-green", "Count words, stop on green", "attempts: 2\n"
-    )
-    _, task_id = stack.label(full_name, number)
+def test_a_green_try_asked_for_by_command_stops_the_others(stack, tmp_path):
+    full_name, number = seed(stack, tmp_path, "tries-green", "Count words, stop on green", "")
+    _, delivery = stack.github.comment(full_name, number, "/codex fix --attempts 2")
+    task_id = json.loads(delivery.response_body)["task_id"]
+    stack.task_ids.append(task_id)
     outcome = stack.wait_for_task(task_id, timeout=300)
     assert outcome["chosen_try"] == 2
     stopped = last_result(stack, f"{task_id}-try1")
