@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from redis import Redis
 
 from sim.stack import DEMO_REPO, DEMO_SCRIPTS, Stack
@@ -25,12 +26,14 @@ BUDGET = 40_000  # tokens shared by a task's tries: the fixes fit, the budget sc
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url) -> Iterator[Stack]:
     Redis.from_url(redis_url).flushdb()
-    with Stack(
+    stack = Stack(
         data_dir=tmp_path_factory.mktemp("stack"),
         redis_url=REDIS_URL,
         script_dirs=(DEMO_SCRIPTS, SCRIPTS),
         extra_env={"CODEX_MAX_ATTEMPTS": str(CAP), "CODEX_ATTEMPTS_TOKENS": str(BUDGET)},
-    ) as running:
+    )
+    stack.extra_env["CODEX_PUBLIC_URL"] = stack.receiver_url  # the PR links each try's page
+    with stack as running:
         yield running
 
 
@@ -80,6 +83,10 @@ def test_the_pull_request_is_the_try_whose_tests_pass(stack, two_tries, tmp_path
     assert rows[1].startswith("| 1 | failed | 1 |") and "+1 -0" in rows[1]
     assert rows[2].startswith("| **2** (chosen) | passed | 0 |") and "+1 -1" in rows[2]
     assert "stopped" not in body  # attempts_stop_on_green: false
+    for number in (1, 2):
+        page = f"{stack.receiver_url}/tasks/{two_tries['task_id']}-try{number}"
+        assert f"[log]({page})" in rows[number]
+        assert requests.get(page, timeout=10).status_code == 200
     # Each try kept its own trajectory, with its change.
     for number in (1, 2):
         records = stack.trajectory(f"{two_tries['task_id']}-try{number}")
