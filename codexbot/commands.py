@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 COMMANDS = {
-    "fix": "`/codex fix [instructions]`: work on this issue or pull request and push the result",
+    "fix": "`/codex fix [--attempts N] [instructions]`: work on this issue or pull request and "
+    "push the result (N tries in parallel, the tests choose; `--use-attempt K` publishes try K "
+    "of the last such task instead)",
     "ask": "`/codex ask <question>`: answer a question about the code, without changing it",
     "review": "`/codex review [focus]`: review this pull request, with inline comments",
     "stop": "`/codex stop`: stop the task running for this issue or pull request",
@@ -82,6 +84,33 @@ def parse_command(text: str | None) -> Command | None:
         argument = (match.group("rest") or "").strip()
         return Command(name=name, argument=argument[:4000], word=word[:40])
     return None
+
+
+_FIX_OPTION = re.compile(r"^--(?P<name>attempts|use-attempt)(?:=|\s+)(?P<value>\S+)\s*", re.I)
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    """The options a `/codex fix` starts with (`--attempts N`, `--use-attempt K`), and the rest
+    of its text: the maintainer's instructions."""
+
+    attempts: int | None = None
+    use_attempt: int | None = None
+    text: str = ""
+    problem: str = ""  # an option with a value that is not a whole number above 0
+
+
+def fix_options(argument: str) -> FixOptions:
+    """Options at the start of a fix's ``argument``, in any order; the text after them."""
+    found: dict[str, int] = {}
+    rest = argument.strip()
+    while match := _FIX_OPTION.match(rest):
+        name, value = match.group("name").lower(), match.group("value")
+        if not value.isdigit() or int(value) < 1 or len(value) > 6:
+            return FixOptions(text=rest, problem=f"`--{name}` takes a whole number above 0")
+        found[name] = int(value)
+        rest = rest[match.end() :]
+    return FixOptions(found.get("attempts"), found.get("use-attempt"), rest.strip())
 
 
 def help_text() -> str:

@@ -106,3 +106,8 @@ def metric(name: str) -> str:
     """A hash per worker-side metric (`codexbot.fleetmetrics`): one field per label set (and,
     for a histogram, per bucket, sum and count)."""
     return f"codexbot:metrics:{name}"
+
+
+def tries(repo: str, number: int) -> str:
+    """The last task on an issue or PR that ran several tries (`/codex fix --use-attempt`)."""
+    return f"codexbot:tries:{repo.lower()}#{number}"

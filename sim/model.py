@@ -13,6 +13,13 @@ Fault injection: a step may carry ``{"error": 429, "retry_after": 1}`` or ``{"er
 byte every that many seconds, like a stalled server that keeps the connection alive). A step
 holding only fault keys applies to the next real step.
 
+Flaky mode (``flaky=Flaky(rate, seed)`` for the whole server, ``--flaky RATE --flaky-seed N``, or
+a script's ``"flaky": {"rate": ..., "seed": ...}``): each run of a task takes a wrong fix with that
+probability, decided from the seed, the script and the request's own ``seed`` (the bot sends one
+per try), so a run is played the same way on every request of its conversation. A wrong fix is
+the script's ``"wrong"`` steps, else its steps with each `apply_patch` turned into a comment above
+the code it should have changed: a change that leaves the bug.
+
 Dialects: how the answer is spoken, per script (``"dialect"``) or for the whole server, after the
 documented behaviour of real servers (see ``DIALECTS``). A script with ``"dialects": [...]`` is
 also served once per dialect, matched by its ``match`` text followed by `` [dialect]``: a match
@@ -28,6 +35,8 @@ import hashlib
 import json
 import logging
 import os
+import random
+import re
 import threading
 import time
 import uuid
@@ -83,6 +92,14 @@ ERROR_TYPES = {
 
 
 @dataclass(frozen=True)
+class Flaky:
+    """Each run takes a wrong fix with probability ``rate``, decided from ``seed``."""
+
+    rate: float
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Script:
     """One scripted conversation: ``match`` selects it, ``default`` serves unmatched ones."""
 
@@ -91,6 +108,8 @@ class Script:
     default: bool = False
     name: str = "script"
     dialect: str | None = None  # None: the server's
+    wrong: list[dict[str, Any]] | None = None  # a flaky run's steps (default: `wrong_steps`)
+    flaky: Flaky | None = None  # None: the server's
 
 
 @dataclass(frozen=True)
@@ -115,12 +134,20 @@ def script_from_dict(data: Mapping[str, Any]) -> Script:
     dialect = data.get("dialect")
     if dialect is not None and dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+    wrong = data.get("wrong")
+    if wrong is not None and not (
+        isinstance(wrong, list) and all(isinstance(step, dict) for step in wrong)
+    ):
+        raise ValueError("a script's 'wrong' must be a list of objects")
+    flaky = data.get("flaky")
     return Script(
         steps=list(steps),
         match=data.get("match"),
         default=bool(data.get("default", False)),
         name=str(data.get("name", "script")),
         dialect=dialect,
+        wrong=wrong,
+        flaky=Flaky(float(flaky["rate"]), int(flaky.get("seed", 0))) if flaky else None,
     )
 
 
@@ -186,6 +213,38 @@ def turns_of(script: Script) -> list[Turn]:
     if pending:  # faults at the very end apply to the out-of-script finish
         turns.append(Turn(answer=finish_step(OUT_OF_SCRIPT), **_fault_fields(pending)))
     return turns
+
+
+_REPLACE_PART = re.compile(r"(<<<<<<< SEARCH\n)(.*?)(=======\n)(.*?)(>>>>>>> REPLACE)", re.S)
+
+
+def wrong_steps(script: Script) -> list[dict[str, Any]]:
+    """A flaky run's steps: the script's ``wrong`` ones, else its own with every
+    SEARCH/REPLACE block of an `apply_patch` replacing the code by a comment and the same code."""
+    if script.wrong is not None:
+        return script.wrong
+
+    def keep_the_bug(block: re.Match[str]) -> str:
+        search = block.group(2)
+        indent = search[: len(search) - len(search.lstrip(" \t"))]
+        fixed = f"{indent}# attempted fix\n{search}"
+        return f"{block.group(1)}{search}{block.group(3)}{fixed}{block.group(5)}"
+
+    steps = []
+    for step in script.steps:
+        arguments = step.get("arguments")
+        if step.get("tool") == "apply_patch" and isinstance(arguments, dict):
+            patch = _REPLACE_PART.sub(keep_the_bug, str(arguments.get("patch", "")))
+            step = {**step, "arguments": {**arguments, "patch": patch}}
+        steps.append(step)
+    return steps
+
+
+def takes_wrong_fix(flaky: Flaky | None, script: str, run_seed: object) -> bool:
+    """Whether this run of ``script`` (told apart by the request's ``seed``) goes wrong."""
+    if flaky is None or flaky.rate <= 0:
+        return False
+    return random.Random(f"{flaky.seed}:{script}:{run_seed}").random() < flaky.rate  # noqa: S311
 
 
 def _fault_fields(pending: Mapping[str, Any]) -> dict[str, Any]:
@@ -397,6 +456,7 @@ class ScriptedModel:
         port: int = 0,
         dialect: str = "native",
         context_limit_chars: int = CONTEXT_LIMIT_CHARS,
+        flaky: Flaky | None = None,
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
@@ -404,6 +464,13 @@ class ScriptedModel:
         self.context_limit_chars = context_limit_chars
         self.scripts = scripts_from_data(scripts)
         self._turns = {id(script): turns_of(script) for script in self.scripts}
+        self.flaky = flaky
+        self._wrong_turns = {
+            id(script): turns_of(
+                Script(steps=wrong_steps(script), name=f"{script.name}-wrong", dialect=None)
+            )
+            for script in self.scripts
+        }
         self._api_key = api_key
         self.models = list(models)
         self._host = host
@@ -515,9 +582,10 @@ class ScriptedModel:
             turn = Turn(answer=finish_step(NO_SCRIPT))
             key = "unmatched"
         else:
-            turns = self._turns[id(script)]
+            wrong = takes_wrong_fix(script.flaky or self.flaky, script.name, body.get("seed"))
+            turns = (self._wrong_turns if wrong else self._turns)[id(script)]
             turn = turns[step] if step < len(turns) else Turn(answer=finish_step(OUT_OF_SCRIPT))
-            key = conversation_key(script, first_user)
+            key = conversation_key(script, first_user) + (":wrong" if wrong else "")
         dialect = (script.dialect if script else None) or self.dialect
         refused = self._refusal(dialect, body, key)
         if refused is not None:
@@ -598,6 +666,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model", action="append", help="model name to list (repeatable)")
     parser.add_argument("--dialect", choices=sorted(DIALECTS), default="native")
+    parser.add_argument(
+        "--flaky", type=float, default=0.0, help="probability that a run takes a wrong fix"
+    )
+    parser.add_argument("--flaky-seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
@@ -612,6 +684,7 @@ def main(argv: list[str] | None = None) -> None:
         models=args.model or DEFAULT_MODELS,
         port=args.port,
         dialect=args.dialect,
+        flaky=Flaky(args.flaky, args.flaky_seed) if args.flaky else None,
     )
     server.start()
     log.info("serving %d script(s) at %s", len(scripts), server.base_url)

@@ -1,6 +1,6 @@
 import pytest
 
-from codexbot.commands import parse_command
+from codexbot.commands import FixOptions, fix_options, parse_command
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,22 @@ def test_commands_are_found(text, name, argument):
 )
 def test_no_command(text):
     assert parse_command(text) is None
+
+
+@pytest.mark.parametrize(
+    ("argument", "options"),
+    [
+        ("", FixOptions()),
+        ("use a regex", FixOptions(text="use a regex")),
+        ("--attempts 3", FixOptions(attempts=3)),
+        ("--attempts=3 use a regex", FixOptions(attempts=3, text="use a regex")),
+        ("--ATTEMPTS 2 --use-attempt 1", FixOptions(attempts=2, use_attempt=1)),
+        ("--use-attempt 2\nthen this", FixOptions(use_attempt=2, text="then this")),
+        ("please --attempts 3", FixOptions(text="please --attempts 3")),  # options come first
+        ("--attempts 0", FixOptions(text="--attempts 0", problem="`--attempts` takes a whole number above 0")),
+        ("--attempts three", FixOptions(text="--attempts three", problem="`--attempts` takes a whole number above 0")),
+        ("--use-attempt -1", FixOptions(text="--use-attempt -1", problem="`--use-attempt` takes a whole number above 0")),
+    ],
+)  # fmt: skip
+def test_fix_options(argument, options):
+    assert fix_options(argument) == options

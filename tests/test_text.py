@@ -297,3 +297,30 @@ def test_pr_body_follows_a_template_and_keeps_our_details_below():
     assert "## Summary" not in body and body.rstrip().endswith(text.MARKER)
     huge = text.pr_body(**plain, template="## What\n" + "x" * text.MAX_TEMPLATE_CHARS)
     assert "\n\n## Summary\n\nFixed it." in huge  # too big to follow: ours alone
+
+
+def test_tries_section_marks_the_chosen_try_and_links_each_trajectory():
+    rows = [
+        text.TryRow(1, "failed", 2, 1, 0, 3, 1800, "https://bot.example/tasks/t-try1"),
+        text.TryRow(2, "passed", 0, 1, 1, 4, 2600, "https://bot.example/tasks/t-try2"),
+        text.TryRow(3, "stopped", None, 0, 0, 1, 400, ""),
+    ]
+    section = text.tries_section(rows, chosen=2, green_first=2)
+    assert section.startswith("## Tries\n\n3 tries ran in parallel and the tests chose try 2")
+    assert "Try 2 passed the tests first, so the tries still running were stopped" in section
+    assert (
+        "| 1 | failed | 2 | +1 -0 | 3 | 1800 | [log](https://bot.example/tasks/t-try1) |" in section
+    )
+    assert "| **2** (chosen) | passed | 0 | +1 -1 | 4 | 2600 | [log](" in section
+    assert "| 3 | stopped | - | +0 -0 | 1 | 400 | - |" in section
+    assert "`/codex fix --use-attempt N`" in section
+    assert "stopped (`attempts_stop_on_green`)" not in text.tries_section(rows, chosen=2)
+
+
+def test_pr_body_carries_the_tries_table_before_its_footer():
+    body = text.pr_body(
+        issue_number=3, summary="Fixed.", changed_files=["a.py"], tests_before=None,
+        tests_after=text.TestRun("pytest", 0), steps=4, tokens=10, tries="## Tries\n\ntable\n",
+    )  # fmt: skip
+    assert body.index("## Tries") > body.index("## Tests")
+    assert body.index("## Tries") < body.index("Fixes #3")

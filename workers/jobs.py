@@ -27,6 +27,7 @@ from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
 from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
+from workers.attempts import Prepared, plan_tries, publish_best, use_earlier_try
 from workers.concurrency import in_background
 from workers.github import GitHubError, Repository
 from workers.githubapp import GitHubApp
@@ -37,7 +38,6 @@ from workers.publish import GitHubPublisher, Publisher
 from workers.run import (
     AfterBaseline,
     AgentControls,
-    TestOutcome,
     answered,
     brief_agent,
     close_model,
@@ -47,6 +47,7 @@ from workers.run import (
     run_agent_for,
     setup_secrets_for,
     take_baseline,
+    test_json,
     verify_with_tests,
 )
 from workers.task import Task, TaskError, TaskFailed, TaskStopped, Work
@@ -56,7 +57,8 @@ log = structlog.get_logger()
 
 
 def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
-    """Checkout, sandbox, tests, agent, tests, patch, publish.
+    """Checkout, sandbox, tests, agent, tests, patch, publish (or several tries at once, the
+    tests choosing which is published: `workers.attempts`).
 
     What does not wait on each other overlaps: the agent's briefing (the discussion, its model
     client) is gathered while the container starts; the tests before run while the model reads
@@ -74,6 +76,11 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
     rules = read_policy(task, work, start, mirror)
     config, test_command = rules.config, work.test_command or rules.test_command
     secrets = setup_secrets_for(task, rules)
+    tries = plan_tries(task, config)
+    if tries.count > 1 and tries.use is None:
+        brief = brief_agent(task, work, start, config, test_command)
+        ready = Prepared(work, start, mirror, config, test_command, secrets, brief)
+        return publish_best(task, ready, publisher, tries)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers:
         with ExitStack() as stack:
             briefing = in_background(helpers, brief_agent, task, work, start, config, test_command)
@@ -107,7 +114,11 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
                 task.check_stop()
                 task.advance("running", detail="")
                 with timings.stage("agent"):
-                    result = run_agent_for(task, work, brief, agent_env, config, controls)
+                    result = (
+                        use_earlier_try(task, agent_env, tries.use)
+                        if tries.use is not None
+                        else run_agent_for(task, work, brief, agent_env, config, controls)
+                    )
             finally:
                 wait([baseline])  # the tests before finish before the container goes
             untouched = baseline.result()
@@ -150,15 +161,10 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
         "steps": result.steps,
         "steered": controls.steered,
         "tokens": result.prompt_tokens + result.completion_tokens,
-        "tests_before": _test_json(untouched.tests),
-        "tests_after": _test_json(after),
+        "tests_before": test_json(untouched.tests),
+        "tests_after": test_json(after),
         "patch": changes.patch.decode(errors="replace"),
     }
-
-
-def _test_json(outcome: TestOutcome) -> dict | None:
-    run = outcome.run
-    return None if run is None else {"command": run.command, "exit_code": run.exit_code}
 
 
 # -- the job and its one place for failure handling -------------------------------------------

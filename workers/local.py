@@ -45,6 +45,8 @@ class LocalSettings:
     codex_model_timeout_floor: float = Settings.model_fields["codex_model_timeout_floor"].default
     codex_tool_protocol: ToolProtocol = Settings.model_fields["codex_tool_protocol"].default
     codex_trajectory_ttl: int = Settings.model_fields["codex_trajectory_ttl"].default
+    codex_max_attempts: int = Settings.model_fields["codex_max_attempts"].default
+    codex_attempts_tokens: int = Settings.model_fields["codex_attempts_tokens"].default
 
 
 class LocalSource:
@@ -113,6 +115,7 @@ class LocalPublisher:
         tests: tuple[TestOutcome, TestOutcome],
         refusals: tuple[Refusal, ...] = (),
         ran_into: tuple[str, ...] = (),
+        tries: str = "",
     ) -> dict:
         return {
             "pr_url": "",

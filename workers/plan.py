@@ -9,7 +9,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from codexbot.commands import MARKER
+from codexbot.commands import MARKER, fix_options
 from workers import checkout, tasks, text
 from workers.agent.text import Comment, Discussion, fence
 from workers.github import Repository, ReviewComment
@@ -29,6 +29,12 @@ def plan(record: tasks.TaskRecord, repo: Repository, bot_login: Callable[[], str
     return plan_issue_fix(record, repo)
 
 
+def asked_text(record: tasks.TaskRecord) -> str:
+    """What the maintainer asked, without the options of a fix (`workers.attempts` reads them)."""
+    text = record.request.text
+    return fix_options(text).text if record.request.kind == "fix" else text
+
+
 def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
     issue = repo.issue(record.request.number)
     branch = text.branch_name(issue.number, issue.title)
@@ -37,8 +43,8 @@ def plan_issue_fix(record: tasks.TaskRecord, repo: Repository) -> Work:
     # is replaced (`publish.ensure_branch_unmoved`), not built on.
     exists = head is not None and head != record.pushed
     instructions = issue.body
-    if record.request.text:
-        instructions += f"\n\nThe maintainer who asked added:\n{record.request.text}"
+    if asked := asked_text(record):
+        instructions += f"\n\nThe maintainer who asked added:\n{asked}"
     return Work(
         title=issue.title,
         instructions=instructions,
@@ -137,8 +143,8 @@ def plan_pull_follow_up(record: tasks.TaskRecord, repo: Repository, bot_login: s
             parts.append(f"The review says:\n{fence(review_body)}")
         if comments:
             parts.append(describe_review_comments(comments))
-    if record.request.text:
-        parts.append(f"@{record.request.sender} asked:\n{fence(record.request.text)}")
+    if asked := asked_text(record):
+        parts.append(f"@{record.request.sender} asked:\n{fence(asked)}")
     from_fork = pull.from_fork(repo.full_name)
     owned = pull.owned_by(bot_login, repo.full_name)
     if record.request.kind == "review" and not owned:

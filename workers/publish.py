@@ -54,6 +54,7 @@ class Publisher(Protocol):
         tests: tuple[TestOutcome, TestOutcome],
         refusals: tuple[Refusal, ...] = (),
         ran_into: tuple[str, ...] = (),
+        tries: str = "",
     ) -> dict: ...
 
     def review(
@@ -215,8 +216,10 @@ class GitHubPublisher:
         tests: tuple[TestOutcome, TestOutcome],
         refusals: tuple[Refusal, ...] = (),
         ran_into: tuple[str, ...] = (),
+        tries: str = "",
     ) -> dict:
-        """The pull request for the pushed change, or replies on the one it follows up."""
+        """The pull request for the pushed change, or replies on the one it follows up; `tries`
+        is the table of a task's tries (`workers.attempts`)."""
         before, after = tests
         sha, message, changed = pushed.sha, pushed.message, pushed.changed
         reason = result.reason if result.status != "finished" else ""
@@ -237,6 +240,7 @@ class GitHubPublisher:
                 pre_existing=compare_runs(before.output, after.output).pre_existing,
                 task_url=self._settings.task_url(task.id) or None,
                 template=self._template(),
+                tries=tries,
             )
             ensure_owner(task)
             pull = self.repo.open_pull_request(

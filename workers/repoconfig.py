@@ -13,6 +13,8 @@
     review: auto                 # review every PR a person opens or marks ready (default: off)
     fix_ci: true                 # fix the bot's own PRs when their CI fails (default: false)
     fix_ci_rounds: 2             # at most this many such fixes per PR
+    attempts: 3                  # tries in parallel, the tests choose (at most CODEX_MAX_ATTEMPTS)
+    attempts_stop_on_green: true # the other tries stop once one passes the tests
     limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 4096}
 
 A missing file means the defaults; the keys are a pydantic model that refuses unknown ones. An
@@ -177,6 +179,8 @@ class RepoConfig:
     review: Annotated[Literal["auto", "off"], BeforeValidator(_off_if_false)] = "off"
     fix_ci: Annotated[bool, Strict()] = False
     fix_ci_rounds: PositiveWhole = 2
+    attempts: PositiveWhole = 1  # tries of one task, chosen by the tests (`workers.attempts`)
+    attempts_stop_on_green: Annotated[bool, Strict()] = True
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -201,6 +205,8 @@ MUST_BE = {
     "review": "review must be auto or off",
     "fix_ci": "fix_ci must be true or false",
     "fix_ci_rounds": "fix_ci_rounds must be a whole number above 0",
+    "attempts": "attempts must be a whole number above 0",
+    "attempts_stop_on_green": "attempts_stop_on_green must be true or false",
 }
 
 

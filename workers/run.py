@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,12 @@ class TestOutcome:
     output: str = ""
 
 
+def test_json(outcome: TestOutcome) -> dict | None:
+    """A test run as a task's outcome records it."""
+    run = outcome.run
+    return None if run is None else {"command": run.command, "exit_code": run.exit_code}
+
+
 def verify_with_tests(sandbox: Sandbox, command: str | None) -> TestOutcome:
     if command is None:
         return TestOutcome(None)
@@ -102,7 +109,6 @@ def brief_agent(
     config: repoconfig.RepoConfig,
     test_command: str | None,
 ) -> Briefing:
-    settings = task.settings
     kind = task.record.request.kind
     asking, reviewing = kind == "ask", kind == "code_review"
     diff = review.pull_diff(start, work.base_branch) if reviewing else ""
@@ -124,13 +130,19 @@ def brief_agent(
         ),
         diff=review.prompt_diff(diff),
     )
-    model = OpenAIModel(
+    return Briefing(agent_task, model_for(task, config), diff)
+
+
+def model_for(task: Task, config: repoconfig.RepoConfig, seed: int | None = None) -> OpenAIModel:
+    """The task's model client; ``seed`` (each try's number) lets tries sample apart."""
+    settings = task.settings
+    return OpenAIModel(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get_secret_value(),
         model=config.model or settings.codex_model,
         observe=None if task.metrics is None else model_observer(task.metrics),
+        seed=seed,
     )
-    return Briefing(agent_task, model, diff)
 
 
 def model_observer(meter: WorkerMetrics) -> CallObserver:
@@ -247,6 +259,23 @@ def trajectory_path(data_dir: Path, task_id: str) -> Path:
     return data_dir / "trajectories" / f"{task_id}.jsonl"
 
 
+def task_trajectory(
+    task: Task, trajectory_id: str | None = None, listener: Callable[[dict], None] | None = None
+) -> Trajectory:
+    """The trajectory of the task (or of one of its tries, `trajectory_id`), redacted as the task
+    redacts and kept where every host reads it."""
+    store = RedisTrajectories(task.redis, task.settings.codex_trajectory_ttl)
+    file = task.trajectory_file
+    if trajectory_id is not None and file is not None:
+        file = file.with_name(f"{trajectory_id}{file.suffix}")
+    return Trajectory(
+        file,
+        task.redact,
+        listener=listener,
+        keep=functools.partial(store.append, trajectory_id or task.id),
+    )
+
+
 def run_agent_for(
     task: Task,
     work: Work,
@@ -254,16 +283,10 @@ def run_agent_for(
     env: AfterBaseline,
     config: repoconfig.RepoConfig,
     controls: AgentControls,
+    trajectory_id: str | None = None,
 ) -> AgentResult:
-    """The agent loop on the task's sandbox; its trajectory, redacted as the task redacts, is
-    kept where every host reads it."""
-    store = RedisTrajectories(task.redis, task.settings.codex_trajectory_ttl)
-    trajectory = Trajectory(
-        task.trajectory_file,
-        task.redact,
-        listener=controls.on_record,
-        keep=functools.partial(store.append, task.id),
-    )
+    """The agent loop on the task's sandbox (`trajectory_id`: a try's own trajectory)."""
+    trajectory = task_trajectory(task, trajectory_id, controls.on_record)
     return run_agent(
         briefing.agent_task,
         env,

@@ -325,9 +325,11 @@ def pr_body(
     pre_existing: Sequence[str] = (),
     task_url: str | None = None,
     template: str | None = None,
+    tries: str = "",
 ) -> str:
     """The PR's body; with the repository's pull-request ``template`` (from its default branch),
-    our summary fills the template's first section and our details follow the template."""
+    our summary fills the template's first section and our details follow the template.
+    ``tries``: the table `tries_section` writes, when several tries ran."""
     lines: list[str] = []
     first = draft_line(tests_after, status, reason)
     if first:
@@ -354,9 +356,57 @@ def pr_body(
             lines += ["", f"Last lines {label} the change:", "", fence(run.tail.rstrip(), "")]
     if notes:
         lines += ["", "## Could not do", ""] + [f"- {note}" for note in notes]
+    if tries:
+        lines += ["", tries.rstrip()]
     footer = f"<sub>codex-bot: {steps} steps, {tokens} tokens"
     footer += f"; [task log]({task_url})" if task_url else ""
     lines += ["", f"Fixes #{issue_number}", "", footer + ".</sub>", MARKER]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class TryRow:
+    """One try of a task, as the pull request's table shows it (every cell worded by the bot)."""
+
+    number: int
+    outcome: str  # "passed", "failed", "no tests", "stopped", "no change", "error"
+    failing: int | None  # failing tests after it; None when its tests did not run
+    added: int
+    removed: int
+    steps: int
+    tokens: int
+    link: str = ""  # its trajectory's page
+
+
+def tries_section(rows: Sequence[TryRow], chosen: int, green_first: int | None = None) -> str:
+    """The pull request's table of a task's tries, the chosen one marked; ``green_first``: the
+    try that passed the tests while the others still ran, and stopped them."""
+    lines = [
+        "## Tries",
+        "",
+        f"{len(rows)} tries ran in parallel and the tests chose try {chosen}: passing tests "
+        "first, then fewer failing tests, then the smaller diff, then fewer steps.",
+    ]
+    if green_first is not None:
+        lines += [
+            "",
+            f"Try {green_first} passed the tests first, so the tries still running were stopped "
+            "(`attempts_stop_on_green`).",
+        ]
+    lines += [
+        "",
+        "| Try | Outcome | Failing tests | Diff | Steps | Tokens | Trajectory |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        mark = f"**{row.number}** (chosen)" if row.number == chosen else str(row.number)
+        failing = "-" if row.failing is None else str(row.failing)
+        link = f"[log]({row.link})" if row.link else "-"
+        lines.append(
+            f"| {mark} | {row.outcome} | {failing} | +{row.added} -{row.removed} | {row.steps} "
+            f"| {row.tokens} | {link} |"
+        )
+    lines += ["", "Another try's change: `/codex fix --use-attempt N` publishes try N's instead."]
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ def test_runner_reports_resolved_rate_steps_and_tokens(
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     rows = {row["task"]: row for row in report["tasks"]}
-    assert rows["leap_year"]["resolved"] is True and rows["leap_year"]["steps"] == 5
+    assert rows["leap_year"]["resolved"] is True and rows["leap_year"]["steps"] == 6
     assert rows["title_case"]["resolved"] is False  # the script never edits it
     assert report["summary"]["resolved"] == 1 and report["summary"]["resolved_rate"] == 0.5
     assert all(row["tokens"] > 0 and row["seconds"] > 0 for row in rows.values())

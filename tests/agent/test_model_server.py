@@ -15,7 +15,15 @@ import openai
 import pytest
 import requests
 
-from sim.model import Script, ScriptedModel, first_user_text, load_scripts, turns_of
+from sim.model import (
+    Flaky,
+    Script,
+    ScriptedModel,
+    first_user_text,
+    load_scripts,
+    takes_wrong_fix,
+    turns_of,
+)
 from tests.agent.support import DEMO_SCRIPT, ROOT
 
 KEY = "sk-sim-server-tests-abcdef"
@@ -271,3 +279,37 @@ def test_a_dialect_copy_wins_over_the_script_it_extends_and_nothing_else() -> No
     assert choose_script([base, hermes, other], "x Work that runs out [hermes]") is hermes
     # A longer match text that does not extend the first one does not win over it.
     assert choose_script([other, base], "Work that runs out; Please add the rest") is other
+
+
+def test_flaky_mode_takes_a_wrong_fix_by_the_seed_of_each_run() -> None:
+    patch = "m.py\n<<<<<<< SEARCH\n    return a\n=======\n    return b\n>>>>>>> REPLACE\n"
+    script = Script(
+        name="flaky",
+        match="flaky issue",
+        steps=[{"tool": "apply_patch", "arguments": {"patch": patch}}],
+    )
+    # The seed where the run with seed 1 goes wrong and the run with seed 2 does not.
+    flaky = next(
+        Flaky(0.5, seed)
+        for seed in range(100)
+        if takes_wrong_fix(Flaky(0.5, seed), "flaky", 1)
+        and not takes_wrong_fix(Flaky(0.5, seed), "flaky", 2)
+    )
+    with ScriptedModel([script], flaky=flaky) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none")
+
+        def first_patch(seed: int) -> str:
+            reply = client.chat.completions.create(
+                model="scripted-model",
+                messages=[{"role": "user", "content": "the flaky issue"}],
+                seed=seed,
+            )
+            call = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
+            return json.loads(call.function.arguments)["patch"]  # type: ignore[union-attr]
+
+        assert first_patch(2) == patch
+        wrong = first_patch(1)
+        assert wrong == patch.replace("    return b\n", "    # attempted fix\n    return a\n")
+        assert first_patch(1) == wrong  # the same run gets the same answer again
+    assert not any(takes_wrong_fix(Flaky(0.0, 1), "flaky", n) for n in range(20))
+    assert all(takes_wrong_fix(Flaky(1.0, 1), "flaky", n) for n in range(20))

@@ -110,6 +110,10 @@ def test_config_is_frozen_and_hashable() -> None:
         ("limits:\n  stpes: 3\n", "line 2: unknown key limits.stpes"),
         ("limits: 3\n", "line 1: limits must be a mapping"),
         ("tool_protocol: tools\n", "line 1: tool_protocol must be auto, native or text"),
+        ("test: x\nattempts: 0\n", "line 2: attempts must be a whole number above 0"),
+        ("attempts: three\n", "line 1: attempts must be a whole number above 0"),
+        ("attempts: 2.5\n", "line 1: attempts must be a whole number above 0"),
+        ("attempts_stop_on_green: maybe\n", "line 1: attempts_stop_on_green must be true or"),
         ("- a\n- b\n", "line 1: the file must be a mapping"),
         ("setup: [a\ntest: x\n", "not valid YAML"),
         ("test: x\n  bad: indent\n", ".github/codex.yml, line 2: not valid YAML"),
@@ -150,6 +154,12 @@ def test_plain_variables_stay_allowed() -> None:
         "PYTHONHASHSEED": "0",
         "DJANGO_SETTINGS_MODULE": "app.settings",
     }
+
+
+def test_attempts_default_to_one_try_that_stops_the_others_when_green() -> None:
+    assert (DEFAULT.attempts, DEFAULT.attempts_stop_on_green) == (1, True)
+    config = parse("attempts: 3\nattempts_stop_on_green: false\n")
+    assert (config.attempts, config.attempts_stop_on_green) == (3, False)
 
 
 def test_tool_protocol_is_one_of_three() -> None:

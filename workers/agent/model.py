@@ -194,9 +194,11 @@ class OpenAIModel:
         timeout: float = 120.0,
         max_retries: int = 3,
         observe: CallObserver | None = None,
+        seed: int | None = None,
     ) -> None:
         self.model = model
         self._observe = observe
+        self.seed = seed  # sent as the API's `seed`: tries of one task sample apart
         self._timeout = timeout
         self._options = {
             "base_url": base_url,
@@ -278,6 +280,7 @@ class OpenAIModel:
                 tools=tools or openai.omit,  # type: ignore[arg-type]
                 max_tokens=max_tokens if max_tokens and not newer else openai.omit,
                 max_completion_tokens=max_tokens if max_tokens and newer else openai.omit,
+                seed=self.seed if self.seed is not None else openai.omit,
                 timeout=max(timeout, 0.001),
             )
         except openai.BadRequestError as error:

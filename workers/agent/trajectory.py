@@ -23,6 +23,7 @@ RECORD_TYPES = frozenset(
         "protocol",  # the run switched to the text protocol, and why
         "error",
         "result",  # the last record: status, steps, tokens, seconds
+        "patch",  # one of several tries: its change, kept after its result (workers.attempts)
     }
 )
 
