@@ -126,6 +126,7 @@ def brief_agent(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get_secret_value(),
         model=config.model or settings.codex_model,
+        stream=settings.codex_model_stream,
     )
     return Briefing(agent_task, model, diff)
 

@@ -19,6 +19,7 @@ from redis import Redis
 from codexbot.redact import Redactor
 from workers import tasks
 from workers.agent.loop import ToolProtocol
+from workers.agent.model import StreamMode
 from workers.agent.text import Discussion
 from workers.checkout import Checkout
 from workers.concurrency import Cleanup, Timings
@@ -105,6 +106,8 @@ class AgentSettings(Protocol):
     def codex_model_timeout_floor(self) -> float: ...
     @property
     def codex_tool_protocol(self) -> ToolProtocol: ...
+    @property
+    def codex_model_stream(self) -> StreamMode: ...
     @property
     def codex_trajectory_ttl(self) -> int: ...
 
