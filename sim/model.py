@@ -19,7 +19,8 @@ Streaming (``"stream": true``) is served as OpenAI, vLLM and llama.cpp do: serve
 call's id and name and then its arguments in pieces), the finish reason, the usage chunk when
 ``stream_options.include_usage`` asks for it, and ``data: [DONE]``. ``streaming`` says what the
 server accepts: ``full``; ``no_stream_options`` (400 to ``stream_options``, as servers before it
-existed); ``none`` (400 to ``stream``). ``streams`` records, per streamed answer, how many chunks
+existed); ``none`` (400 to ``stream``); ``ignored`` (a whole reply all the same, as some proxies
+do). ``streams`` records, per streamed answer, how many chunks
 it had and how many were sent before the client went away.
 
 Dialects: how the answer is spoken, per script (``"dialect"``) or for the whole server, after the
@@ -73,7 +74,7 @@ TOOLS_REFUSAL = (
 CONTEXT_REFUSAL = "the request exceeds the available context size, try increasing it"
 TEXT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 FAULT_KEYS = frozenset({"error", "retry_after", "delay", "trickle", "pace"})
-STREAMING = ("full", "no_stream_options", "none")
+STREAMING = ("full", "no_stream_options", "none", "ignored")
 STREAM_OPTIONS_REFUSAL = "Unrecognized request argument supplied: stream_options"
 STREAM_REFUSAL = "streaming is not supported by this server; send stream=false"
 CHUNK_CHARS = 8  # characters of content or arguments per chunk: about two tokens
@@ -619,7 +620,7 @@ class ScriptedModel:
         call_prefix = f"call_{fault_key[0][:8]}_{fault_key[1]}"
         message = assistant_message(turn.answer, call_prefix, dialect)
         completion = completion_body(model, message, json.dumps(body["messages"]))
-        if body.get("stream"):
+        if body.get("stream") and self.streaming != "ignored":
             options = body.get("stream_options") or {}
             chunks = completion_chunks(completion, bool(options.get("include_usage")))
             return self._streamed(chunks, turn)

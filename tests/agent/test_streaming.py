@@ -159,3 +159,12 @@ def test_a_server_that_refuses_streaming(mode: StreamMode, works: bool) -> None:
         reply = model(server, mode).complete(messages, [], seconds=30)
         assert [r["body"].get("stream") for r in server.requests] == [True, None]
     assert len(reply.tool_calls) == 2 and not reply.usage.estimated
+
+
+def test_a_server_that_ignores_stream_answers_whole_and_is_understood() -> None:
+    with ScriptedModel(SCRIPTS, streaming="ignored") as server:
+        messages = conversation("same [native]")
+        reply = model(server, "on").complete(messages, [], seconds=30)
+        whole = model(server, "off").complete(messages, [], seconds=30)
+        assert server.requests[0]["body"]["stream"] is True and not server.streams
+    assert reply == whole and len(reply.tool_calls) == 2

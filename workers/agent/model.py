@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 import httpx2
 import openai
+from openai.types.chat import ChatCompletion
 
 THINK = re.compile(r"<think>(.*?)(?:</think>|\Z)\s*", re.DOTALL)
 # How servers say the prompt is too long: OpenAI's code, vLLM's and llama.cpp's wording.
@@ -405,11 +406,23 @@ def read_stream(
     the server sees the client go away and stops generating."""
     assembled = StreamedReply()
     with stream:
+        if stream.response.headers.get("content-type", "").startswith("application/json"):
+            return whole_reply(stream.response)  # a server that does not stream answers whole
         for chunk in stream:
             assembled.add(chunk)
             if call_end is not None and assembled.cut_at_call(call_end):
                 break
     return assembled.reply(messages)
+
+
+def whole_reply(response: httpx2.Response) -> ModelReply:
+    try:
+        completion = ChatCompletion.model_validate(json.loads(response.read()))
+    except ValueError as error:  # not JSON, or not a completion (pydantic's errors are ValueErrors)
+        raise ModelError(
+            f"the model API answered a stream with a body it cannot read ({type(error).__name__})"
+        ) from None
+    return reply_from_completion(completion)
 
 
 def hang_up(stream: Any) -> None:
