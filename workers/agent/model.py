@@ -165,15 +165,17 @@ class StreamedReply:
     def add(self, chunk: Any) -> None:
         if getattr(chunk, "usage", None) is not None:
             self.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-        for choice in chunk.choices or []:
-            if choice.index != 0:
+        for choice in getattr(chunk, "choices", None) or []:
+            delta = getattr(choice, "delta", None)
+            if getattr(choice, "index", 0) not in (0, None) or delta is None:
                 continue
-            delta = choice.delta
             self.content += delta.content or ""
             thought = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
             self.reasoning += thought if isinstance(thought, str) else ""
             for call in delta.tool_calls or []:
-                index = call.index if call.index is not None else max(self.calls, default=0)
+                index = getattr(call, "index", None)
+                if index is None:  # a server that numbers no calls: an id starts the next one
+                    index = len(self.calls) if call.id or not self.calls else max(self.calls)
                 slot = self.calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
                 slot["id"] = slot["id"] or call.id or ""
                 if call.function is not None:
