@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     codex_lease_seconds: int = Field(default=30, ge=3)
     codex_shutdown_grace: int = Field(default=540, ge=0)
     codex_tool_protocol: Literal["auto", "native", "text"] = "auto"
+    codex_model_stream: Literal["auto", "on", "off"] = "auto"
     codex_max_tokens: int = Field(default=4096, gt=0)
     codex_model_timeout_floor: float = Field(default=60.0, gt=0)
     codex_trajectory_ttl: int = Field(default=14 * 24 * 3600, gt=0)

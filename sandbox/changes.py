@@ -38,11 +38,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.container import MAX_DIFF_BYTES, Sandbox
+from sandbox.container import Sandbox
 from sandbox.hardening import BOT_SCRATCH
 from sandbox.output import SandboxError
 
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_DIFF_BYTES = 64 * 1024 * 1024
 WORKFLOWS = ".github/workflows/"
 # The bot's own rules for the repository: changed by people, through review, never by the bot.
 ALWAYS_PROTECTED = ".github/codex.yml"

@@ -3,7 +3,8 @@
     with Sandbox(client, image=DEFAULT_IMAGE, task_id="42") as box:
         box.put_workspace(checkout_dir)
         result = box.exec("python3 -m pytest -q", timeout=300)
-        patch = box.diff(base_commit)
+
+What leaves it is the change guard's patch (`sandbox.changes.ChangeGuard.result`).
 
 The checkout is copied in (put_archive into a per-task volume) or made inside from the engine-side
 mirror (`sandbox.mirror`), never bind-mounted: the worker and the Docker engine may run on
@@ -19,7 +20,6 @@ the working directory between commands and kills whatever a command leaves runni
 from __future__ import annotations
 
 import base64
-import shlex
 import tarfile
 import tempfile
 import threading
@@ -75,7 +75,6 @@ log = structlog.get_logger(__name__)
 CLIENT_GRACE_SECONDS = 10  # beyond a command's timeout before we stop waiting for the server
 TIMEOUT_EXIT_CODE = 124
 SERVER_LOST_EXIT_CODE = 137
-MAX_DIFF_BYTES = 64 * 1024 * 1024
 
 
 def tar_for_sandbox_user(src_dir: Path, into: Any) -> None:
@@ -270,28 +269,6 @@ class Sandbox:
             raise SandboxError(f"could not copy files into the sandbox: {error}") from error
         if not copied:
             raise SandboxError("the Docker engine refused to copy files into the sandbox")
-
-    def diff(self, base_commit: str) -> bytes:
-        """Everything changed since `base_commit` (new files and binaries too) as a git patch.
-
-        Staged in a private index, so the agent's own index is left as it was.
-        """
-        errors = "/tmp/.codexbot-diff.err"  # noqa: S108 - the container's private tmpfs
-        command = (
-            "export GIT_INDEX_FILE=/tmp/.codexbot-diff.index && rm -f $GIT_INDEX_FILE && "
-            f"git read-tree {shlex.quote(base_commit)} 2>{errors} && git add -A 2>>{errors} && "
-            f"git -c core.quotepath=off diff --no-ext-diff --no-textconv --binary --cached "
-            f"{shlex.quote(base_commit)} 2>>{errors} || {{ s=$?; cat {errors} >&2; exit $s; }}"
-        )
-        reply = self.run_raw(command, timeout=120, workdir=WORKSPACE, max_output=MAX_DIFF_BYTES)
-        if reply.exit_code != 0:
-            raise SandboxError(
-                f"git diff failed with exit code {reply.exit_code}: "
-                f"{reply.text()[-SIDE_OUTPUT_BYTES:]}"
-            )
-        if reply.truncated:
-            raise SandboxError(f"the change is larger than {MAX_DIFF_BYTES} bytes")
-        return reply.data()
 
     # -- commands
 

@@ -10,8 +10,18 @@ issue title).
 Fault injection: a step may carry ``{"error": 429, "retry_after": 1}`` or ``{"error": 500}``
 (answered once per conversation and step, so the client's retry then succeeds) and
 ``{"delay": 0.5}`` (seconds to wait before answering) and ``{"trickle": 2}`` (the answer is sent one
-byte every that many seconds, like a stalled server that keeps the connection alive). A step
-holding only fault keys applies to the next real step.
+byte every that many seconds, like a stalled server that keeps the connection alive) and
+``{"pace": 0.01}`` (a streamed answer's chunks come that many seconds apart, like a slow model). A
+step holding only fault keys applies to the next real step.
+
+Streaming (``"stream": true``) is served as OpenAI, vLLM and llama.cpp do: server-sent events, a
+``data:`` line per chunk (role, then reasoning and content a few characters at a time, each tool
+call's id and name and then its arguments in pieces), the finish reason, the usage chunk when
+``stream_options.include_usage`` asks for it, and ``data: [DONE]``. ``streaming`` says what the
+server accepts: ``full``; ``no_stream_options`` (400 to ``stream_options``, as servers before it
+existed); ``none`` (400 to ``stream``); ``ignored`` (a whole reply all the same, as some proxies
+do). ``streams`` records, per streamed answer, how many chunks
+it had and how many were sent before the client went away.
 
 Flaky mode (``flaky=Flaky(rate, seed)`` for the whole server, ``--flaky RATE --flaky-seed N``, or
 a script's ``"flaky": {"rate": ..., "seed": ...}``): each run of a task takes a wrong fix with that
@@ -37,6 +47,8 @@ import logging
 import os
 import random
 import re
+import select
+import socket
 import threading
 import time
 import uuid
@@ -70,7 +82,11 @@ TOOLS_REFUSAL = (
 )
 CONTEXT_REFUSAL = "the request exceeds the available context size, try increasing it"
 TEXT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
-FAULT_KEYS = frozenset({"error", "retry_after", "delay", "trickle"})
+FAULT_KEYS = frozenset({"error", "retry_after", "delay", "trickle", "pace"})
+STREAMING = ("full", "no_stream_options", "none", "ignored")
+STREAM_OPTIONS_REFUSAL = "Unrecognized request argument supplied: stream_options"
+STREAM_REFUSAL = "streaming is not supported by this server; send stream=false"
+CHUNK_CHARS = 8  # characters of content or arguments per chunk: about two tokens
 ANSWER_KEYS = frozenset({"tool", "arguments", "tool_calls", "content"})
 API_KEY_ENV = "SIM_MODEL_API_KEY"
 OUT_OF_SCRIPT = {
@@ -121,6 +137,7 @@ class Turn:
     retry_after: float | None = None
     delay: float = 0.0
     trickle: float = 0.0  # seconds between the bytes of the answer
+    pace: float = 0.0  # seconds between the chunks of a streamed answer
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,6 +270,7 @@ def _fault_fields(pending: Mapping[str, Any]) -> dict[str, Any]:
         "retry_after": pending.get("retry_after"),
         "delay": float(pending.get("delay", 0.0)),
         "trickle": float(pending.get("trickle", 0.0)),
+        "pace": float(pending.get("pace", 0.0)),
     }
 
 
@@ -403,6 +421,41 @@ def completion_body(model: str, message: Mapping[str, Any], prompt_text: str) ->
     }
 
 
+def completion_chunks(completion: Mapping[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """The chunks a streaming server sends for a whole ``completion``, in order."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion["model"],
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    for key in ("reasoning_content", "content"):
+        chunks += [chunk({key: piece}) for piece in pieces(message.get(key) or "")]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call["function"]
+        opening = {"index": index, "id": call["id"], "type": "function"}
+        chunks.append(chunk({"tool_calls": [{**opening, "function": {"name": function["name"]}}]}))
+        chunks += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in pieces(function["arguments"])
+        ]
+    chunks.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        chunks.append({**chunk({}), "choices": [], "usage": completion["usage"]})
+    return chunks
+
+
+def pieces(text: str) -> list[str]:
+    return [text[start : start + CHUNK_CHARS] for start in range(0, len(text), CHUNK_CHARS)]
+
+
 def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
     """OpenAI's error shape."""
     return {
@@ -457,9 +510,13 @@ class ScriptedModel:
         dialect: str = "native",
         context_limit_chars: int = CONTEXT_LIMIT_CHARS,
         flaky: Flaky | None = None,
+        streaming: str = "full",
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+        if streaming not in STREAMING:
+            raise ValueError(f"unknown streaming {streaming!r}; known: {', '.join(STREAMING)}")
+        self.streaming = streaming
         self.dialect = dialect
         self.context_limit_chars = context_limit_chars
         self.scripts = scripts_from_data(scripts)
@@ -478,6 +535,7 @@ class ScriptedModel:
         self._faults = _Faults()
         self._records_lock = threading.Lock()
         self._records: list[dict[str, Any]] = []
+        self._streams: list[dict[str, Any]] = []
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -524,6 +582,13 @@ class ScriptedModel:
         with self._records_lock:
             return list(self._records)
 
+    @property
+    def streams(self) -> list[dict[str, Any]]:
+        """Every streamed answer: ``{"chunks", "sent", "done"}``; ``done`` is False while it is
+        being sent, then True. ``sent < chunks`` once done: the client went away before the end."""
+        with self._records_lock:
+            return [dict(record) for record in self._streams]
+
     def chat_requests_for(self, match: str) -> list[dict[str, Any]]:
         """The recorded requests whose first user message contains ``match``."""
         return [r for r in self.requests if match in first_user_text(r["body"].get("messages", []))]
@@ -569,10 +634,10 @@ class ScriptedModel:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _json(error_body(400, "body must be JSON with a 'messages' list"), 400)
         self._record(body)
-        if body.get("stream"):
-            return _json(
-                error_body(400, "the scripted model does not stream; send stream=false"), 400
-            )
+        if body.get("stream") and self.streaming == "none":
+            return _json(error_body(400, STREAM_REFUSAL), 400)
+        if body.get("stream_options") is not None and self.streaming == "no_stream_options":
+            return _json(error_body(400, STREAM_OPTIONS_REFUSAL), 400)
         messages = body["messages"]
         first_user = first_user_text(messages)
         script = choose_script(self.scripts, first_user)
@@ -590,7 +655,7 @@ class ScriptedModel:
         refused = self._refusal(dialect, body, key)
         if refused is not None:
             return refused
-        return self._answer(turn, (key, step), model, messages, dialect)
+        return self._answer(turn, (key, step), model, body, dialect)
 
     def _refusal(self, dialect: str, body: Mapping[str, Any], key: str) -> Response | None:
         """The 400s of real servers: tools refused, a prompt over the context size (once)."""
@@ -610,7 +675,7 @@ class ScriptedModel:
         turn: Turn,
         fault_key: tuple[str, int],
         model: str,
-        messages: list[Any],
+        body: Mapping[str, Any],
         dialect: str = "native",
     ) -> Response:
         if turn.delay:
@@ -622,10 +687,59 @@ class ScriptedModel:
             return response
         call_prefix = f"call_{fault_key[0][:8]}_{fault_key[1]}"
         message = assistant_message(turn.answer, call_prefix, dialect)
-        response = _json(completion_body(model, message, json.dumps(messages)), 200)
+        completion = completion_body(model, message, json.dumps(body["messages"]))
+        if body.get("stream") and self.streaming != "ignored":
+            options = body.get("stream_options") or {}
+            chunks = completion_chunks(completion, bool(options.get("include_usage")))
+            return self._streamed(chunks, turn)
+        response = _json(completion, 200)
         if turn.trickle:
             return _trickled(response, turn.trickle)
         return response
+
+    def _streamed(self, chunks: list[dict[str, Any]], turn: Turn) -> Response:
+        """Server-sent events, recorded in ``streams`` as they go out."""
+        record = {"chunks": len(chunks), "sent": 0, "done": False}
+        with self._records_lock:
+            self._streams.append(record)
+        events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+        events.append(b"data: [DONE]\n\n")
+        connection = request.environ.get("werkzeug.socket")
+
+        def send() -> Iterator[bytes]:
+            try:
+                for index, event in enumerate(events):
+                    if index and turn.pace and client_gone(connection, turn.pace):
+                        return
+                    if not turn.trickle:
+                        yield event
+                    for byte in event if turn.trickle else b"":
+                        yield bytes([byte])
+                        time.sleep(turn.trickle)  # a stalled server that keeps the line alive
+                    with self._records_lock:
+                        record["sent"] = min(index + 1, len(chunks))
+            finally:  # the client went away, or all was sent
+                with self._records_lock:
+                    record["done"] = True
+
+        response = Response(send(), status=200, mimetype="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def client_gone(connection: socket.socket | None, seconds: float) -> bool:
+    """Waits ``seconds`` (a model writing slowly), or less when the client hangs up: as
+    llama.cpp's server does between tokens, it notices a closed connection without writing."""
+    if connection is None:
+        time.sleep(seconds)
+        return False
+    readable, _, _ = select.select([connection], [], [], seconds)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _trickled(response: Response, seconds: float) -> Response:
@@ -670,6 +784,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--flaky", type=float, default=0.0, help="probability that a run takes a wrong fix"
     )
     parser.add_argument("--flaky-seed", type=int, default=0)
+    parser.add_argument("--streaming", choices=STREAMING, default="full")
     return parser.parse_args(argv)
 
 
@@ -685,6 +800,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         dialect=args.dialect,
         flaky=Flaky(args.flaky, args.flaky_seed) if args.flaky else None,
+        streaming=args.streaming,
     )
     server.start()
     log.info("serving %d script(s) at %s", len(scripts), server.base_url)

@@ -22,6 +22,7 @@ from codexbot.settings import Settings
 from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, tasks, text
 from workers.agent.loop import AgentResult, ToolProtocol
+from workers.agent.model import StreamMode
 from workers.agent.text import Discussion
 from workers.checkout import Checkout, Git, GitError
 from workers.jobs import run_work
@@ -44,6 +45,7 @@ class LocalSettings:
     codex_max_tokens: int = Settings.model_fields["codex_max_tokens"].default
     codex_model_timeout_floor: float = Settings.model_fields["codex_model_timeout_floor"].default
     codex_tool_protocol: ToolProtocol = Settings.model_fields["codex_tool_protocol"].default
+    codex_model_stream: StreamMode = Settings.model_fields["codex_model_stream"].default
     codex_trajectory_ttl: int = Settings.model_fields["codex_trajectory_ttl"].default
     codex_max_attempts: int = Settings.model_fields["codex_max_attempts"].default
     codex_attempts_tokens: int = Settings.model_fields["codex_attempts_tokens"].default

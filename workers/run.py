@@ -142,6 +142,7 @@ def model_for(task: Task, config: repoconfig.RepoConfig, seed: int | None = None
         model=config.model or settings.codex_model,
         observe=None if task.metrics is None else model_observer(task.metrics),
         seed=seed,
+        stream=settings.codex_model_stream,
     )
 
 

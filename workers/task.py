@@ -20,6 +20,7 @@ from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.redact import Redactor
 from workers import tasks
 from workers.agent.loop import ToolProtocol
+from workers.agent.model import StreamMode
 from workers.agent.text import Discussion
 from workers.checkout import Checkout
 from workers.concurrency import Cleanup, Timings
@@ -106,6 +107,8 @@ class AgentSettings(Protocol):
     def codex_model_timeout_floor(self) -> float: ...
     @property
     def codex_tool_protocol(self) -> ToolProtocol: ...
+    @property
+    def codex_model_stream(self) -> StreamMode: ...
     @property
     def codex_trajectory_ttl(self) -> int: ...
     @property

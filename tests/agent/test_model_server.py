@@ -164,7 +164,7 @@ def test_errors_are_served_once_per_conversation_and_step(server: ScriptedModel)
 
 @pytest.mark.parametrize(
     "body",
-    [{"model": "m"}, {"messages": "not a list"}, {"messages": [], "stream": True}],
+    [{"model": "m"}, {"messages": "not a list"}],
 )
 def test_bad_requests_get_a_400(server: ScriptedModel, body: dict[str, Any]) -> None:
     response = requests.post(

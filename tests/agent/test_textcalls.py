@@ -12,6 +12,7 @@ from workers.agent.text import diff_counts, written_summary, written_title
 from workers.agent.textcalls import (
     FINISH_MARKER,
     Unreadable,
+    call_end,
     loads_repaired,
     recognise_text_protocol,
     recognise_tool_calls,
@@ -191,3 +192,46 @@ def test_the_bot_writes_a_summary_from_the_diff() -> None:
         "- `NEWS.md`: 2 line(s) added, 0 removed"
     )
     assert written_summary("") == "The agent gave no summary."
+
+
+CALL = '{"name": "shell", "arguments": {"command": "ls"}}'
+
+
+@pytest.mark.parametrize(
+    ("text", "text_protocol", "kept"),
+    [
+        # Complete: the reply may stop where the call ends (a second call is not waited for).
+        (
+            f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>{{",
+            False,
+            f"<tool_call>\n{CALL}\n</tool_call>",
+        ),
+        (f"```json\n{CALL}\n```\nNow", False, f"```json\n{CALL}\n```"),
+        (f"[TOOL_CALLS] [{CALL}, {CALL}] and", False, f"[TOOL_CALLS] [{CALL}, {CALL}]"),
+        ('[TOOL_CALLS]shell{"command": "ls"} and', False, '[TOOL_CALLS]shell{"command": "ls"}'),
+        (f"I will run {CALL} and then", False, f"I will run {CALL}"),
+        ("```bash\nls\n```\n", True, "```bash\nls\n```"),
+        (f"Fixed.\n{FINISH_MARKER}\nmore", True, f"Fixed.\n{FINISH_MARKER}"),
+        # Closed but unreadable: the model is done with it, a precise error follows.
+        (
+            '<tool_call>{"name": "shell", </tool_call>',
+            False,
+            '<tool_call>{"name": "shell", </tool_call>',
+        ),
+        # Not yet: a tag or fence still open, a list not closed, a fence whose line goes on,
+        # JSON that names no tool, a shell block under the native protocol.
+        (f"<tool_call>\n{CALL}", False, None),
+        (f"```json\n{CALL}", False, None),
+        (f"```json\n{CALL}\n```", False, None),
+        (f"[TOOL_CALLS] [{CALL}", False, None),
+        ('See {"a": 1} here', False, None),
+        ("```bash\nls\n```\n", False, None),
+        ("```bash\nls\n", True, None),
+        ("COMPLETE_TASK_AND_SUB", True, None),
+    ],
+)
+def test_where_a_complete_call_ends_in_a_streamed_reply(
+    text: str, text_protocol: bool, kept: str | None
+) -> None:
+    end = call_end(text, TOOLS, text_protocol=text_protocol)
+    assert (None if end is None else text[:end]) == kept

@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import pytest
 
+from sandbox.changes import ChangeGuard, ChangePolicy
 from sandbox.container import Sandbox
 from sandbox.labels import (
     CREATED_LABEL,
@@ -170,21 +171,22 @@ def test_labels_on_container_and_volume(
 # ------------------------------------------------------------------ the patch
 
 
-def test_diff_applies_on_a_host_clone(
+def test_the_guards_patch_applies_on_a_host_clone(
     docker_client: docker.DockerClient, sandbox_image: str, task_id: str, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     base = git(repo, "rev-parse", "HEAD").strip()
     with Sandbox(docker_client, image=sandbox_image, task_id=task_id) as box:
         box.put_workspace(repo)
-        assert box.diff(base) == b""
+        guard = ChangeGuard(box, base, ChangePolicy())
+        assert guard.result().patch == b""
         box.exec("printf 'def add(a, b):\\n    return b + a\\n' > calc.py && rm old.txt")
         box.exec("mkdir -p pkg && echo 'VALUE = 1' > pkg/new_module.py")
         box.exec(
             f"python3 -c \"open('pkg/blob.bin', 'wb').write(bytes.fromhex('{BINARY.hex()}'))\""
         )
         assert box.run_raw("cat pkg/blob.bin", timeout=10).data() == BINARY
-        patch = box.diff(base)
+        patch = guard.result().patch
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
@@ -196,9 +198,9 @@ def test_diff_applies_on_a_host_clone(
     assert b"GIT binary patch" in patch
 
 
-def test_diff_against_an_unknown_commit_raises(shared_box: Sandbox) -> None:
-    with pytest.raises(SandboxError, match="git diff failed"):
-        shared_box.diff("0" * 40)
+def test_a_guard_on_an_unknown_commit_raises(shared_box: Sandbox) -> None:
+    with pytest.raises(SandboxError, match="could not list the changes"):
+        ChangeGuard(shared_box, "0" * 40, ChangePolicy())
 
 
 # ------------------------------------------------------------------ lifecycle

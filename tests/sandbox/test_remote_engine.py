@@ -18,6 +18,7 @@ import docker
 import pytest
 from redis import Redis
 
+from sandbox.changes import ChangeGuard, ChangePolicy
 from sandbox.container import Sandbox
 from sandbox.labels import remove_task_containers
 from sandbox.mirror import mirror_volume_name
@@ -78,7 +79,7 @@ def test_sandbox_over_tcp(tcp_engine: str, sandbox_image: str, tmp_path: Path) -
             assert box.exec("pwd").output == "/tmp\n"
             assert box.exec("sleep 100", timeout=1).timed_out
             box.exec("cd /workspace && echo more >> calc.py")
-            assert b"+more" in box.diff(base)
+            assert b"+more" in ChangeGuard(box, base, ChangePolicy()).result().patch
     finally:
         remove_task_containers(client, task)
         client.close()

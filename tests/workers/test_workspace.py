@@ -12,6 +12,7 @@ import docker
 import pytest
 
 from sandbox import mirror as engine_mirror
+from sandbox.changes import ChangeGuard, ChangePolicy
 from sandbox.container import Sandbox
 from sandbox.image import DEFAULT_IMAGE, ensure_image
 from sandbox.labels import remove_task_containers
@@ -160,7 +161,7 @@ def test_engine_side_mirror_sends_only_new_commits_and_the_agent_cannot_write_it
                 denied = box.exec("touch /mirror/evil; echo x >> /mirror/HEAD")
                 assert denied.output.count("Permission denied") == 2
                 box.exec("echo change >> app.py")
-                assert "+change" in box.diff(sha).decode()
+                assert b"+change" in ChangeGuard(box, sha, ChangePolicy()).result().patch
             return refreshed
         finally:
             remove_task_containers(docker_client, task)

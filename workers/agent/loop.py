@@ -17,6 +17,7 @@ The conversation only grows: earlier messages are never rewritten from one step 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -276,7 +277,15 @@ def ask_model(run: _Run) -> ModelReply:
     started = time.monotonic()
     try:
         reply = run.model.complete(
-            run.messages, tools, seconds=call_seconds(run), max_tokens=reply_tokens(run)
+            run.messages,
+            tools,
+            seconds=call_seconds(run),
+            max_tokens=reply_tokens(run),
+            call_end=functools.partial(
+                textcalls.call_end,
+                tools=tool_names(run.tools),
+                text_protocol=run.protocol == "text",
+            ),
         )
     finally:
         run.model_seconds += time.monotonic() - started
@@ -290,6 +299,8 @@ def ask_model(run: _Run) -> ModelReply:
         **({"reasoning": reply.reasoning} if reply.reasoning else {}),
         prompt_tokens=reply.usage.prompt_tokens,
         completion_tokens=reply.usage.completion_tokens,
+        **({"usage_estimated": True} if reply.usage.estimated else {}),
+        **({"stopped_at_call": True} if reply.stopped_at_call else {}),
         duration=round(duration, 3),
     )
     return reply

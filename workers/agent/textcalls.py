@@ -340,3 +340,61 @@ def recognise_text_protocol(text: str, tools: Collection[str]) -> Recognised:
         calls.append(ToolCall(f"text_{name}_{len(calls)}", name, json.dumps(arguments)))
         return Recognised("finish_marker", calls)
     return Recognised("shell_block", calls) if calls else Recognised()
+
+
+# -- a streamed reply that already holds a call ------------------------------------------------
+
+OPEN_FENCE = re.compile(r"^[ \t]*(?:`{3,}|~{3,})", re.MULTILINE)
+
+
+def call_end(text: str, tools: Collection[str], *, text_protocol: bool = False) -> int | None:
+    """Where the first complete call written in ``text`` ends, or None while there is none yet.
+
+    Complete: a closed `<tool_call>` tag, a fenced block closed by its own line, a whole JSON
+    value after `[TOOL_CALLS]`, a whole JSON object outside any open fence or tag, and under the
+    text protocol the finish marker's line. What the text holds up to there must read as a call
+    (or as a call that cannot be read: the model closed it, so reading on changes nothing)."""
+    recognise = recognise_text_protocol if text_protocol else recognise_tool_calls
+    for end in sorted(set(_closing_points(text, text_protocol))):
+        found = recognise(text[:end], tools)
+        if found.calls or found.problem:
+            return end
+    return None
+
+
+def _closing_points(text: str, text_protocol: bool) -> Iterator[int]:
+    for match in re.finditer(r"</tool_call>", text):
+        yield match.end()
+    for match in FENCE.finditer(text):
+        if text.startswith("\n", match.end()):  # a line of its own: no info string follows
+            yield match.end()
+    for part in re.finditer(re.escape(MISTRAL), text):
+        named = MISTRAL_NAMED.match(text, part.end())
+        start = named.end() if named else part.end()
+        with_value = _json_end(text, start + len(text[start:]) - len(text[start:].lstrip()))
+        if with_value is not None:
+            yield with_value
+    index = text.find("{")
+    while index != -1:
+        end = _json_end(text, index)
+        if end is not None and not _inside_open_block(text[:end]) and MISTRAL not in text[:end]:
+            yield end
+        index = text.find("{", end or index + 1)
+    if text_protocol:
+        for match in re.finditer(rf"^[ \t]*{FINISH_MARKER}[ \t]*$", text, re.MULTILINE):
+            yield match.end()
+
+
+def _json_end(text: str, start: int) -> int | None:
+    try:
+        _, end = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return None
+    return int(end)
+
+
+def _inside_open_block(text: str) -> bool:
+    """Whether a fence or a `<tool_call>` tag is open at the end of ``text``."""
+    return len(OPEN_FENCE.findall(text)) % 2 == 1 or text.count("<tool_call>") > text.count(
+        "</tool_call>"
+    )
