@@ -13,7 +13,10 @@ from typing import Literal
 
 COMMANDS = {
     "fix": "`/codex fix [instructions]`: work on this issue or pull request and push the result",
-    "ask": "`/codex ask <question>`: answer a question about the code, without changing it",
+    "ask": (
+        "`/codex ask [--repo owner/other] <question>`: answer a question about the code, "
+        "without changing it (`--repo` also reads another repository of this installation)"
+    ),
     "review": "`/codex review [focus]`: review this pull request, with inline comments",
     "stop": "`/codex stop`: stop the task running for this issue or pull request",
     "help": "`/codex help`: show this list",
@@ -82,6 +85,21 @@ def parse_command(text: str | None) -> Command | None:
         argument = (match.group("rest") or "").strip()
         return Command(name=name, argument=argument[:4000], word=word[:40])
     return None
+
+
+_REPO_OPTION = re.compile(
+    r"^--repo(?:=|\s+)(?P<name>[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100})(?:\s+|$)"
+)
+
+
+def repo_options(argument: str) -> tuple[tuple[str, ...], str]:
+    """The `--repo owner/name` options at the start of a command's argument, and the rest."""
+    names: list[str] = []
+    rest = argument.strip()
+    while match := _REPO_OPTION.match(rest):
+        names.append(match.group("name"))
+        rest = rest[match.end() :].lstrip()
+    return tuple(names), rest
 
 
 def help_text() -> str:

@@ -14,6 +14,7 @@
     fix_ci: true                 # fix the bot's own PRs when their CI fails (default: false)
     fix_ci_rounds: 2             # at most this many such fixes per PR
     limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 4096}
+    repos: [acme/api, acme/shared]   # related repositories the agent may read (not change)
 
 A missing file means the defaults; the keys are a pydantic model that refuses unknown ones. An
 invalid file raises `RepoConfigError`, whose message quotes the problem and its line
@@ -46,6 +47,8 @@ from workers.repofiles import RepoFileError, read_repo_file
 CONFIG_PATH = ".github/codex.yml"
 MAX_CONFIG_BYTES = 64 * 1024
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+MAX_RELATED_REPOS = 5
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 # Variables setup and the agent may not override: they would break the sandbox or leak through it.
 RESERVED_ENV = frozenset({"PATH", "HOME", "USER"})
@@ -146,6 +149,7 @@ def _not_blank(value: Any) -> Any:
 Text = Annotated[str, Strict(), StringConstraints(min_length=1)]
 PositiveWhole = Annotated[int, Strict(), Field(gt=0)]
 EnvName = Annotated[str, Strict(), StringConstraints(pattern=ENV_NAME.pattern)]
+RepoName = Annotated[str, Strict(), StringConstraints(pattern=REPO_NAME.pattern)]
 ImageName = Annotated[str, Strict(), StringConstraints(pattern=IMAGE_NAME.pattern)]
 FILE = ConfigDict(extra="forbid")
 
@@ -177,6 +181,8 @@ class RepoConfig:
     review: Annotated[Literal["auto", "off"], BeforeValidator(_off_if_false)] = "off"
     fix_ci: Annotated[bool, Strict()] = False
     fix_ci_rounds: PositiveWhole = 2
+    # Related repositories of the same installation the agent may read (`workers.coderepos`).
+    repos: Annotated[tuple[RepoName, ...], Field(max_length=MAX_RELATED_REPOS)] = ()
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -201,6 +207,7 @@ MUST_BE = {
     "review": "review must be auto or off",
     "fix_ci": "fix_ci must be true or false",
     "fix_ci_rounds": "fix_ci_rounds must be a whole number above 0",
+    "repos": f"repos must be a list of at most {MAX_RELATED_REPOS} repositories named owner/name",
 }
 
 
