@@ -10,12 +10,16 @@ from __future__ import annotations
 import ast
 import functools
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_NAME = 80  # longer identifiers are not kept (minified code, generated tables)
 MAX_DEPTH = 400  # tree-sitter nodes deeper than this are not walked
+# A string that names code (`"workers.jobs.run_task"`, `"pkg.cli:main"`, `"DATABASE_URL"`): its
+# parts count as uses, so `references` finds what is enqueued, registered or read by name.
+NAMING_STRING = re.compile(r"[A-Za-z_]\w*(?:[.:][A-Za-z_]\w*)*")
 
 LANGUAGES = {
     ".py": "python",
@@ -54,6 +58,11 @@ class Parsed:
             lines = self.names.setdefault(name, [])
             if not lines or lines[-1] != line:
                 lines.append(line)
+
+    def mention(self, text: str, line: int) -> None:
+        if len(text) <= 200 and NAMING_STRING.fullmatch(text):
+            for part in re.split("[.:]", text):
+                self.use(part, line)
 
     def define(self, name: str, kind: str, line: int) -> None:
         if name and len(name) <= MAX_NAME:
@@ -137,6 +146,8 @@ def _python_names(parsed: Parsed, node: ast.AST) -> None:
             parsed.use(node.name.split(".")[-1], line)
     elif isinstance(node, ast.keyword) and node.arg:
         parsed.use(node.arg, line)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        parsed.mention(node.value, line)
 
 
 # -- tree-sitter -------------------------------------------------------------------------------
@@ -219,6 +230,8 @@ def parse_script(source: bytes, language: str) -> Parsed:
         kind = node.type
         if kind in SCRIPT_NAMES:
             parsed.use(_text(node), _line(node))
+        elif kind == "string_fragment":
+            parsed.mention(_text(node), _line(node))
         elif kind in ("import_statement", "export_statement"):
             source_node = node.child_by_field_name("source")
             if source_node is not None:
@@ -257,6 +270,8 @@ def parse_go(source: bytes) -> Parsed:
     for node in _walk(root):
         if node.type in GO_NAMES:
             parsed.use(_text(node), _line(node))
+        elif node.type in ("interpreted_string_literal_content", "raw_string_literal_content"):
+            parsed.mention(_text(node), _line(node))
         elif node.type == "import_spec":
             path = node.child_by_field_name("path")
             if path is not None:
