@@ -92,7 +92,8 @@ class Snapshot:
         """``path:line:text`` of lines matching an extended regular expression (git grep)."""
         try:
             out = self.git.raw(
-                "grep", "-n", "-I", "-E", "--no-color", "-e", pattern, self.sha, "--", under
+                "--literal-pathspecs",  # a path is a path, not pathspec magic
+                *("grep", "-n", "-I", "-E", "--no-color", "-e", pattern, self.sha, "--", under),
             )
         except GitError as error:
             if "failed (1)" in str(error):  # no match
