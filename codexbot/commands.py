@@ -15,7 +15,10 @@ COMMANDS = {
     "fix": "`/codex fix [--attempts N] [instructions]`: work on this issue or pull request and "
     "push the result (N tries in parallel, the tests choose; `--use-attempt K` publishes try K "
     "of the last such task instead)",
-    "ask": "`/codex ask <question>`: answer a question about the code, without changing it",
+    "ask": (
+        "`/codex ask [--repo owner/other] <question>`: answer a question about the code, "
+        "without changing it (`--repo` also reads another repository of this installation)"
+    ),
     "review": "`/codex review [focus]`: review this pull request, with inline comments",
     "stop": "`/codex stop`: stop the task running for this issue or pull request",
     "help": "`/codex help`: show this list",
@@ -111,6 +114,21 @@ def fix_options(argument: str) -> FixOptions:
         found[name] = int(value)
         rest = rest[match.end() :]
     return FixOptions(found.get("attempts"), found.get("use-attempt"), rest.strip())
+
+
+_REPO_OPTION = re.compile(
+    r"^--repo(?:=|\s+)(?P<name>[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100})(?:\s+|$)"
+)
+
+
+def repo_options(argument: str) -> tuple[tuple[str, ...], str]:
+    """The `--repo owner/name` options at the start of a command's argument, and the rest."""
+    names: list[str] = []
+    rest = argument.strip()
+    while match := _REPO_OPTION.match(rest):
+        names.append(match.group("name"))
+        rest = rest[match.end() :].lstrip()
+    return tuple(names), rest
 
 
 def help_text() -> str:

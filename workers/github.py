@@ -165,7 +165,7 @@ class Repository:
         self.full_name = full_name
         self.token = token
         self.git_url = f"{git_base_url(api_url)}/{full_name}.git"
-        self._api_url = api_url.rstrip("/")
+        self.api_url = api_url.rstrip("/")
         self._github = Github(auth=Auth.Token(token), base_url=api_url, **CLIENT_OPTIONS)
         self._requester = self._github.requester
         self._path = f"/repos/{full_name}"
@@ -441,7 +441,7 @@ class Repository:
     def job_log(self, job_id: int, keep: int = LOG_TAIL_BYTES) -> str:
         """The last `keep` bytes of a job's log. GitHub answers with a redirect to a signed URL
         on another host, which is fetched without the token."""
-        url = f"{self._api_url}{self._path}/actions/jobs/{job_id}/logs"
+        url = f"{self.api_url}{self._path}/actions/jobs/{job_id}/logs"
         headers = {"Authorization": f"token {self.token}", "Accept": "application/vnd.github+json"}
         deadline = time.monotonic() + LOG_SECONDS
         try:

@@ -139,6 +139,16 @@ class GitHubApp:
                 raise explain(error, "reading the App") from None
         return self._login
 
+    def installation_of(self, full_name: str) -> int | None:
+        """The installation of the App on a repository, None when it is not installed there."""
+        owner, _, name = full_name.partition("/")
+        try:
+            return int(self._integration.get_repo_installation(owner, name).id)
+        except GithubException as error:
+            if error.status == 404:
+                return None
+            raise explain(error, f"reading the App's installation on {full_name}") from None
+
     def repository(self, full_name: str, token: str) -> Repository:
         return Repository(full_name, token=token, api_url=self.api_url, meter=self.meter)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from workers.agent.loop import AgentResult, ToolProtocol
 from workers.agent.model import StreamMode
 from workers.agent.text import Discussion
 from workers.checkout import Checkout, Git, GitError
+from workers.coderepos import Snapshot
 from workers.jobs import run_work
 from workers.publish import Pushed, commit_message_for, ensure_no_known_secret
 from workers.run import TestOutcome, trajectory_path
@@ -72,6 +73,9 @@ class LocalSource:
 
     def discussion(self, work: Work) -> Discussion | None:
         return None
+
+    def related(self, names: Sequence[str], asker: str) -> tuple[list[Snapshot], list[str]]:
+        return [], [f"{name}: related repositories are read only on GitHub" for name in names]
 
     def role(self, user: str) -> str:
         return "none"  # nobody comments on a local run

@@ -4,7 +4,7 @@ discussion come from: a mirror of the repository on this worker, and the issue o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from redis import Redis
@@ -12,7 +12,8 @@ from redis import Redis
 from codexbot.commands import MARKER, fix_options
 from workers import checkout, tasks, text
 from workers.agent.text import Comment, Discussion, fence
-from workers.github import Repository, ReviewComment
+from workers.coderepos import Snapshot, readable_related
+from workers.github import Repository, ReviewComment, git_base_url
 from workers.permissions import cached_role
 from workers.task import TaskFailed, TaskStopped, Work
 from workers.workspace import MirrorCache
@@ -176,11 +177,24 @@ class GitHubSource:
     """A GitHub repository as a task's source: this worker's mirror of it, and the issue or PR
     the task is about with everything said on it."""
 
-    def __init__(self, repo: Repository, redis: Redis, mirrors: MirrorCache, number: int) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        redis: Redis,
+        mirrors: MirrorCache,
+        number: int,
+        *,
+        installation: tuple[int, Callable[[str], int | None]] | None = None,
+        code_cache: Path | None = None,
+    ) -> None:
+        """``installation``: the task's installation id, and how to ask GitHub which
+        installation of the App a repository has (for related repositories)."""
         self.repo = repo
         self._redis = redis
         self._mirrors = mirrors
         self._number = number
+        self._installation = installation
+        self._code_cache = code_cache
 
     @property
     def full_name(self) -> str:
@@ -203,6 +217,40 @@ class GitHubSource:
         if work.pull is not None and work.start_ref is None:  # a fork: start from the PR's head
             start = checkout.fetch_pull_head(start, work.pull.number, token=token)
         return start, mirror
+
+    def related(self, names: Sequence[str], asker: str) -> tuple[list[Snapshot], list[str]]:
+        """Mirrors of the related repositories ``asker`` may read, at their default branch."""
+        if not names:
+            return [], []
+        if self._installation is None:
+            return [], [f"{name}: related repositories are not read here" for name in names]
+        installation_id, installation_of = self._installation
+        token = self.repo.token
+
+        def role_of(name: str, user: str) -> str:
+            other = self._other(name, token)
+            try:
+                return cached_role(self._redis, other, user)
+            finally:
+                other.close()
+
+        allowed, refused = readable_related(
+            names,
+            installation_id=installation_id,
+            asker=asker,
+            installation_of=installation_of,
+            role_of=role_of,
+        )
+        snapshots = []
+        for name in allowed:
+            git_url = f"{git_base_url(self.repo.api_url)}/{name}.git"
+            mirror = self._mirrors.update(name, git_url, token=token)
+            sha = checkout.Git(mirror)("rev-parse", "HEAD")
+            snapshots.append(Snapshot(name, mirror, sha, self._code_cache))
+        return snapshots, refused
+
+    def _other(self, name: str, token: str) -> Repository:
+        return Repository(name, token=token, api_url=self.repo.api_url)
 
     def discussion(self, work: Work) -> Discussion:
         """The issue or PR with everything said on it, each author with their permission."""

@@ -16,6 +16,7 @@
     attempts: 3                  # tries in parallel, the tests choose (at most CODEX_MAX_ATTEMPTS)
     attempts_stop_on_green: true # the other tries stop once one passes the tests
     limits: {steps: 40, tokens: 400000, wall_seconds: 1800, output_bytes: 64000, max_tokens: 4096}
+    repos: [acme/api, acme/shared]   # related repositories the agent may read (not change)
 
 A missing file means the defaults; the keys are a pydantic model that refuses unknown ones. An
 invalid file raises `RepoConfigError`, whose message quotes the problem and its line
@@ -48,6 +49,8 @@ from workers.repofiles import RepoFileError, read_repo_file
 CONFIG_PATH = ".github/codex.yml"
 MAX_CONFIG_BYTES = 64 * 1024
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+MAX_RELATED_REPOS = 5
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 # Variables setup and the agent may not override: they would break the sandbox or leak through it.
 RESERVED_ENV = frozenset({"PATH", "HOME", "USER"})
@@ -148,6 +151,7 @@ def _not_blank(value: Any) -> Any:
 Text = Annotated[str, Strict(), StringConstraints(min_length=1)]
 PositiveWhole = Annotated[int, Strict(), Field(gt=0)]
 EnvName = Annotated[str, Strict(), StringConstraints(pattern=ENV_NAME.pattern)]
+RepoName = Annotated[str, Strict(), StringConstraints(pattern=REPO_NAME.pattern)]
 ImageName = Annotated[str, Strict(), StringConstraints(pattern=IMAGE_NAME.pattern)]
 FILE = ConfigDict(extra="forbid")
 
@@ -181,6 +185,8 @@ class RepoConfig:
     fix_ci_rounds: PositiveWhole = 2
     attempts: PositiveWhole = 1  # tries of one task, chosen by the tests (`workers.attempts`)
     attempts_stop_on_green: Annotated[bool, Strict()] = True
+    # Related repositories of the same installation the agent may read (`workers.coderepos`).
+    repos: Annotated[tuple[RepoName, ...], Field(max_length=MAX_RELATED_REPOS)] = ()
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -207,6 +213,7 @@ MUST_BE = {
     "fix_ci_rounds": "fix_ci_rounds must be a whole number above 0",
     "attempts": "attempts must be a whole number above 0",
     "attempts_stop_on_green": "attempts_stop_on_green must be true or false",
+    "repos": f"repos must be a list of at most {MAX_RELATED_REPOS} repositories named owner/name",
 }
 
 

@@ -11,6 +11,9 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import structlog
+
+from codexbot.commands import repo_options
 from codexbot.fleetmetrics import WorkerMetrics
 from sandbox.changes import ChangeGuard, ChangePolicy
 from sandbox.container import ExecResult, Sandbox
@@ -20,11 +23,14 @@ from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel,
 from workers.agent.model import CallObserver, Usage
 from workers.agent.text import Comment
 from workers.agent.trajectory import Trajectory
+from workers.coderepos import CodeRepos, Snapshot, wanted_repositories
 from workers.concurrency import Timings
 from workers.instructions import discover_instructions
 from workers.policy import Policy
 from workers.task import AgentSettings, Task, TaskFailed, TaskStopped, Work
 from workers.trajectories import RedisTrajectories
+
+log = structlog.get_logger(__name__)
 
 TEST_TIMEOUT = 900
 PROGRESS_INTERVAL = 5.0  # seconds between "step N" edits of the progress comment
@@ -95,11 +101,29 @@ def agent_limits(config: repoconfig.RepoConfig, work: Work, settings: AgentSetti
 
 @dataclass(frozen=True)
 class Briefing:
-    """What the agent starts with: its task and its model client."""
+    """What the agent starts with: its task, its model client, and the code its `map` and
+    `references` tools read (the task's repository and the related ones it may read)."""
 
     agent_task: AgentTask
     model: OpenAIModel
     diff: str = ""  # a code review's: the pull request's change
+    code: CodeRepos | None = None
+
+
+def code_for(
+    task: Task, start: checkout.Checkout, config: repoconfig.RepoConfig
+) -> tuple[CodeRepos, list[str]]:
+    """The task's code at its commit, with the related repositories named by `--repo` (asking)
+    and `repos:`, each only if the asker may read it; and a note for each one refused."""
+    request = task.record.request
+    question = request.text if request.kind == "ask" else ""
+    wanted = wanted_repositories(question, config.repos, task.source.full_name)
+    related, refused = task.source.related(wanted, request.sender)
+    if refused:
+        log.info("related repositories refused", refused=refused)
+    cache = task.settings.codex_data_dir / "codemap"
+    own = Snapshot(task.source.full_name, start.path, start.base_sha, cache)
+    return CodeRepos(own, related), refused
 
 
 def brief_agent(
@@ -112,6 +136,7 @@ def brief_agent(
     kind = task.record.request.kind
     asking, reviewing = kind == "ask", kind == "code_review"
     diff = review.pull_diff(start, work.base_branch) if reviewing else ""
+    code, refused = code_for(task, start, config)
     agent_task = AgentTask(
         repo=task.source.full_name,
         issue_number=task.record.request.number,
@@ -122,15 +147,20 @@ def brief_agent(
         instructions=tuple(discover_instructions(start.path)),
         mode="ask" if asking else "review" if reviewing else "fix",
         question=(
-            task.record.request.text
-            if asking or reviewing
+            repo_options(task.record.request.text)[1]
+            if asking
+            else task.record.request.text
+            if reviewing
             else work.instructions
             if kind == "fix_ci"
             else ""
         ),
         diff=review.prompt_diff(diff),
+        code_tools=True,
+        related=tuple(code.repositories()[1:]),
+        related_refused=tuple(refused),
     )
-    return Briefing(agent_task, model_for(task, config), diff)
+    return Briefing(agent_task, model_for(task, config), diff, code)
 
 
 def model_for(task: Task, config: repoconfig.RepoConfig, seed: int | None = None) -> OpenAIModel:
@@ -297,6 +327,7 @@ def run_agent_for(
         steering=controls.steering,
         should_stop=controls.should_stop,
         tool_protocol=config.tool_protocol or task.settings.codex_tool_protocol,
+        code=briefing.code,
     )
 
 

@@ -8,7 +8,7 @@ repository, or the checkout itself) and in the `Publisher` that `workers.publish
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ from workers.agent.loop import ToolProtocol
 from workers.agent.model import StreamMode
 from workers.agent.text import Discussion
 from workers.checkout import Checkout
+from workers.coderepos import Snapshot
 from workers.concurrency import Cleanup, Timings
 from workers.github import Pull, ReviewComment
 
@@ -77,6 +78,11 @@ class Source(Protocol):
 
     def role(self, user: str) -> str:
         """The user's permission on the repository (`admin`, `write`, `read`, `none`)."""
+        ...
+
+    def related(self, names: Sequence[str], asker: str) -> tuple[list[Snapshot], list[str]]:
+        """Read-only snapshots of the related repositories ``asker`` may read, and a note for
+        each one refused (`workers.coderepos`)."""
         ...
 
 

@@ -429,15 +429,18 @@ def fill_template(template: str, summary: str) -> str:
     return "\n".join([summary, "", *lines])
 
 
+# `path:line`, `path:a-b`, or `owner/name:path:line` for a file of a related repository.
 REFERENCE = re.compile(
-    r"`?(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.[A-Za-z0-9]{1,10}):(\d+)(?:-(\d+))?`?"
+    r"`?(?<![\w/.-])((?:[\w.-]+/[\w.-]+:)?(?:[\w.-]+/)*[\w.-]+\.[A-Za-z0-9]{1,10}):(\d+)"
+    r"(?:-(\d+))?`?"
 )
 
 
 def verify_references(answer: str, lines_in: Callable[[str], int | None]) -> str:
     """Removes each ``path:line`` (or ``path:a-b``) reference whose file or line does not exist.
 
-    ``lines_in(path)`` returns the number of lines in the file, or None when there is no such file.
+    ``lines_in(path)`` returns the number of lines in the file, or None when there is no such file;
+    a reference into another repository reaches it as ``owner/name:path``.
     """
 
     def check(match: re.Match[str]) -> str:

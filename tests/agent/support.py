@@ -42,6 +42,14 @@ ASKED = "where is word_count defined"
 CONTEXT = "the context window fills up"
 NESTED = "nested instructions apply"
 SERVER_ERROR = "the model server fails once"
+MAPPED = "which modules depend on which"
+MAPPED_ANSWER = (
+    "| Module | Owns | Used by |\n| --- | --- | --- |\n"
+    "| textstats/core.py:4 | `word_count` | textstats/__init__.py:3 |\n"
+    "| octo/shop:store/store.go:7 | `Open` | octo/shop:cmd/server/main.go:8 |\n\n"
+    "Not textstats/core.py:99, octo/shop:store/store.go:99, octo/secret:x.py:1 "
+    "or textstats/made_up.py:2."
+)
 
 BAD_HUNK = """--- a/textstats/core.py
 +++ b/textstats/core.py
@@ -71,6 +79,19 @@ def finish(title: str = "Fix the thing", summary: str = "Changed it because.") -
 
 
 TEST_SCRIPTS = [
+    Script(
+        name="mapped",
+        match=MAPPED,
+        steps=[
+            {"tool": "map", "arguments": {"tokens": 500}},
+            {"tool": "references", "arguments": {"symbol": "word_count"}},
+            {"tool": "map", "arguments": {"repo": "octo/shop", "path": "store"}},
+            {"tool": "read_file", "arguments": {"repo": "octo/shop", "path": "store/store.go"}},
+            {"tool": "search", "arguments": {"repo": "octo/shop", "pattern": "func Open"}},
+            {"tool": "read_file", "arguments": {"repo": "octo/secret", "path": "x.py"}},
+            {"tool": "answer", "arguments": {"text": MAPPED_ANSWER}},
+        ],
+    ),
     Script(
         name="malformed",
         match=MALFORMED_THEN_FIXED,

@@ -111,6 +111,8 @@ def test_codex_review_posts_one_review_with_findings_on_the_diff_and_pushes_noth
         "shell",
         "read_file",
         "search",
+        "map",
+        "references",
         "review",
     ]
     first = asked["messages"][1]["content"]

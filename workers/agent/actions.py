@@ -14,11 +14,19 @@ from workers.agent.tools import (
     Action,
     ApplyPatchAction,
     FormatError,
+    MapAction,
     ReadFileAction,
+    ReferencesAction,
     SearchAction,
     ShellAction,
 )
-from workers.agent.workspace import Workspace, numbered, search_command, workspace_path
+from workers.agent.workspace import (
+    CodeReader,
+    Workspace,
+    numbered,
+    search_command,
+    workspace_path,
+)
 from workers.text import verify_references
 
 if TYPE_CHECKING:
@@ -45,6 +53,10 @@ def perform(
         return read_file(action, workspace, limits)
     if isinstance(action, SearchAction):
         return search(action, workspace, limits)
+    if isinstance(action, MapAction):
+        return code_map(action, code_of(workspace), limits)
+    if isinstance(action, ReferencesAction):
+        return references(action, code_of(workspace), limits)
     if isinstance(action, ApplyPatchAction):
         return after_change(apply_patch(action, workspace), workspace)
     raise FormatError(f"the tool for {type(action).__name__} cannot run here")
@@ -86,14 +98,32 @@ def shell(
     )
 
 
+def code_of(workspace: Workspace) -> CodeReader:
+    if workspace.code is None:
+        raise FormatError("This tool is not available in this task.")
+    return workspace.code
+
+
+def elsewhere(workspace: Workspace, repo: str) -> CodeReader | None:
+    """The reader of a related repository the call names; None for the task's own."""
+    if not repo:
+        return None
+    code = workspace.code
+    if code is None:
+        raise FormatError("This task reads no other repository; leave out `repo`.")
+    return None if code.is_own(repo) else code
+
+
 def read_file(action: ReadFileAction, workspace: Workspace, limits: AgentLimits) -> Outcome:
     path = workspace_path(action.path)
-    text = workspace.read_text(path)
+    other = elsewhere(workspace, action.repo)
+    text = other.text_of(action.repo, path) if other else workspace.read_text(path)
     if text is None:
         raise FormatError(f"`{path}` is not a file in the repository.")
     body, total = numbered(text, action.start_line, action.end_line)
     last = min(action.end_line or total, total)
-    header = f"{path}: lines {action.start_line}-{last} of {total}"
+    cited = f"{action.repo}:{path}" if other else path
+    header = f"{cited}: lines {action.start_line}-{last} of {total}"
     shown = observation_text(header, body, limits.output_bytes)
     return Outcome(
         shown=shown,
@@ -110,8 +140,13 @@ def search(action: SearchAction, workspace: Workspace, limits: AgentLimits) -> O
     except re.error as error:
         raise FormatError(f"`pattern` is not a valid regular expression: {error}") from None
     cap = limits.search_matches
-    done = workspace.env.exec(search_command(action.pattern, path, cap), timeout=SEARCH_TIMEOUT)
-    lines = [line for line in done.output.splitlines() if line]
+    other = elsewhere(workspace, action.repo)
+    if other:
+        lines = other.search(action.repo, action.pattern, path, cap)
+    else:
+        command = search_command(action.pattern, path, cap)
+        done = workspace.env.exec(command, timeout=SEARCH_TIMEOUT)
+        lines = [line for line in done.output.splitlines() if line]
     more = len(lines) > cap
     lines = lines[:cap]
     header = f"{len(lines)} match(es)" + (f" (the first {cap}; narrow the search)" if more else "")
@@ -122,6 +157,28 @@ def search(action: SearchAction, workspace: Workspace, limits: AgentLimits) -> O
         summary=f"search {action.pattern}",
         paths=touched[:20],
         details={"pattern": action.pattern, "path": path, "matches": len(lines)},
+    )
+
+
+def code_map(action: MapAction, code: CodeReader, limits: AgentLimits) -> Outcome:
+    under = workspace_path(action.path) if action.path else ""
+    shown = observation_text(
+        "The map", code.map(action.repo or None, under, action.tokens), limits.output_bytes
+    )
+    return Outcome(
+        shown=shown,
+        summary=f"map {under or '.'}",
+        paths=[under] if under else [],
+        details={"path": under, "tokens": action.tokens, "repo": action.repo},
+    )
+
+
+def references(action: ReferencesAction, code: CodeReader, limits: AgentLimits) -> Outcome:
+    shown = code.references(action.symbol, action.repo or None)
+    return Outcome(
+        shown=observation_text("References", shown, limits.output_bytes),
+        summary=f"references {action.symbol}",
+        details={"symbol": action.symbol, "repo": action.repo},
     )
 
 
@@ -183,5 +240,21 @@ def line_counter(workspace: Workspace) -> Callable[[str], int | None]:
 
 
 def verified_answer(text: str, workspace: Workspace) -> str:
-    """The answer with every `path:line` reference to a missing file or line removed."""
-    return verify_references(text, line_counter(workspace))
+    """The answer with every `path:line` reference to a missing file or line removed; a
+    reference into a related repository (`owner/name:path:line`) is checked there."""
+    in_sandbox = line_counter(workspace)
+    code = workspace.code
+
+    def lines_in(reference: str) -> int | None:
+        repo, _, path = reference.rpartition(":")
+        if not repo:
+            return in_sandbox(path)
+        if code is None:
+            return None
+        try:
+            own = code.is_own(repo)
+        except FormatError:
+            return None
+        return in_sandbox(path) if own else code.line_count(reference)
+
+    return verify_references(text, lines_in)

@@ -74,9 +74,10 @@ from workers.agent.tools import (
     Submission,
     parse_action,
     tool_names,
+    with_code_tools,
 )
 from workers.agent.trajectory import Trajectory
-from workers.agent.workspace import Environment, ExecLike, Workspace
+from workers.agent.workspace import CodeReader, Environment, ExecLike, Workspace
 from workers.instructions import applicable
 
 # The agent's whole public surface, importable from here or from the package.
@@ -159,12 +160,14 @@ def run_agent(
     steering: Callable[[], list[Comment]] | None = None,
     should_stop: Callable[[], str | None] | None = None,
     tool_protocol: ToolProtocol = "auto",
+    code: CodeReader | None = None,
 ) -> AgentResult:
     """Runs the task to an end. ``steering`` returns comments that arrived since its last call;
     ``should_stop`` returns a reason to stop (``/codex stop``) or None; both are asked each step,
     and ``should_stop`` also while a command runs: an environment with ``cancel(reason)`` then has
-    the command killed at once. ``tool_protocol``: see the module's docstring."""
-    tools = MODE_TOOLS[task.mode]
+    the command killed at once. ``tool_protocol``: see the module's docstring. ``code``, when the
+    worker has the repository's code, adds the `map` and `references` tools."""
+    tools = MODE_TOOLS[task.mode] if code is None else with_code_tools(MODE_TOOLS[task.mode])
     text = tool_protocol == "text" or (tool_protocol == "auto" and known_text_only(model))
     run = _Run(
         task,
@@ -174,7 +177,7 @@ def run_agent(
         trajectory,
         initial_messages(task),
         tools,
-        Workspace(env),
+        Workspace(env, code),
         "text" if text else "native",
         steering,
         should_stop,

@@ -87,6 +87,9 @@ class AgentTask:
     # itself adds to the discussion (a failing CI's jobs, their logs fenced), or nothing.
     question: str = ""
     diff: str = ""  # in review mode: the pull request's diff
+    code_tools: bool = False  # `map` and `references` are offered
+    related: tuple[str, ...] = ()  # related repositories the agent may read (owner/name)
+    related_refused: tuple[str, ...] = ()  # those asked for but not readable, with why
 
 
 def strip_hidden_text(text: str) -> str:
@@ -254,8 +257,33 @@ def task_prompt(task: AgentTask) -> str:
         "question": untrusted(task.question),
         "diff": fence(strip_hidden_text(task.diff), "diff"),
         "request": f"\n{task.question.strip()}\n" if task.mode == "fix" and task.question else "",
+        "code_tools": code_tools_note(task),
     }
     return _template(TASK_PROMPTS[task.mode]).safe_substitute(values)
+
+
+def code_tools_note(task: AgentTask) -> str:
+    """What the task prompt says of `map`, `references` and the related repositories."""
+    if not task.code_tools:
+        return ""
+    parts = [
+        "To find your way, `map` lists the repository's modules (most central first, with what "
+        "each defines, imports and is imported by) and `references` finds where a name is "
+        "defined and used."
+    ]
+    if task.related:
+        names = ", ".join(f"`{name}`" for name in task.related)
+        parts.append(
+            f"You may also read these related repositories, read-only: {names}. Pass `repo` "
+            "to `read_file`, `search`, `map` or `references`, and cite their files as "
+            "`owner/name:path:line`. You change only this repository."
+        )
+    if task.related_refused:
+        parts.append(
+            "These repositories were asked for but cannot be read; say so if they matter:\n"
+            + untrusted("\n".join(task.related_refused))
+        )
+    return "\n\n".join(parts) + "\n"
 
 
 def steering_message(comments: list[Comment]) -> str:

@@ -25,6 +25,8 @@ def _tool(name: str, description: str, properties: dict[str, Any], required: lis
     }
 
 
+MAP_TOKENS = 2000  # the map's default budget
+MAX_MAP_TOKENS = 8000
 SHELL_TOOL: dict[str, Any] = _tool(
     "shell",
     "Run one bash command in the repository root inside the offline sandbox. Returns the exit "
@@ -38,6 +40,11 @@ SHELL_TOOL: dict[str, Any] = _tool(
     },
     ["command"],
 )
+REPO_PROPERTY = {
+    "type": "string",
+    "description": "A related repository named in the task (owner/name), read-only; "
+    "default: this one.",
+}
 READ_FILE_TOOL: dict[str, Any] = _tool(
     "read_file",
     "Read a file of the repository, with line numbers. Give a line range for long files.",
@@ -45,6 +52,7 @@ READ_FILE_TOOL: dict[str, Any] = _tool(
         "path": {"type": "string", "description": "Path relative to the repository root."},
         "start_line": {"type": "integer", "description": "First line (1-based); default 1."},
         "end_line": {"type": "integer", "description": "Last line (inclusive); default: end."},
+        "repo": REPO_PROPERTY,
     },
     ["path"],
 )
@@ -55,8 +63,34 @@ SEARCH_TOOL: dict[str, Any] = _tool(
     {
         "pattern": {"type": "string", "description": "Extended regular expression."},
         "path": {"type": "string", "description": "File or directory to search; default: all."},
+        "repo": REPO_PROPERTY,
     },
     ["pattern"],
+)
+MAP_TOOL: dict[str, Any] = _tool(
+    "map",
+    "The repository's modules, most central first: what each defines (`name:line`), which of "
+    "the repository's files it imports and which import it. Cut to a budget; give `path` to "
+    "see one directory or file.",
+    {
+        "path": {"type": "string", "description": "Directory or file to map; default: all."},
+        "tokens": {
+            "type": "integer",
+            "description": f"Budget of the answer in tokens; default {MAP_TOKENS}.",
+        },
+        "repo": REPO_PROPERTY,
+    },
+    [],
+)
+REFERENCES_TOOL: dict[str, Any] = _tool(
+    "references",
+    "Where a name (function, class, variable, type) is defined and used across the "
+    "repository (and the related ones), as `path:line` with the line.",
+    {
+        "symbol": {"type": "string", "description": "The name, e.g. `run_task` or `Task.run`."},
+        "repo": REPO_PROPERTY,
+    },
+    ["symbol"],
 )
 APPLY_PATCH_TOOL: dict[str, Any] = _tool(
     "apply_patch",
@@ -133,6 +167,14 @@ TOOLS: list[dict[str, Any]] = [
 ]
 ASK_TOOLS: list[dict[str, Any]] = [SHELL_TOOL, READ_FILE_TOOL, SEARCH_TOOL, ANSWER_TOOL]
 REVIEW_TOOLS: list[dict[str, Any]] = [SHELL_TOOL, READ_FILE_TOOL, SEARCH_TOOL, REVIEW_TOOL]
+CODE_TOOLS: list[dict[str, Any]] = [MAP_TOOL, REFERENCES_TOOL]
+
+
+def with_code_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools with `map` and `references` after `search` (offered when the worker has the
+    repository's code to map)."""
+    at = tools.index(SEARCH_TOOL) + 1
+    return [*tools[:at], *CODE_TOOLS, *tools[at:]]
 
 
 class FormatError(Exception):
@@ -150,12 +192,27 @@ class ReadFileAction:
     path: str
     start_line: int = 1
     end_line: int | None = None
+    repo: str = ""  # a related repository; "" for the task's own
 
 
 @dataclass(frozen=True)
 class SearchAction:
     pattern: str
     path: str = "."
+    repo: str = ""
+
+
+@dataclass(frozen=True)
+class MapAction:
+    path: str = ""
+    tokens: int = MAP_TOKENS
+    repo: str = ""
+
+
+@dataclass(frozen=True)
+class ReferencesAction:
+    symbol: str
+    repo: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,7 +247,15 @@ class ReviewAction:
 
 
 Submission = FinishAction | AnswerAction | ReviewAction
-Action = ShellAction | ReadFileAction | SearchAction | ApplyPatchAction | Submission
+Action = (
+    ShellAction
+    | ReadFileAction
+    | SearchAction
+    | MapAction
+    | ReferencesAction
+    | ApplyPatchAction
+    | Submission
+)
 
 
 def _arguments(name: str, raw: str) -> dict[str, Any]:
@@ -220,7 +285,7 @@ def _optional_line(name: str, arguments: dict[str, Any], key: str) -> int | None
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FormatError(f"`{key}` of a `{name}` call must be a positive line number.")
+        raise FormatError(f"`{key}` of a `{name}` call must be a positive whole number.")
     return value
 
 
@@ -234,21 +299,43 @@ def parse_shell(arguments: dict[str, Any]) -> ShellAction:
     return ShellAction(command=command, timeout=float(timeout) if timeout is not None else None)
 
 
+def _optional_string(name: str, arguments: dict[str, Any], key: str, default: str = "") -> str:
+    value = arguments.get(key) or default
+    if not isinstance(value, str):
+        raise FormatError(f"`{key}` of a `{name}` call must be a string.")
+    return value.strip() or default
+
+
 def parse_read_file(arguments: dict[str, Any]) -> ReadFileAction:
     path = _required_text("read_file", arguments, "path")
     start = _optional_line("read_file", arguments, "start_line") or 1
     end = _optional_line("read_file", arguments, "end_line")
     if end is not None and end < start:
         raise FormatError("`end_line` must not be before `start_line`.")
-    return ReadFileAction(path=path, start_line=start, end_line=end)
+    repo = _optional_string("read_file", arguments, "repo")
+    return ReadFileAction(path=path, start_line=start, end_line=end, repo=repo)
 
 
 def parse_search(arguments: dict[str, Any]) -> SearchAction:
     pattern = _required_text("search", arguments, "pattern")
-    path = arguments.get("path") or "."
-    if not isinstance(path, str):
-        raise FormatError("`path` of a `search` call must be a string.")
-    return SearchAction(pattern=pattern, path=path)
+    path = _optional_string("search", arguments, "path", ".")
+    return SearchAction(pattern, path, _optional_string("search", arguments, "repo"))
+
+
+def parse_map(arguments: dict[str, Any]) -> MapAction:
+    tokens = _optional_line("map", arguments, "tokens") or MAP_TOKENS
+    return MapAction(
+        path=_optional_string("map", arguments, "path").strip("/").removeprefix("./"),
+        tokens=min(tokens, MAX_MAP_TOKENS),
+        repo=_optional_string("map", arguments, "repo"),
+    )
+
+
+def parse_references(arguments: dict[str, Any]) -> ReferencesAction:
+    symbol = _required_text("references", arguments, "symbol").strip().strip("`").strip("()")
+    if len(symbol) > 200 or not all(c.isalnum() or c in "_.$" for c in symbol):
+        raise FormatError("`symbol` must be one name, like `run_task` or `Task.run`.")
+    return ReferencesAction(symbol, _optional_string("references", arguments, "repo"))
 
 
 def parse_apply_patch(arguments: dict[str, Any]) -> ApplyPatchAction:
@@ -301,6 +388,8 @@ PARSERS: dict[str, Callable[[dict[str, Any]], Action]] = {
     "shell": parse_shell,
     "read_file": parse_read_file,
     "search": parse_search,
+    "map": parse_map,
+    "references": parse_references,
     "apply_patch": parse_apply_patch,
     "finish": parse_finish,
     "answer": parse_answer,

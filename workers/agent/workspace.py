@@ -53,11 +53,28 @@ def workspace_path(path: str) -> str:
     return normal
 
 
-class Workspace:
-    """Reads and writes the repository inside ``env``."""
+class CodeReader(Protocol):
+    """The repository's code as the worker reads it, at the task's commit, with the related
+    repositories the task may read (`workers.coderepos.CodeRepos`). Unknown repositories and
+    unreadable requests raise FormatError."""
 
-    def __init__(self, env: Environment) -> None:
+    @property
+    def own_name(self) -> str: ...
+    def is_own(self, repo: str | None) -> bool: ...
+    def map(self, repo: str | None, under: str, budget: int) -> str: ...
+    def references(self, symbol: str, repo: str | None) -> str: ...
+    def text_of(self, repo: str | None, path: str) -> str | None: ...
+    def search(self, repo: str | None, pattern: str, under: str, cap: int) -> list[str]: ...
+    def line_count(self, reference: str) -> int | None: ...
+
+
+class Workspace:
+    """Reads and writes the repository inside ``env``; ``code`` (when the worker has it) maps
+    it and reads the related repositories."""
+
+    def __init__(self, env: Environment, code: CodeReader | None = None) -> None:
         self.env = env
+        self.code = code
 
     def _run(self, command: str) -> ExecLike:
         return self.env.exec(command, timeout=FILE_TIMEOUT)
