@@ -18,6 +18,10 @@ from workers.agent.textcalls import call_end
 
 TOOLS = ("shell", "finish")
 CALL = {"name": "shell", "arguments": {"command": "python -m pytest -q tests/test_calc.py"}}
+TWO_CALLS = (
+    f"<tool_call>\n{json.dumps(CALL)}\n</tool_call>\nThen I will read the file.\n"
+    '<tool_call>\n{"name": "shell", "arguments": {"command": "cat calc.py"}}\n</tool_call>'
+)
 RUN_ON = "Then I will look at the output and decide what to do next. " * 60
 STEPS: list[dict[str, Any]] = [
     {
@@ -39,6 +43,12 @@ SCRIPTS = [
         steps=[
             {"pace": 0.01, "content": f"<tool_call>\n{json.dumps(CALL)}\n</tool_call>\n{RUN_ON}"}
         ],
+    ),
+    # Two calls written as text with a line between them: both are read, none cut off.
+    Script(
+        name="two-calls",
+        match="two text calls",
+        steps=[{"pace": 0.01, "content": TWO_CALLS}],
     ),
     Script(name="slow", match="slow model", steps=[{"pace": 0.05, "content": RUN_ON}]),
     # A model that writes a chunk every two seconds (a big model on a small machine).
@@ -106,6 +116,18 @@ def test_a_complete_text_call_closes_the_stream_and_the_server_stops(
     stream = wait_until(lambda: server.streams[-1]["done"] and server.streams[-1], 30, "hang-up")
     # The server noticed the client leave a few chunks after the call: it wrote no more.
     assert stream["sent"] < stream["chunks"] // 2, stream
+
+
+def test_several_text_calls_in_one_streamed_reply_are_all_read(server: ScriptedModel) -> None:
+    reply = model(server, "on").complete(
+        conversation("two text calls"),
+        [],
+        seconds=60,
+        call_end=functools.partial(call_end, tools=TOOLS),
+    )
+    assert not reply.stopped_at_call
+    assert reply.message["content"] == TWO_CALLS
+    assert server.streams[-1]["sent"] == server.streams[-1]["chunks"]
 
 
 def test_a_reply_without_a_complete_call_is_read_to_the_end(server: ScriptedModel) -> None:

@@ -195,29 +195,44 @@ def test_the_bot_writes_a_summary_from_the_diff() -> None:
 
 
 CALL = '{"name": "shell", "arguments": {"command": "ls"}}'
+ON = "The output shows the files; next I will read the tests and then change the code. " * 5
 
 
 @pytest.mark.parametrize(
     ("text", "text_protocol", "kept"),
     [
-        # Complete: the reply may stop where the call ends (a second call is not waited for).
+        # Written on past its last complete call (more than a line or two that opens no next
+        # call: a made-up result, a plan): the reply stops where that call ends.
         (
-            f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>{{",
+            f"<tool_call>\n{CALL}\n</tool_call>\n{ON}",
             False,
             f"<tool_call>\n{CALL}\n</tool_call>",
         ),
-        (f"```json\n{CALL}\n```\nNow", False, f"```json\n{CALL}\n```"),
-        (f"[TOOL_CALLS] [{CALL}, {CALL}] and", False, f"[TOOL_CALLS] [{CALL}, {CALL}]"),
-        ('[TOOL_CALLS]shell{"command": "ls"} and', False, '[TOOL_CALLS]shell{"command": "ls"}'),
-        (f"I will run {CALL} and then", False, f"I will run {CALL}"),
+        (
+            f"<tool_call>{CALL}</tool_call>\nThen:\n<tool_call>{CALL}</tool_call>{ON}",
+            False,
+            f"<tool_call>{CALL}</tool_call>\nThen:\n<tool_call>{CALL}</tool_call>",
+        ),
+        (f"```json\n{CALL}\n```\n```\nfile.py\n```\n{ON}", False, f"```json\n{CALL}\n```"),
+        (f"[TOOL_CALLS] [{CALL}, {CALL}] {ON}", False, f"[TOOL_CALLS] [{CALL}, {CALL}]"),
+        (f'[TOOL_CALLS]shell{{"command": "ls"}} {ON}', False, '[TOOL_CALLS]shell{"command": "ls"}'),
+        (f"I will run {CALL} {ON}", False, f"I will run {CALL}"),
         ("```bash\nls\n```\n", True, "```bash\nls\n```"),
         (f"Fixed.\n{FINISH_MARKER}\nmore", True, f"Fixed.\n{FINISH_MARKER}"),
         # Closed but unreadable: the model is done with it, a precise error follows.
         (
-            '<tool_call>{"name": "shell", </tool_call>',
+            f'<tool_call>{{"name": "shell", </tool_call>{ON}',
             False,
             '<tool_call>{"name": "shell", </tool_call>',
         ),
+        # Read on: a next call being written (a tag or fence open, JSON not closed), or a line
+        # of prose that may lead into one: several calls in one reply all run.
+        (f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>{{", False, None),
+        (f"<tool_call>{CALL}</tool_call>\n```json\n{{{ON}", False, None),
+        (f'{CALL}\n{{"name": "finish", {ON}', False, None),
+        (f"[TOOL_CALLS] [{CALL}] [TOOL_CALLS] [", False, None),
+        (f"```json\n{CALL}\n```\nNow", False, None),
+        (f"I will run {CALL} and then", False, None),
         # Not yet: a tag or fence still open, a list not closed, a fence whose line goes on,
         # JSON that names no tool, a shell block under the native protocol.
         (f"<tool_call>\n{CALL}", False, None),
