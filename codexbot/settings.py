@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     codex_max_tokens: int = Field(default=4096, gt=0)
     codex_model_timeout_floor: float = Field(default=60.0, gt=0)
     codex_trajectory_ttl: int = Field(default=14 * 24 * 3600, gt=0)
+    codex_pool_size: int = Field(default=1, ge=0)
+    codex_pool_idle_seconds: int = Field(default=1800, gt=0)
 
     @field_validator("github_api_url", "openai_base_url", "codex_public_url")
     @classmethod

@@ -28,6 +28,7 @@ from rq.job import Job, JobStatus
 
 from codexbot.request import TASK_KINDS
 from sandbox.labels import remove_task_containers
+from sandbox.pool import remove_pooled
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
 from workers.trajectories import RedisTrajectories
@@ -267,11 +268,11 @@ class Stack:
         self.redis.close()
 
     def _remove_task_sandboxes(self) -> None:
-        """A task killed mid-run leaves its container; the worker's reaper would, we do it now."""
-        if not self.task_ids:
-            return
+        """A task killed mid-run leaves its container; the worker's reaper would, we do it now.
+        So would it the idle sandboxes the stack's workers started for the warm pool."""
         client = docker.from_env()
         try:
+            remove_pooled(client, started_by=lambda worker: worker.endswith(self.queue))
             for task_id in self.task_ids:
                 remove_task_containers(client, task_id)
         finally:

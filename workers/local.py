@@ -45,6 +45,8 @@ class LocalSettings:
     codex_model_timeout_floor: float = Settings.model_fields["codex_model_timeout_floor"].default
     codex_tool_protocol: ToolProtocol = Settings.model_fields["codex_tool_protocol"].default
     codex_trajectory_ttl: int = Settings.model_fields["codex_trajectory_ttl"].default
+    codex_pool_size: int = 0  # one task per process: nothing to keep warm for
+    codex_pool_idle_seconds: int = Settings.model_fields["codex_pool_idle_seconds"].default
 
 
 class LocalSource:
