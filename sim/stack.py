@@ -171,6 +171,7 @@ class Stack:
             CODEX_FAST_QUEUE=f"{self.queue}-fast",
             CODEX_TRUSTED_BOTS=self.trusted_bots,
             CODEX_REDELIVER_INTERVAL="0",  # a test that wants the loop sets it in extra_env
+            CODEX_POOL_SIZE="0",  # each task starts its own (tests find it by its task label)
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)

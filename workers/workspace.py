@@ -19,6 +19,7 @@ the repository's tree (`sandbox.layers`), so a warm task writes only the files t
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import fcntl
 import functools
@@ -319,11 +320,16 @@ def task_sandbox(
                     mirror_volume=volume,
                     refresh=refresh,
                 )
-                build = threading.Thread(
-                    target=_build_tree,
-                    args=(client, redis, source, distance, sandbox_args, shape, pool_settings),
-                    name=f"codexbot-tree-{task_id}",
-                    daemon=True,
+                build = _in_context(
+                    f"codexbot-tree-{task_id}",
+                    _build_tree,
+                    client,
+                    redis,
+                    source,
+                    distance,
+                    sandbox_args,
+                    shape,
+                    pool_settings,
                 )
         box = pool.take(client, redis, taken_shape, task_id=task_id, settings=pool_settings)
         if box is not None:
@@ -355,14 +361,19 @@ def _behind(
     threads = [build] if build is not None else []
     if pool_settings.size > 0:
         threads.append(
-            threading.Thread(
-                target=pool.fill_quietly,
-                args=(client, redis, shape, pool_settings),
-                name=f"codexbot-pool-{task_id}",
-                daemon=True,
+            _in_context(
+                f"codexbot-pool-{task_id}", pool.fill_quietly, client, redis, shape, pool_settings
             )
         )
     return threads
+
+
+def _in_context(name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+    """A daemon thread running `target(*args)` in the task's context: what it starts is labelled
+    with the task's RQ worker (whom the reaper watches), not with this work horse, which ends
+    with the task."""
+    run = contextvars.copy_context().run
+    return threading.Thread(target=run, args=(target, *args), name=name, daemon=True)
 
 
 def _layers_fit(prepared: Prepared, limits: SandboxLimits) -> bool:

@@ -23,7 +23,7 @@ from sandbox.hardening import BASE_ENVIRONMENT, WORKSPACE
 from sandbox.labels import KIND_LABEL, REDIS_LABEL, REPO_LABEL, TASK_LABEL, redis_identity
 from sandbox.layers import UPPER_MOUNT
 from sandbox.mirror import MIRROR_PATH, mirror_volume_name
-from sandbox.reaper import reap_pool
+from sandbox.reaper import Reaped, reap_pool
 from sim.stack import wait_until
 from tests.sandbox.conftest import git, make_repo
 from workers import workspace
@@ -45,7 +45,7 @@ def pooled(client: docker.DockerClient, redis: Redis) -> list[Any]:
 
 def idle_ids(redis: Redis) -> set[str]:
     return {
-        raw.decode()
+        raw.decode() if isinstance(raw, bytes) else raw
         for name in redis.scan_iter(match=keys.pool("*"))
         if b":claim:" not in name and b":filling:" not in name
         for raw in redis.lrange(name, 0, -1)
@@ -92,7 +92,7 @@ class Repo:
             self.client,
             self.redis,
             base_image=self.image,
-            config=RepoConfig(env={"GREETING": "hello"}),
+            config=RepoConfig(env=(("GREETING", "hello"),)),
             start=start,
             host_mirror=mirror,
             repo=self.name,
@@ -166,6 +166,7 @@ def test_tasks_take_pooled_sandboxes_with_their_workspace_and_one_starts_behind(
     behind = {c.id for c in pooled(docker_client, redis)} - set(waiting)
     assert len(behind) == 1  # a new one on the tree, behind the one taken; the taken one is gone
     assert on_tree.id not in {c.id for c in pooled(docker_client, redis)}
+    assert docker_client.volumes.list(filters={"label": f"{pool.BOX_LABEL}={on_tree.name}"}) == []
     assert_holds_nothing_of_a_task(docker_client.containers.get(behind.pop()))
 
     second = new_repo()  # another repository's first task takes the one with an empty mirror
@@ -221,19 +222,24 @@ def test_the_reaper_removes_idle_expired_sandboxes_and_never_a_taken_one(
     assert box is not None
     with box:
         (idle,) = idle_ids(redis)
-        reaped: list[str] = []
-        wait_until(
-            lambda: reaped.extend(r for r in reap_pool(docker_client, redis)) or reaped,
-            30,
-            "the idle sandbox reaped",
-        )
-        assert [c.id for c in pooled(docker_client, redis)] == [box.container_id], reaped
+        reaped: list[Reaped] = []
+
+        def reaped_some() -> bool:
+            reaped.extend(reap_pool(docker_client, redis))
+            return bool(reaped)
+
+        wait_until(reaped_some, 30, "the idle sandbox reaped")
+        assert [r.reason for r in reaped] == ["idle for more than 1 s"]
+        assert [c.id for c in pooled(docker_client, redis)] == [box.container_id]
         assert idle_ids(redis) == set()
         assert reap_pool(docker_client, redis) == []  # its task's process is alive
         assert box.exec("echo still here").output == "still here\n"
         with pytest.raises(docker.errors.NotFound):
             docker_client.containers.get(idle)
-        assert docker_client.volumes.list(filters={"label": f"{pool.BOX_LABEL}={reaped[0]}"}) == []
+        assert (
+            docker_client.volumes.list(filters={"label": f"{pool.BOX_LABEL}={reaped[0].container}"})
+            == []
+        )
 
 
 FILL_AND_EXIT = """
