@@ -133,7 +133,7 @@ def forget_repositories(redis_url: str, names: list[str]) -> None:
 def run_sequence(args: argparse.Namespace, tmp: Path, pool_size: int) -> dict[str, Any]:
     """The warm-up and the three measured tasks on one stack with a pool of `pool_size`."""
     scripts = tmp / "scripts"
-    scripts.mkdir(exist_ok=True)
+    scripts.mkdir(parents=True)
     demo = json.loads((DEMO_SCRIPTS / "demo_fix.json").read_text())
     (scripts / "demo.json").write_text(json.dumps(delayed(demo, args.delay)))
     (scripts / "big.json").write_text(json.dumps(delayed(big_script(), args.delay)))
@@ -176,14 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
-        "--pool", default="1", help="warm-pool sizes to run the sequence with, e.g. 0,1"
+        "--pool", default="1", help="warm-pool sizes to run the sequence with, in turn: 0,1,0,1"
     )
     args = parser.parse_args(argv)
     configure_logging(level=logging.WARNING)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (int(n) for n in args.pool.split(",")):
-            results[f"pool {size}"] = run_sequence(args, Path(tmp), size)
+        for run, size in enumerate(int(n) for n in args.pool.split(",")):
+            results[f"pool {size} (run {run + 1})"] = run_sequence(args, Path(tmp) / str(run), size)
     print(json.dumps({"delay_s": args.delay, "results": results}, indent=2))
 
 
