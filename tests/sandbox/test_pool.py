@@ -242,6 +242,26 @@ def test_the_reaper_removes_idle_expired_sandboxes_and_never_a_taken_one(
         )
 
 
+def test_the_reaper_removes_a_taken_sandbox_once_its_task_is_over(
+    docker_client: docker.DockerClient, redis: Redis, sandbox_image: str, cleanup: list[str]
+) -> None:
+    shape = pool.Shape(image=sandbox_image)
+    pool.fill(docker_client, redis, shape, ON)
+    task_id = f"test-over-{uuid.uuid4().hex[:8]}"
+    box = pool.take(docker_client, redis, shape, task_id=task_id, settings=ON)
+    assert box is not None
+    try:
+        redis.hset(keys.task(task_id), "state", json.dumps("running"))
+        redis.set(keys.lease(task_id), "attempt 1")
+        assert reap_pool(docker_client, redis) == []  # an attempt holds its lease
+        redis.hset(keys.task(task_id), "state", json.dumps("done"))
+        reaped = reap_pool(docker_client, redis)
+        assert [(r.task_id, r.reason) for r in reaped] == [(task_id, "its task is done")]
+        assert pooled(docker_client, redis) == []
+    finally:
+        box.remove()
+
+
 FILL_AND_EXIT = """
 import sys, docker
 from redis import Redis
