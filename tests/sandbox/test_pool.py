@@ -19,7 +19,7 @@ from redis import Redis
 
 from codexbot import keys
 from sandbox import pool
-from sandbox.hardening import BASE_ENVIRONMENT, WORKSPACE
+from sandbox.hardening import BASE_ENVIRONMENT, WORKSPACE, SandboxLimits
 from sandbox.labels import KIND_LABEL, REDIS_LABEL, REPO_LABEL, TASK_LABEL, redis_identity
 from sandbox.layers import UPPER_MOUNT
 from sandbox.mirror import MIRROR_PATH, mirror_volume_name
@@ -122,7 +122,14 @@ def new_repo(
 
 
 def assert_holds_nothing_of_a_task(container: Any) -> None:
+    """Started, hardened as every sandbox is, and empty of anything of a task."""
     container.reload()
+    host = container.attrs["HostConfig"]
+    assert container.status == "running" and container.attrs["Config"]["User"] == "1000:1000"
+    assert (host["NetworkMode"], host["ReadonlyRootfs"], host["CapDrop"]) == ("none", True, ["ALL"])
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["Privileged"] is False
+    assert host["Init"] is True and host["PidsLimit"] == SandboxLimits().pids
+    assert all(not bind.startswith("/") for bind in host["Binds"])  # named volumes only
     assert TASK_LABEL not in container.labels
     assert sorted(container.attrs["Config"]["Env"]) == sorted(
         [f"{k}={v}" for k, v in BASE_ENVIRONMENT.items()] + ["GREETING=hello"]
