@@ -111,3 +111,18 @@ def metric(name: str) -> str:
 def tries(repo: str, number: int) -> str:
     """The last task on an issue or PR that ran several tries (`/codex fix --use-attempt`)."""
     return f"codexbot:tries:{repo.lower()}#{number}"
+
+
+def pool(shape: str) -> str:
+    """A list per sandbox shape: the ids of its idle, pooled containers (`sandbox.pool`)."""
+    return f"codexbot:pool:{shape}"
+
+
+def pool_claim(container_id: str) -> str:
+    """Set once (NX) by whoever takes a pooled container: a task, or the reaper removing it."""
+    return f"codexbot:pool:claim:{container_id}"
+
+
+def pool_filling(shape: str) -> str:
+    """Held while one worker starts idle containers of a shape, so two do not overfill it."""
+    return f"codexbot:pool:filling:{shape}"

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     codex_trajectory_ttl: int = Field(default=14 * 24 * 3600, gt=0)
     codex_max_attempts: int = Field(default=4, gt=0)  # tries of one task, whatever is asked
     codex_attempts_tokens: int = Field(default=1_000_000, gt=0)  # shared by a task's tries
+    codex_pool_size: int = Field(default=1, ge=0)
+    codex_pool_idle_seconds: int = Field(default=1800, gt=0)
 
     @field_validator("github_api_url", "openai_base_url", "codex_public_url")
     @classmethod

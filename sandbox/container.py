@@ -94,6 +94,10 @@ class Sandbox:
     objects) are removed with the container, in their order (a layered workspace's, which the
     caller made). `read_only=False` and `home_tmpfs=False` are for the setup phase alone, whose
     result is committed as an image.
+
+    `idle` makes an idle sandbox of the warm pool (`sandbox.pool`): `task_id` is the pool's own
+    name for it, and it is labelled `idle` alone (no task label: nothing of a task is in it), left
+    running when the object is dropped; a task then takes it with `Sandbox.taken`.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Sandbox:
         setup_phase: bool = False,
         home_volume: bool = False,
         owned_volumes: tuple[Any, ...] = (),
+        idle: dict[str, str] | None = None,
     ) -> None:
         self._client = client
         self._image = image
@@ -125,6 +130,7 @@ class Sandbox:
         self._volume: Any = None
         self._home: Any = None
         self._owned = owned_volumes
+        self._idle = idle
         self._channel: ExecChannel | None = None
         self._notes: list[str] = []  # said once, at the start of the next command's output
         # One command at a time on the one exec server, whichever thread sends it (the job runs
@@ -135,7 +141,8 @@ class Sandbox:
     # -- lifecycle
 
     def __enter__(self) -> Sandbox:
-        self.start()
+        if self._container is None:  # else taken from the pool, already started
+            self.start()
         return self
 
     def __exit__(
@@ -151,13 +158,37 @@ class Sandbox:
                 f"could not remove the sandbox of task {self._task_id}: {'; '.join(problems)}"
             )
 
+    @classmethod
+    def taken(
+        cls,
+        client: docker.DockerClient,
+        container: Any,
+        *,
+        task_id: str,
+        limits: SandboxLimits,
+        owned_volumes: tuple[Any, ...],
+    ) -> Sandbox:
+        """A task's sandbox in an idle container of the pool, already started; it and
+        `owned_volumes` (its workspace's) are removed when the task's block ends."""
+        box = cls(client, image=str(container.attrs["Image"]), task_id=task_id, limits=limits)
+        box._container, box._owned = container, owned_volumes
+        try:
+            box._channel = box._open_channel()
+        except (ChannelLost, ChannelStuck, docker.errors.DockerException) as error:
+            box.remove()
+            raise SandboxError(f"the pooled sandbox's server did not start: {error}") from error
+        box._log.info("sandbox.taken", container=box.container_id)
+        return box
+
     def start(self) -> None:
-        labels = resource_labels(self._task_id, self._labels)
+        labels = self._idle or resource_labels(self._task_id, self._labels)
         try:
             # Leftovers of an earlier attempt at this task (a worker that died) would otherwise
             # clash by name, and an old volume would leak its files into this workspace.
             owned = frozenset(volume.name for volume in self._owned)
-            if remove_task_containers(self._client, self._task_id, keep=owned):
+            if self._idle is None and remove_task_containers(
+                self._client, self._task_id, keep=owned
+            ):
                 self._log.warning("sandbox.stale_removed")
             mounts = dict(self._volumes)
             if self._workspace_volume:
@@ -166,7 +197,7 @@ class Sandbox:
                     labels=labels,
                     **workspace_volume_options(self._limits),
                 )
-                if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) != self._task_id:
+                if (volume.attrs.get("Labels") or {}).get(TASK_LABEL) != labels.get(TASK_LABEL):
                     raise SandboxError(f"volume {volume.name} already exists for another task")
                 self._volume = volume
                 mounts[volume.name] = {"bind": WORKSPACE, "mode": "rw"}
@@ -210,6 +241,12 @@ class Sandbox:
             self.remove()
             raise SandboxError(f"the sandbox's command server did not start: {error}") from error
         self._log.info("sandbox.started", container=self.container_id, image=self._image)
+
+    def leave_running(self) -> None:
+        """Forget the container and its volumes, which go on running: an idle one of the pool."""
+        self._drop_channel()
+        self._container = self._volume = self._home = None
+        self._owned = ()
 
     def remove(self) -> list[str]:
         """Remove container and volume; returns what went wrong (also logged), [] when all went."""

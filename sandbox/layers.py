@@ -291,15 +291,26 @@ def task_layers(
     client: docker.DockerClient, tree: Tree, *, task_id: str, labels: dict[str, str] | None = None
 ) -> Layered:
     """The upper, work and overlay volumes of one task on `tree`, labelled for the reaper."""
+    return layers_on(
+        client,
+        tree,
+        name=f"codexbot-{sanitize_name(task_id)}",
+        labels=resource_labels(task_id, labels, kind=LAYER_KIND),
+    )
+
+
+def layers_on(
+    client: docker.DockerClient, tree: Tree, *, name: str, labels: dict[str, str]
+) -> Layered:
+    """The upper, work and overlay volumes `name`-upper, -work, -workspace on `tree`."""
     made: list[Any] = []
-    base = resource_labels(task_id, labels, kind=LAYER_KIND)
     try:
         for part in ("upper", "work"):
-            made.append(client.volumes.create(name=_layer_name(task_id, part), labels=base))
+            made.append(client.volumes.create(name=f"{name}-{part}", labels=labels))
         upper, work = made
         overlay = client.volumes.create(
-            name=_layer_name(task_id, "workspace"),
-            labels={**base, TREE_LABEL: tree.volume},
+            name=f"{name}-workspace",
+            labels={**labels, TREE_LABEL: tree.volume},
             **overlay_options(tree.mountpoint, upper.attrs["Mountpoint"], work.attrs["Mountpoint"]),
         )
         made.insert(0, overlay)
@@ -313,10 +324,6 @@ def task_layers(
         },
         volumes=tuple(made),  # overlay first: it stands on the other two
     )
-
-
-def _layer_name(task_id: str, part: str) -> str:
-    return f"codexbot-{sanitize_name(task_id)}-{part}"
 
 
 def _remove_volumes(volumes: list[Any] | tuple[Any, ...]) -> None:

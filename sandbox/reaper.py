@@ -11,8 +11,11 @@ worker in a warm shutdown still runs its horse). Other containers go when
   non-RQ owner (`host:pid`) on this host whose process is dead.
 Volumes of removed containers go with them, also the task's unmounted ones (a layered
 workspace's work directory); the engine-side mirror and tree volumes are shared and kept. Each
-round also prunes superseded trees (`sandbox.layers.prune_trees`) and reports how many task
-containers of this deployment run on its engine (`report_sandboxes`, for /metrics).
+round also prunes superseded trees (`sandbox.layers.prune_trees`), reaps the warm pool
+(`reap_pool`): an idle sandbox goes once idle past its time or when the worker that started it is
+gone, a taken one when the task that took it is over (judged as above, by its claim), and
+reports how many task containers of this deployment run on its engine (`report_sandboxes`, for
+/metrics).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,8 +40,10 @@ from rq.job import Job, JobStatus
 from codexbot import keys
 from codexbot.fleetmetrics import WorkerMetrics
 from sandbox.labels import (
+    CREATED_LABEL,
     HOST_LABEL,
     JOB_LABEL,
+    KIND_LABEL,
     PID_LABEL,
     REDIS_LABEL,
     TASK_LABEL,
@@ -46,6 +51,7 @@ from sandbox.labels import (
     redis_identity,
 )
 from sandbox.layers import prune_trees
+from sandbox.pool import BOX_LABEL, CLAIM_SECONDS, IDLE_LABEL, POOL_KIND, SHAPE_LABEL
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +126,20 @@ def worker_gone(
     return None
 
 
+def maker_gone(
+    redis: Redis, labels: Mapping[str, str], *, now: datetime, this_host: str
+) -> str | None:
+    """`worker_gone` for whoever made a container (or took a pooled one): by its labels."""
+    return worker_gone(
+        redis,
+        labels.get(WORKER_LABEL, ""),
+        host=labels.get(HOST_LABEL, ""),
+        pid=labels.get(PID_LABEL, ""),
+        now=now,
+        this_host=this_host,
+    )
+
+
 def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
     """Remove every task container whose task is over; returns what was removed and why."""
     this_host = socket.gethostname()
@@ -142,14 +162,7 @@ def reap(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
             else:
                 reason = job_over(redis, labels[JOB_LABEL])
         if reason is None:
-            reason = worker_gone(
-                redis,
-                labels.get(WORKER_LABEL, ""),
-                host=labels.get(HOST_LABEL, ""),
-                pid=labels.get(PID_LABEL, ""),
-                now=now,
-                this_host=this_host,
-            )
+            reason = maker_gone(redis, labels, now=now, this_host=this_host)
         if reason is None:
             continue
         with contextlib.suppress(docker.errors.NotFound):
@@ -178,6 +191,71 @@ def report_sandboxes(client: docker.DockerClient, redis: Redis, engine: dict) ->
     return count
 
 
+REAPER_CLAIM = json.dumps({"reaper": True})
+
+
+def idle_over(redis: Redis, labels: dict[str, str], *, now: datetime, this_host: str) -> str | None:
+    """Why an idle pooled sandbox should go, or None while it may wait for a task."""
+    try:
+        made = datetime.fromisoformat(labels.get(CREATED_LABEL, ""))
+        idle = int(labels.get(IDLE_LABEL, ""))
+    except ValueError:
+        return "its labels do not say when it was made or how long it may wait"
+    if (now - made).total_seconds() >= idle:
+        return f"idle for more than {idle} s"
+    return maker_gone(redis, labels, now=now, this_host=this_host)
+
+
+def taken_over(redis: Redis, claim: dict, *, now: datetime, this_host: str) -> str | None:
+    """Why a taken pooled sandbox should go, by the task, job and worker that took it."""
+    if claim.get("reaper"):
+        return "a reaper took it to remove it"
+    task_id = str(claim.get("task", ""))
+    if task_id and redis.exists(keys.task(task_id)):
+        return task_over(redis, task_id)
+    if claim.get(JOB_LABEL):
+        return job_over(redis, str(claim[JOB_LABEL]))
+    return maker_gone(redis, claim, now=now, this_host=this_host)
+
+
+def reap_pool(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
+    """Remove the pooled sandboxes that should go (`idle_over`, `taken_over`); returns them."""
+    this_host = socket.gethostname()
+    now = datetime.now(UTC)
+    ours = redis_identity(redis)
+    reaped: list[Reaped] = []
+    selector = {"label": f"{KIND_LABEL}={POOL_KIND}"}
+    for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
+        labels = container.labels
+        if labels.get(REDIS_LABEL) != ours:
+            continue  # listed in another Redis: its reapers judge it
+        claim_key = keys.pool_claim(container.id)
+        raw = redis.get(claim_key)
+        task_id = ""
+        if raw is None:
+            reason = idle_over(redis, labels, now=now, this_host=this_host)
+            # Claimed as a task claims it, so the two never both have it.
+            if reason is None or not redis.set(claim_key, REAPER_CLAIM, nx=True, ex=CLAIM_SECONDS):
+                continue
+            redis.lrem(keys.pool(labels.get(SHAPE_LABEL, "")), 0, container.id)
+        else:
+            claim = json.loads(raw)  # type: ignore[arg-type]
+            task_id = str(claim.get("task", ""))
+            reason = taken_over(redis, claim, now=now, this_host=this_host)
+            if reason is None:
+                continue
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+        box = {"label": f"{BOX_LABEL}={labels.get(BOX_LABEL, container.name)}"}
+        for volume in client.volumes.list(filters=box):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                volume.remove(force=True)
+        redis.delete(claim_key)
+        log.warning("sandbox.pool_reaped", container=container.name, task_id=task_id, reason=reason)
+        reaped.append(Reaped(container=container.name, task_id=task_id, reason=reason))
+    return reaped
+
+
 def start_reaper(
     client_factory: Callable[[], docker.DockerClient],
     redis: Redis,
@@ -194,6 +272,7 @@ def start_reaper(
             while not stop.is_set():
                 try:
                     reap(client, redis)
+                    reap_pool(client, redis)
                     prune_trees(client, redis)
                     engine = engine or client.info()
                     report_sandboxes(client, redis, engine)

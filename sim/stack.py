@@ -29,6 +29,7 @@ from rq.job import Job, JobStatus
 
 from codexbot.request import TASK_KINDS
 from sandbox.labels import remove_task_containers
+from sandbox.pool import remove_pooled
 from sim.github import Delivery, GitHubSim, generate_app_key
 from sim.model import ScriptedModel, load_scripts
 from workers.trajectories import RedisTrajectories
@@ -185,6 +186,7 @@ class Stack:
             CODEX_FAST_QUEUE=f"{self.queue}-fast",
             CODEX_TRUSTED_BOTS=self.trusted_bots,
             CODEX_REDELIVER_INTERVAL="0",  # a test that wants the loop sets it in extra_env
+            CODEX_POOL_SIZE="0",  # each task starts its own (tests find it by its task label)
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
@@ -294,11 +296,11 @@ class Stack:
         self.redis.close()
 
     def _remove_task_sandboxes(self) -> None:
-        """A task killed mid-run leaves its container; the worker's reaper would, we do it now."""
-        if not self.task_ids:
-            return
+        """A task killed mid-run leaves its container; the worker's reaper would, we do it now.
+        So would it the idle sandboxes the stack's workers started for the warm pool."""
         client = docker.from_env()
         try:
+            remove_pooled(client, started_by=lambda worker: worker.endswith(self.queue))
             for task_id in self.task_ids:
                 remove_task_containers(client, task_id)
         finally:

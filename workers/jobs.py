@@ -25,6 +25,7 @@ from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
+from sandbox.pool import PoolSettings
 from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
 from workers.attempts import Prepared, plan_tries, publish_best, use_earlier_try
@@ -102,6 +103,9 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
                     setup_secrets=secrets,
                     env_scope=f"fork {work.pull.head_repo}" if work.from_fork and work.pull else "",
                     timings=timings.stages,
+                    pool_settings=PoolSettings(
+                        task.settings.codex_pool_size, task.settings.codex_pool_idle_seconds
+                    ),
                 )
             )
             baseline = in_background(

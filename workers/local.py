@@ -50,6 +50,8 @@ class LocalSettings:
     codex_trajectory_ttl: int = Settings.model_fields["codex_trajectory_ttl"].default
     codex_max_attempts: int = Settings.model_fields["codex_max_attempts"].default
     codex_attempts_tokens: int = Settings.model_fields["codex_attempts_tokens"].default
+    codex_pool_size: int = 0  # one task per process: nothing to keep warm for
+    codex_pool_idle_seconds: int = Settings.model_fields["codex_pool_idle_seconds"].default
 
 
 class LocalSource:

@@ -19,6 +19,8 @@ the repository's tree (`sandbox.layers`), so a warm task writes only the files t
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -37,7 +39,7 @@ import docker
 import structlog
 from redis import Redis
 
-from sandbox import layers
+from sandbox import layers, pool
 from sandbox import mirror as engine_mirror
 from sandbox.container import Sandbox
 from sandbox.hardening import WORKSPACE, SandboxLimits
@@ -232,14 +234,18 @@ def task_sandbox(
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen dataclass
     timings: dict[str, int] | None = None,
     env_scope: str = "",
+    pool_settings: pool.PoolSettings = pool.PoolSettings(size=0),  # noqa: B008 - frozen
 ) -> Iterator[tuple[Sandbox, Prepared]]:
     """The agent's sandbox for `start`: prepared environment, workspace from the mirror.
 
     `env_scope` keeps the prepared environment of less trusted code (a fork's) apart from the
     repository's own: setup ran over that code, so its image is never reused for the repository.
 
-    Raises `SetupFailed` (before any agent step) when a setup command fails. `timings` receives
-    milliseconds for `setup` (0 when reused), `container_start` and `workspace`.
+    With a pool (`pool_settings.size`), the sandbox is an idle one of the warm pool when one of its
+    shape waits (`sandbox.pool`), and one more of that shape is started behind it, in the
+    background. Raises `SetupFailed` (before any agent step) when a setup command fails.
+    `timings` receives milliseconds for `setup` (0 when reused), `container_start` and
+    `workspace`.
     """
     elapsed_ms = timings if timings is not None else {}
     keep_commit(host_mirror, start.path, start.base_sha)
@@ -279,14 +285,32 @@ def task_sandbox(
         "limits": limits,
         "home_volume": bool(prepared.key),
     }
+    shape = pool.Shape(
+        image=prepared.image,
+        env=tuple(sorted(config.env_dict.items())),
+        limits=limits,
+        home_volume=bool(prepared.key),
+        repo=repo,
+        mirror_volume=volume,
+    )
     with ExitStack() as stack:
         began = time.monotonic()
         tree = None
         build = None
+        taken_shape = shape
         if _layers_fit(prepared, limits):
             distance = functools.partial(files_between, host_mirror)
-            tree = layers.near_tree(client, redis, repo, start.base_sha, distance)
-            if tree is None:
+            newest = layers.newest_tree(client, redis, repo)
+            if newest is not None and distance(newest.commit, start.base_sha) <= (
+                layers.REBUILD_AFTER_FILES
+            ):
+                tree = newest
+                taken_shape = dataclasses.replace(shape, tree=tree)
+            else:
+                if newest is None:
+                    # The repository's first task: its mirror has nothing to reuse yet, so a
+                    # pooled sandbox with an empty mirror of its own does as well.
+                    taken_shape = dataclasses.replace(shape, repo="", mirror_volume="")
                 # None near this commit: this task takes a plain workspace, and a tree is made
                 # at its commit beside it for the next, once this task's refresh has brought the
                 # commit to the engine-side mirror.
@@ -296,23 +320,60 @@ def task_sandbox(
                     mirror_volume=volume,
                     refresh=refresh,
                 )
-                build = threading.Thread(
-                    target=_build_tree,
-                    args=(client, redis, source, distance, sandbox_args),
-                    name=f"codexbot-tree-{task_id}",
-                    daemon=True,
+                build = _in_context(
+                    f"codexbot-tree-{task_id}",
+                    _build_tree,
+                    client,
+                    redis,
+                    source,
+                    distance,
+                    sandbox_args,
+                    shape,
+                    pool_settings,
                 )
-        box = _layered_sandbox(stack, client, tree, mounts, sandbox_args) if tree else None
+        box = pool.take(client, redis, taken_shape, task_id=task_id, settings=pool_settings)
+        if box is not None:
+            stack.callback(pool.release, redis, box.container_id)  # after the box is removed
+            stack.push(box)
+        elif tree is not None:
+            box = _layered_sandbox(stack, client, tree, mounts, sandbox_args)
         if box is None:
             box = stack.enter_context(Sandbox(client, volumes=mounts, **sandbox_args))
         elapsed_ms["container_start"] = int((time.monotonic() - began) * 1000)
         began = time.monotonic()
         populate(box)
         elapsed_ms["workspace"] = int((time.monotonic() - began) * 1000)
-        if build is not None:
-            build.start()
-            stack.callback(build.join)  # waited for as the sandbox is removed
+        for thread in _behind(client, redis, taken_shape, pool_settings, task_id, build):
+            thread.start()
+            stack.callback(thread.join)  # waited for as the sandbox is removed
         yield box, prepared
+
+
+def _behind(
+    client: docker.DockerClient,
+    redis: Redis,
+    shape: pool.Shape,
+    pool_settings: pool.PoolSettings,
+    task_id: str,
+    build: threading.Thread | None,
+) -> list[threading.Thread]:
+    """What starts once the task has its workspace: the tree's build, the pool's refill."""
+    threads = [build] if build is not None else []
+    if pool_settings.size > 0:
+        threads.append(
+            _in_context(
+                f"codexbot-pool-{task_id}", pool.fill_quietly, client, redis, shape, pool_settings
+            )
+        )
+    return threads
+
+
+def _in_context(name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+    """A daemon thread running `target(*args)` in the task's context: what it starts is labelled
+    with the task's RQ worker (whom the reaper watches), not with this work horse, which ends
+    with the task."""
+    run = contextvars.copy_context().run
+    return threading.Thread(target=run, args=(target, *args), name=name, daemon=True)
 
 
 def _layers_fit(prepared: Prepared, limits: SandboxLimits) -> bool:
@@ -330,10 +391,13 @@ def _build_tree(
     source: layers.Source,
     distance: Callable[[str, str], int],
     sandbox_args: dict[str, Any],
+    shape: pool.Shape,
+    pool_settings: pool.PoolSettings,
 ) -> None:
-    """Make the repository's tree at `source.sha` unless one is near or being made; log failures."""
+    """Make the repository's tree at `source.sha` unless one is near or being made, then an idle
+    sandbox standing on it for the repository's next task; log failures."""
     try:
-        layers.ensure_tree(
+        tree = layers.ensure_tree(
             client,
             redis,
             source,
@@ -345,6 +409,9 @@ def _build_tree(
         )
     except Exception as error:  # noqa: BLE001 - the task goes on with its plain workspace
         log.warning("sandbox.tree_failed", error=str(error), task_id=sandbox_args["task_id"])
+        return
+    if tree is not None:
+        pool.fill_quietly(client, redis, dataclasses.replace(shape, tree=tree), pool_settings)
 
 
 def _layered_sandbox(

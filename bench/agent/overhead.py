@@ -1,13 +1,16 @@
 """The bot's own share of a task's wall time, with the model answering after a fixed delay.
 
-    .venv/bin/python -m bench.agent.overhead [--delay 5] [--files 200]
+    .venv/bin/python -m bench.agent.overhead [--delay 5] [--files 200] [--pool 0,1]
 
 Runs the whole bot (sim.stack: receiver, worker, sandbox, simulator) on the demo issue, an issue on
 a generated repository of ``--files`` files, and a second issue there (the repository's next task,
 whose workspace stands on the tree the first one left: `sandbox.layers`). The scripted model waits
 ``--delay`` seconds before each answer. Model time is the sum of the model calls' durations in the
 task's trajectory; the bot's own time is everything else from task start to PR and comment
-(checkout, container, tests before and after, tool calls, publishing). Target: at most 5 %.
+(checkout, container, tests before and after, tool calls, publishing). Target: at most 3 %.
+
+``--pool 0,1`` runs the whole sequence once per warm-pool size (`CODEX_POOL_SIZE`, a stack of
+its own each, repositories named apart), so before and after come from one run.
 
 Total is the job's wall time, start to end, whatever runs at once inside it. What overlaps: the
 discussion and the model client are gathered while the container starts; the tests before run
@@ -26,7 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import docker
+from redis import Redis
+
+from codexbot import keys
 from codexbot.logs import configure_logging
+from sandbox.labels import REPO_LABEL
+from sandbox.mirror import mirror_volume_name
 from sim.stack import DEMO_SCRIPTS, Stack
 
 BIG_TITLE = "Greeting in module_37 forgets the exclamation mark"
@@ -107,47 +116,74 @@ def measure(stack: Stack, full_name: str, issue: dict[str, Any]) -> dict[str, An
     }
 
 
+def forget_repositories(redis_url: str, names: list[str]) -> None:
+    """Remove the engine-side mirrors and trees of `names`, so each run's tasks find them new."""
+    client, redis = docker.from_env(), Redis.from_url(redis_url)
+    try:
+        for name in names:
+            for selector in ({"name": mirror_volume_name(name)}, {"label": f"{REPO_LABEL}={name}"}):
+                for volume in client.volumes.list(filters=selector):
+                    volume.remove(force=True)
+            redis.delete(keys.trees(name))
+    finally:
+        client.close()
+        redis.close()
+
+
+def run_sequence(args: argparse.Namespace, tmp: Path, pool_size: int) -> dict[str, Any]:
+    """The warm-up and the three measured tasks on one stack with a pool of `pool_size`."""
+    scripts = tmp / "scripts"
+    scripts.mkdir(parents=True)
+    demo = json.loads((DEMO_SCRIPTS / "demo_fix.json").read_text())
+    (scripts / "demo.json").write_text(json.dumps(delayed(demo, args.delay)))
+    (scripts / "big.json").write_text(json.dumps(delayed(big_script(), args.delay)))
+    repo = big_repository(tmp / f"big-{pool_size}", args.files)
+    issue_file = tmp / "big.md"
+    issue_file.write_text(f"{BIG_TITLE}\nEvery module greets with '!' except module_37.\n")
+    suffix = f"-pool{pool_size}"  # each sequence's repositories are new to the engine
+    big = f"octo-org/big{suffix}"
+    forget_repositories(
+        args.redis_url, [f"octo-org/{n}{suffix}" for n in ("warm", "textstats")] + [big]
+    )
+    with Stack(
+        data_dir=tmp / f"stack-{pool_size}",
+        redis_url=args.redis_url,
+        script_dirs=(scripts,),
+        extra_env={"CODEX_POOL_SIZE": str(pool_size)},
+    ) as stack:
+        # a warm-up task first, so the measured runs find a warm worker and image
+        results = {}
+        for name, seed in (
+            ("warm-up (demo)", lambda: stack.seed(full_name=f"octo-org/warm{suffix}")),
+            ("demo", lambda: stack.seed(full_name=f"octo-org/textstats{suffix}")),
+            (f"{args.files}-file repository", lambda: stack.seed(repo, issue_file, big)),
+            (
+                # Its next task: the workspace now stands on the tree the first one left.
+                f"{args.files}-file repository, next task",
+                lambda: (big, stack.github.create_issue(big, BIG_TITLE, "Once more.")),
+            ),
+        ):
+            full_name, issue = seed()
+            results[name] = measure(stack, full_name, issue)
+    shutil.rmtree(repo, ignore_errors=True)
+    results.pop("warm-up (demo)")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.agent.overhead")
     parser.add_argument("--delay", type=float, default=5.0, help="seconds per model answer")
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--pool", default="1", help="warm-pool sizes to run the sequence with, in turn: 0,1,0,1"
+    )
     args = parser.parse_args(argv)
     configure_logging(level=logging.WARNING)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        scripts = Path(tmp) / "scripts"
-        scripts.mkdir()
-        demo = json.loads((DEMO_SCRIPTS / "demo_fix.json").read_text())
-        (scripts / "demo.json").write_text(json.dumps(delayed(demo, args.delay)))
-        (scripts / "big.json").write_text(json.dumps(delayed(big_script(), args.delay)))
-        repo = big_repository(Path(tmp) / "big", args.files)
-        issue_file = Path(tmp) / "big.md"
-        issue_file.write_text(f"{BIG_TITLE}\nEvery module greets with '!' except module_37.\n")
-        with Stack(
-            data_dir=Path(tmp) / "stack", redis_url=args.redis_url, script_dirs=(scripts,)
-        ) as stack:
-            # a warm-up task first, so both measured runs find a warm worker and image
-            results = {}
-            for name, seed in (
-                ("warm-up (demo)", lambda: stack.seed(full_name="octo-org/warm")),
-                ("demo", lambda: stack.seed(full_name="octo-org/textstats")),
-                (
-                    f"{args.files}-file repository",
-                    lambda: stack.seed(repo, issue_file, "octo-org/big"),
-                ),
-                (
-                    # Its next task: the workspace now stands on the tree the first one left.
-                    f"{args.files}-file repository, next task",
-                    lambda: (
-                        "octo-org/big",
-                        stack.github.create_issue("octo-org/big", BIG_TITLE, "Once more."),
-                    ),
-                ),
-            ):
-                full_name, issue = seed()
-                results[name] = measure(stack, full_name, issue)
-        shutil.rmtree(repo, ignore_errors=True)
-    results.pop("warm-up (demo)")
+        for run, size in enumerate(int(n) for n in args.pool.split(",")):
+            results[f"pool {size} (run {run + 1})"] = run_sequence(args, Path(tmp) / str(run), size)
     print(json.dumps({"delay_s": args.delay, "results": results}, indent=2))
 
 
