@@ -139,6 +139,7 @@ def run_try(
     hidden tests (the verdict, looked at only for the chosen try)."""
     import docker
 
+    from sandbox.changes import ChangeGuard, ChangePolicy
     from sandbox.container import Sandbox
 
     def spend(record: dict) -> None:
@@ -157,11 +158,12 @@ def run_try(
     try:
         with Sandbox(client, image=args.image, task_id=f"bench-{name}") as sandbox:
             sandbox.put_workspace(work)
+            guard = ChangeGuard(sandbox, head, ChangePolicy())
             one.result = run_agent(
                 task, sandbox, model, limits, trajectory,
                 should_stop=lambda: shared.stop_reason(number),
             )  # fmt: skip
-            one.patch = sandbox.diff(head)
+            one.patch = guard.result().patch
             if one.patch.strip() and shared.stop_reason(number) is None and task.test_command:
                 shown = sandbox.exec(task.test_command, timeout=HIDDEN_TIMEOUT)
                 run = text.TestRun(task.test_command, shown.exit_code)

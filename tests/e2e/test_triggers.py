@@ -113,7 +113,7 @@ def test_ask_command_answers_in_the_progress_comment_and_changes_nothing(stack, 
 @pytest.mark.parametrize(
     ("body", "reply"),
     [
-        ("/codex help", "/codex fix [instructions]"),
+        ("/codex help", "/codex fix [--attempts N] [instructions]"),
         ("/codex dance", "I don't know the command `/codex dance`"),
     ],
 )

@@ -5,6 +5,7 @@ JavaScript, TypeScript and Go fixtures."""
 from __future__ import annotations
 
 import dis
+import functools
 import importlib.util
 import shutil
 import subprocess
@@ -112,7 +113,14 @@ def project_file(name: str) -> str | None:
     origin = spec.origin if spec else None
     if not origin or not origin.startswith(str(ROOT) + "/"):
         return None
-    return str(Path(origin).relative_to(ROOT))
+    path = str(Path(origin).relative_to(ROOT))
+    return path if path in tracked_files() else None  # not a virtualenv inside the checkout
+
+
+@functools.cache
+def tracked_files() -> frozenset[str]:
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    return frozenset(listed.stdout.decode().split("\0"))
 
 
 @pytest.mark.parametrize(
