@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 MIN_COMMAND_TIMEOUT = 1.0
 SEARCH_TIMEOUT = 30.0
+GREP_ERROR = 2  # grep's exit status for an error (1: no match)
+GREP_SAYS = "grep: "  # how grep's own messages start
 
 
 @dataclass
@@ -54,9 +56,9 @@ def perform(
     if isinstance(action, SearchAction):
         return search(action, workspace, limits)
     if isinstance(action, MapAction):
-        return code_map(action, code_of(workspace), limits)
+        return code_map(action, workspace, limits)
     if isinstance(action, ReferencesAction):
-        return references(action, code_of(workspace), limits)
+        return references(action, workspace, limits)
     if isinstance(action, ApplyPatchAction):
         return after_change(apply_patch(action, workspace), workspace)
     raise FormatError(f"the tool for {type(action).__name__} cannot run here")
@@ -104,29 +106,62 @@ def code_of(workspace: Workspace) -> CodeReader:
     return workspace.code
 
 
-def elsewhere(workspace: Workspace, repo: str) -> CodeReader | None:
-    """The reader of a related repository the call names; None for the task's own."""
-    if not repo:
-        return None
+# What a `repo` argument may say for the task's own repository, besides its name.
+OWN_REPO_WORDS = frozenset({"", ".", "this", "self"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """The repository a call's `repo` names: ``related`` names a related repository (None: the
+    task's own; ``own_named``: named outright), ``note`` is told with the result."""
+
+    related: str | None = None
+    own_named: bool = False
+    note: str = ""
+
+
+def target(workspace: Workspace, repo: str) -> Target:
+    """Tolerant of how a model names the task's own repository: its name (owner/name or name,
+    any case), nothing, `.`, `this` or `self`. A name that is none of the task's repositories
+    reads the task's own (with a note) when there is no related one to mean; else it is refused
+    with their names."""
+    wanted = repo.strip().strip("/").lower()
+    own = workspace.repo.lower()
+    if wanted in OWN_REPO_WORDS:
+        return Target()
+    if wanted in {own, own.rpartition("/")[2]}:
+        return Target(own_named=True)
     code = workspace.code
-    if code is None:
-        raise FormatError("This task reads no other repository; leave out `repo`.")
-    return None if code.is_own(repo) else code
+    related = [] if code is None else [n for n in code.repositories() if n.lower() != own]
+    if not related:
+        this = f"`{workspace.repo}`" if workspace.repo else "the task's own"
+        note = f"Note: `{repo}` is not a repository of this task; read {this} instead."
+        return Target(note=note)
+    for name in related:
+        if wanted == name.lower():
+            return Target(related=name)
+    names = ", ".join(f"`{name}`" for name in [workspace.repo, *related])
+    raise FormatError(f"`{repo}` is not a repository of this task; they are {names}.")
+
+
+def noted(shown: str, where: Target) -> str:
+    return f"{where.note}\n{shown}" if where.note else shown
 
 
 def read_file(action: ReadFileAction, workspace: Workspace, limits: AgentLimits) -> Outcome:
     path = workspace_path(action.path)
-    other = elsewhere(workspace, action.repo)
-    text = other.text_of(action.repo, path) if other else workspace.read_text(path)
+    where = target(workspace, action.repo)
+    other = workspace.code if where.related else None
+    text = other.text_of(where.related, path) if other else workspace.read_text(path)
     if text is None:
         raise FormatError(f"`{path}` is not a file in the repository.")
     body, total = numbered(text, action.start_line, action.end_line)
     last = min(action.end_line or total, total)
-    cited = f"{action.repo}:{path}" if other else path
+    cited = f"{where.related}:{path}" if other else path
     header = f"{cited}: lines {action.start_line}-{last} of {total}"
     shown = observation_text(header, body, limits.output_bytes)
     return Outcome(
-        shown=shown,
+        shown=noted(shown, where),
         summary=f"read {path}",
         paths=[path],
         details={"path": path, "start_line": action.start_line, "end_line": last},
@@ -140,43 +175,63 @@ def search(action: SearchAction, workspace: Workspace, limits: AgentLimits) -> O
     except re.error as error:
         raise FormatError(f"`pattern` is not a valid regular expression: {error}") from None
     cap = limits.search_matches
-    other = elsewhere(workspace, action.repo)
-    if other:
-        lines = other.search(action.repo, action.pattern, path, cap)
+    where = target(workspace, action.repo)
+    errors: list[str] = []
+    if where.related and workspace.code is not None:
+        lines = workspace.code.search(where.related, action.pattern, path, cap)
     else:
-        command = search_command(action.pattern, path, cap)
-        done = workspace.env.exec(command, timeout=SEARCH_TIMEOUT)
-        lines = [line for line in done.output.splitlines() if line]
+        lines, errors = grep(workspace, action.pattern, path, cap)
     more = len(lines) > cap
     lines = lines[:cap]
     header = f"{len(lines)} match(es)" + (f" (the first {cap}; narrow the search)" if more else "")
     shown = observation_text(header, "\n".join(lines) or "(no matches)", limits.output_bytes)
+    if errors:
+        shown += "\n\ngrep reported: " + "; ".join(errors[:5])
     touched = sorted({line.split(":", 1)[0] for line in lines if ":" in line})
     return Outcome(
-        shown=shown,
+        shown=noted(shown, where),
         summary=f"search {action.pattern}",
         paths=touched[:20],
         details={"pattern": action.pattern, "path": path, "matches": len(lines)},
     )
 
 
-def code_map(action: MapAction, code: CodeReader, limits: AgentLimits) -> Outcome:
+def grep(workspace: Workspace, pattern: str, path: str, cap: int) -> tuple[list[str], list[str]]:
+    """The matching lines and grep's own errors (a missing path, an unreadable file): errors,
+    never matches. Only errors, none matching, is a failed call."""
+    done = workspace.env.exec(search_command(pattern, path, cap), timeout=SEARCH_TIMEOUT)
+    lines = [line for line in done.output.splitlines() if line]
+    if done.exit_code != GREP_ERROR:
+        return lines, []
+    errors = [line for line in lines if line.startswith(GREP_SAYS)]
+    matches = [line for line in lines if not line.startswith(GREP_SAYS)]
+    if not matches:
+        said = "; ".join(error.removeprefix(GREP_SAYS) for error in errors[:5])
+        raise FormatError(f"The search failed: {said or 'grep failed'}.")
+    return matches, [error.removeprefix(GREP_SAYS) for error in errors]
+
+
+def code_map(action: MapAction, workspace: Workspace, limits: AgentLimits) -> Outcome:
+    code = code_of(workspace)
+    where = target(workspace, action.repo)
     under = workspace_path(action.path) if action.path else ""
     shown = observation_text(
-        "The map", code.map(action.repo or None, under, action.tokens), limits.output_bytes
+        "The map", code.map(where.related, under, action.tokens), limits.output_bytes
     )
     return Outcome(
-        shown=shown,
+        shown=noted(shown, where),
         summary=f"map {under or '.'}",
         paths=[under] if under else [],
         details={"path": under, "tokens": action.tokens, "repo": action.repo},
     )
 
 
-def references(action: ReferencesAction, code: CodeReader, limits: AgentLimits) -> Outcome:
-    shown = code.references(action.symbol, action.repo or None)
+def references(action: ReferencesAction, workspace: Workspace, limits: AgentLimits) -> Outcome:
+    code = code_of(workspace)
+    where = target(workspace, action.repo)
+    shown = code.references(action.symbol, code.own_name if where.own_named else where.related)
     return Outcome(
-        shown=observation_text("References", shown, limits.output_bytes),
+        shown=noted(observation_text("References", shown, limits.output_bytes), where),
         summary=f"references {action.symbol}",
         details={"symbol": action.symbol, "repo": action.repo},
     )

@@ -75,6 +75,7 @@ from workers.agent.tools import (
     parse_action,
     tool_names,
     with_code_tools,
+    with_repo_argument,
 )
 from workers.agent.trajectory import Trajectory
 from workers.agent.workspace import CodeReader, Environment, ExecLike, Workspace
@@ -106,8 +107,10 @@ log = structlog.get_logger(__name__)
 STOP_POLL_SECONDS = 0.25  # how often the stop flag is read while a command runs
 CALL_SHARE = 0.5  # a model call may take this share of the time left, so a retry fits after it
 MIN_REPLY_TOKENS = 256  # max_tokens never goes below this, however full the context
+CUT_TAIL_CHARS = 4000  # of a streamed reply's text after the cut, kept in the trajectory
 
 MODE_TOOLS = {"fix": TOOLS, "ask": ASK_TOOLS, "review": REVIEW_TOOLS}
+SUBMISSIONS = frozenset({"finish", "answer", "review"})  # the calls that end the run
 
 
 @dataclass
@@ -168,6 +171,8 @@ def run_agent(
     the command killed at once. ``tool_protocol``: see the module's docstring. ``code``, when the
     worker has the repository's code, adds the `map` and `references` tools."""
     tools = MODE_TOOLS[task.mode] if code is None else with_code_tools(MODE_TOOLS[task.mode])
+    if code is not None and len(code.repositories()) > 1:
+        tools = with_repo_argument(tools)
     text = tool_protocol == "text" or (tool_protocol == "auto" and known_text_only(model))
     run = _Run(
         task,
@@ -177,7 +182,7 @@ def run_agent(
         trajectory,
         initial_messages(task),
         tools,
-        Workspace(env, code),
+        Workspace(env, code, task.repo),
         "text" if text else "native",
         steering,
         should_stop,
@@ -304,6 +309,7 @@ def ask_model(run: _Run) -> ModelReply:
         completion_tokens=reply.usage.completion_tokens,
         **({"usage_estimated": True} if reply.usage.estimated else {}),
         **({"stopped_at_call": True} if reply.stopped_at_call else {}),
+        **({"cut_tail": reply.cut_tail[:CUT_TAIL_CHARS]} if reply.cut_tail else {}),
         duration=round(duration, 3),
     )
     return reply
@@ -362,26 +368,30 @@ def act(run: _Run, reply: ModelReply) -> None:
     """Runs every tool call in the reply and appends each result; a malformed call gets an error.
 
     Native calls get `tool` messages. Calls the model wrote as text have no id the server knows,
-    so their results go back in one user message, and the reply stays as the model wrote it."""
+    so their results go back in one user message, and the reply stays as the model wrote it.
+    A reply counts once towards the malformed replies in a row, however many of its calls fail,
+    and its valid calls run all the same; a submission after a failed call does not run."""
     run.messages.append(reply.message)
-    calls, recognised = reply.tool_calls, ""
+    calls, recognised, problem = reply.tool_calls, "", ""
     if not calls:
         found = recognise(run, reply.message.get("content") or "")
-        calls, recognised = found.calls, found.dialect
-        if found.problem:
-            run.messages.append({"role": "user", "content": f"Error: {found.problem}"})
-            run.trajectory.record("tool", run.steps, recognised=recognised, error=found.problem)
-            note_format_error(run, found.problem)
-            return
-    if not calls:
+        calls, recognised, problem = found.calls, found.dialect, found.problem
+    if not calls and not problem:
         nudge = textcalls.NO_COMMAND if run.protocol == "text" else textcalls.NO_CALL
         run.messages.append({"role": "user", "content": nudge})
         note_format_error(run, "reply had no tool call")
         return
     shown: list[str] = []
+    failed: list[str] = []  # what went wrong in this reply, in order
+    if problem:
+        shown.append(f"Error: {problem}")
+        run.trajectory.record("tool", run.steps, recognised=recognised, error=problem)
+        failed.append(problem)
     try:
-        for call in calls:
-            content = run_call(run, call, recognised)
+        for number, call in enumerate(calls, start=1):
+            content, ok = run_call(run, call, recognised, failed)
+            if not ok:
+                failed.append(f"call {number}, `{call.name}`, failed: {content}")
             if recognised:
                 shown.append(f"{context.RESULT_PREFIX}`{call.name}` call:\n{content}")
             else:
@@ -392,6 +402,10 @@ def act(run: _Run, reply: ModelReply) -> None:
     finally:
         if shown:
             run.messages.append({"role": "user", "content": "\n\n".join(shown)})
+    if len(failed) == len(calls) + bool(problem):
+        note_format_error(run, failed[-1])
+    else:
+        run.format_errors = 0
 
 
 def recognise(run: _Run, content: str) -> textcalls.Recognised:
@@ -401,16 +415,21 @@ def recognise(run: _Run, content: str) -> textcalls.Recognised:
     return textcalls.recognise_tool_calls(content, names)
 
 
-def run_call(run: _Run, call: ToolCall, recognised: str) -> str:
-    """One call's result as the model sees it; a call it cannot act on gets the error."""
+def run_call(run: _Run, call: ToolCall, recognised: str, failed: list[str]) -> tuple[str, bool]:
+    """One call's result as the model sees it, and whether it ran; a call it cannot act on gets
+    the error. A submission after a failed call of the same reply (``failed``) is not run: the
+    model has not seen what failed."""
     try:
-        content = execute(run, call, recognised)
-        run.format_errors = 0
+        if failed and call.name in SUBMISSIONS:
+            raise FormatError(
+                f"`{call.name}` was not run because {failed[0][:300]} "
+                f"Read that error, set it right, then call `{call.name}` again."
+            )
+        return execute(run, call, recognised), True
     except FormatError as error:
-        content = f"Error: {error}"
         record_tool(run, call, recognised, arguments=call.arguments, error=str(error))
-        note_format_error(run, str(error))
-    return content
+        log.info("agent.tool_error", step=run.steps, problem=run.trajectory.redact(str(error)))
+        return f"Error: {error}", False
 
 
 def note_format_error(run: _Run, problem: str) -> None:

@@ -55,6 +55,7 @@ class ModelReply:
     usage: Usage = Usage()
     reasoning: str = ""  # `reasoning_content` and `<think>` blocks: recorded, never sent back
     stopped_at_call: bool = False  # streamed, and closed once its text held a complete call
+    cut_tail: str = ""  # the text received after the cut (recorded, never sent back)
 
 
 class Model(Protocol):
@@ -177,6 +178,7 @@ class StreamedReply:
         self.calls: dict[int, dict[str, str]] = {}
         self.usage: Usage | None = None
         self.cut = False
+        self.cut_tail = ""  # what came after the call the reply was cut at
 
     def add(self, chunk: Any) -> None:
         if getattr(chunk, "usage", None) is not None:
@@ -207,7 +209,7 @@ class StreamedReply:
         end = call_end(shown or "")
         if end is None:
             return False
-        self.content, self.cut = (shown or "")[:end], True
+        self.content, self.cut_tail, self.cut = (shown or "")[:end], (shown or "")[end:], True
         self.reasoning = "\n\n".join(part for part in (self.reasoning, thoughts) if part)
         return True
 
@@ -218,14 +220,17 @@ class StreamedReply:
         ]
         usage = self.usage
         if usage is None:  # not asked for, refused, or the stream was closed before it came
-            written = self.content + self.reasoning + "".join(c.arguments for c in calls)
+            # All the text received, the tail after a cut too: the server generated it.
+            written = (
+                self.content + self.cut_tail + self.reasoning + "".join(c.arguments for c in calls)
+            )
             usage = Usage(
                 prompt_tokens=len(json.dumps(messages, ensure_ascii=False)) // 4,
                 completion_tokens=len(written) // 4,
                 estimated=True,
             )
         reply = assemble_reply(self.content, self.reasoning, calls, usage)
-        return dataclasses.replace(reply, stopped_at_call=self.cut)
+        return dataclasses.replace(reply, stopped_at_call=self.cut, cut_tail=self.cut_tail)
 
 
 def refusal_of(error: openai.OpenAIError) -> ModelError | None:

@@ -7,7 +7,11 @@ tried in this order, the first that yields a call winning:
 - ``hermes``: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (Hermes, Qwen);
 - ``mistral``: ``[TOOL_CALLS]`` and a JSON list of calls, or ``[TOOL_CALLS]name{...}`` (v11+);
 - ``fenced_json``: a fenced ```json block holding a call (Qwen2.5-Coder under llama.cpp);
-- ``bare_json``: a JSON object with ``name`` and ``arguments`` in the prose.
+- ``bare_json``: a JSON object with ``name`` and ``arguments`` in the prose; with the fenced ones,
+  in the order written.
+
+Doubled outer braces (``{{"name": ...}}``, a prompt template's escape) are undone when what they
+hold is a call of ours.
 
 Under the text protocol (an endpoint without tool support) two more: ``shell_block``, one fenced
 bash block, and ``finish_marker``, the line ``COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``.
@@ -46,6 +50,7 @@ JSON_FENCES = frozenset({"json", "jsonc", "json5", "tool_call", "tool", ""})
 SHELL_FENCES = frozenset({"bash", "sh", "shell", "console", "zsh"})
 # A finding written as text: `P1 path/to/file.py:12 what is wrong` (a list bullet allowed).
 FINDING_LINE = re.compile(r"^\s*(?:[-*]\s+)?\**(P[012])\**[:\s]+`?([^\s`:]+):(\d+)`?[:\s-]*(.+)$")
+OBJECT_START = re.compile(r'\{\{?\s*"')  # how a JSON object (or a doubled one) starts
 TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
@@ -163,22 +168,52 @@ def _named_call_problem(text: str, tools: Collection[str]) -> bool:
     return any(re.search(rf'"(?:name|tool)"\s*:\s*"{re.escape(t)}"', text) for t in tools)
 
 
+def _undoubled(text: str) -> str | None:
+    """The inside of an object written with doubled outer braces, as a prompt template escapes
+    them (`{{"name": ...}}`), else None."""
+    stripped = text.strip()
+    if stripped.startswith("{{") and stripped.endswith("}}"):
+        return stripped[1:-1]
+    return None
+
+
+def _read_block(block: str, tools: Collection[str], prefix: str) -> list[ToolCall]:
+    """The calls one block holds. Doubled outer braces are undone only when what they hold reads
+    as a call of one of our tools; else the block's own error is raised (Unreadable)."""
+    try:
+        value, _ = loads_repaired(block)
+    except Unreadable:
+        inner = _undoubled(block)
+        if inner is None:
+            raise
+        try:
+            found = _calls_in(loads_repaired(inner)[0], tools, prefix)
+        except Unreadable:
+            found = []
+        if not found:
+            raise
+        return found
+    return _calls_in(value, tools, prefix)
+
+
 def _from_blocks(
     dialect: str, blocks: list[str], tools: Collection[str], *, strict: bool
 ) -> Recognised | None:
     """Calls in each block in order. ``strict``: every block is meant as a call (a tag says so),
-    so one that cannot be read is a problem to report; else such blocks are prose."""
+    so one that cannot be read is a problem to report at once; else such blocks are prose, or,
+    when plainly meant as a call, a problem told beside the calls of the other blocks."""
     calls: list[ToolCall] = []
+    problem = ""
     for block in blocks:
         try:
-            value, _ = loads_repaired(block)
+            found = _read_block(block, tools, f"text_{dialect}_{len(calls)}")
         except Unreadable as error:
             if strict or _named_call_problem(block, tools):
-                return Recognised(
-                    dialect, problem=f"Your {describe(dialect)} is not valid JSON ({error})."
-                )
+                said = f"Your {describe(dialect)} is not valid JSON ({error})."
+                if strict:
+                    return Recognised(dialect, problem=said)
+                problem = problem or said
             continue
-        found = _calls_in(value, tools, f"text_{dialect}_{len(calls)}")
         if not found and strict:
             return Recognised(
                 dialect,
@@ -186,7 +221,7 @@ def _from_blocks(
                 f"{', '.join(f'`{t}`' for t in tools)}) and `arguments`.",
             )
         calls += found
-    return Recognised(dialect, calls) if calls else None
+    return Recognised(dialect, calls, problem) if calls or problem else None
 
 
 def describe(dialect: str) -> str:
@@ -247,28 +282,80 @@ def fences(text: str) -> Iterator[tuple[str, str]]:
         yield match.group(2).lower(), match.group(3)
 
 
-def fenced_json(text: str, tools: Collection[str]) -> Recognised | None:
-    blocks = [body for language, body in fences(text) if language in JSON_FENCES]
-    return _from_blocks("fenced_json", blocks, tools, strict=False) if blocks else None
-
-
-def bare_json(text: str, tools: Collection[str]) -> Recognised | None:
-    decoder = json.JSONDecoder()
+def json_calls(text: str, tools: Collection[str]) -> Recognised | None:
+    """Calls as JSON objects, in ```json fences (``fenced_json``) and bare in the prose
+    (``bare_json``), in the order written: one that cannot be read hides none of the others."""
+    fenced = [m for m in FENCE.finditer(text) if m.group(2).lower() in JSON_FENCES]
+    prose = text
+    for match in fenced:  # blanked, so that what is left keeps its positions
+        prose = prose[: match.start()] + " " * (match.end() - match.start()) + prose[match.end() :]
+    found: list[tuple[int, Recognised]] = []
+    for match in fenced:
+        block = _from_blocks("fenced_json", [match.group(3)], tools, strict=False)
+        if block is not None:
+            found.append((match.start(), block))
+    found += bare_json(prose, tools)
+    if not found:
+        return None
+    found.sort(key=lambda item: item[0])
     calls: list[ToolCall] = []
+    for _, part in found:
+        for call in part.calls:
+            calls.append(ToolCall(f"text_{part.dialect}_{len(calls)}", call.name, call.arguments))
+    problem = next((part.problem for _, part in found if part.problem), "")
+    return Recognised(found[0][1].dialect, calls, problem)
+
+
+def bare_json(text: str, tools: Collection[str]) -> list[tuple[int, Recognised]]:
+    """Objects in the prose that name one of our tools, each with where it starts. One that
+    names a tool but cannot be read is a problem to tell, never skipped in silence."""
+    decoder = json.JSONDecoder()
+    found: list[tuple[int, Recognised]] = []
     index = text.find("{")
     while index != -1:
         try:
             value, end = decoder.raw_decode(text, index)
         except json.JSONDecodeError:
-            index = text.find("{", index + 1)
+            block = text[index : _balanced_end(text, index)]
+            meant = _from_blocks("bare_json", [block], tools, strict=False)
+            if meant is None or not OBJECT_START.match(block):
+                index = text.find("{", index + 1)
+                continue
+            found.append((index, meant))
+            index = text.find("{", index + len(block))
             continue
-        found = _calls_in(value, tools, f"text_bare_json_{len(calls)}")
-        calls += found
-        index = text.find("{", end if found or isinstance(value, dict) else index + 1)
-    return Recognised("bare_json", calls) if calls else None
+        calls = _calls_in(value, tools, f"text_bare_json_{len(found)}")
+        if calls:
+            found.append((index, Recognised("bare_json", calls)))
+        index = text.find("{", end if calls or isinstance(value, dict) else index + 1)
+    return found
 
 
-TOOL_CALL_SHAPES = (hermes, mistral, fenced_json, bare_json)
+def _balanced_end(text: str, start: int) -> int:
+    """Where the braces opened at ``start`` close (strings in double quotes skipped), or the end
+    of the text."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return len(text)
+
+
+TOOL_CALL_SHAPES = (hermes, mistral, json_calls)
 
 
 def recognise_tool_calls(text: str, tools: Collection[str]) -> Recognised:

@@ -45,6 +45,8 @@ REPO_PROPERTY = {
     "description": "A related repository named in the task (owner/name), read-only; "
     "default: this one.",
 }
+# The tools that read another repository when given `repo`, offered only when the task has one.
+REPO_TOOLS = frozenset({"read_file", "search", "map", "references"})
 READ_FILE_TOOL: dict[str, Any] = _tool(
     "read_file",
     "Read a file of the repository, with line numbers. Give a line range for long files.",
@@ -52,7 +54,6 @@ READ_FILE_TOOL: dict[str, Any] = _tool(
         "path": {"type": "string", "description": "Path relative to the repository root."},
         "start_line": {"type": "integer", "description": "First line (1-based); default 1."},
         "end_line": {"type": "integer", "description": "Last line (inclusive); default: end."},
-        "repo": REPO_PROPERTY,
     },
     ["path"],
 )
@@ -63,7 +64,6 @@ SEARCH_TOOL: dict[str, Any] = _tool(
     {
         "pattern": {"type": "string", "description": "Extended regular expression."},
         "path": {"type": "string", "description": "File or directory to search; default: all."},
-        "repo": REPO_PROPERTY,
     },
     ["pattern"],
 )
@@ -78,7 +78,6 @@ MAP_TOOL: dict[str, Any] = _tool(
             "type": "integer",
             "description": f"Budget of the answer in tokens; default {MAP_TOKENS}.",
         },
-        "repo": REPO_PROPERTY,
     },
     [],
 )
@@ -88,7 +87,6 @@ REFERENCES_TOOL: dict[str, Any] = _tool(
     "repository (and the related ones), as `path:line` with the line.",
     {
         "symbol": {"type": "string", "description": "The name, e.g. `run_task` or `Task.run`."},
-        "repo": REPO_PROPERTY,
     },
     ["symbol"],
 )
@@ -175,6 +173,19 @@ def with_code_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     repository's code to map)."""
     at = tools.index(SEARCH_TOOL) + 1
     return [*tools[:at], *CODE_TOOLS, *tools[at:]]
+
+
+def with_repo_argument(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools with the `repo` argument on those that read code, for a task that has related
+    repositories: a task without them is never offered an argument it cannot use."""
+    return [_with_repo(tool) if tool["function"]["name"] in REPO_TOOLS else tool for tool in tools]
+
+
+def _with_repo(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool["function"]
+    parameters = function["parameters"]
+    parameters = {**parameters, "properties": {**parameters["properties"], "repo": REPO_PROPERTY}}
+    return {**tool, "function": {**function, "parameters": parameters}}
 
 
 class FormatError(Exception):

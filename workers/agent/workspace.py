@@ -61,6 +61,7 @@ class CodeReader(Protocol):
     @property
     def own_name(self) -> str: ...
     def is_own(self, repo: str | None) -> bool: ...
+    def repositories(self) -> list[str]: ...
     def map(self, repo: str | None, under: str, budget: int) -> str: ...
     def references(self, symbol: str, repo: str | None) -> str: ...
     def text_of(self, repo: str | None, path: str) -> str | None: ...
@@ -70,11 +71,12 @@ class CodeReader(Protocol):
 
 class Workspace:
     """Reads and writes the repository inside ``env``; ``code`` (when the worker has it) maps
-    it and reads the related repositories."""
+    it and reads the related repositories. ``repo`` is the task's repository (owner/name)."""
 
-    def __init__(self, env: Environment, code: CodeReader | None = None) -> None:
+    def __init__(self, env: Environment, code: CodeReader | None = None, repo: str = "") -> None:
         self.env = env
         self.code = code
+        self.repo = code.own_name if code is not None else repo
 
     def _run(self, command: str) -> ExecLike:
         return self.env.exec(command, timeout=FILE_TIMEOUT)
@@ -149,8 +151,10 @@ def numbered(text: str, first: int, last: int | None) -> tuple[str, int]:
 
 
 def search_command(pattern: str, path: str, limit: int) -> str:
-    """grep -E over the workspace (``.git`` skipped), at most ``limit`` + 1 matching lines."""
+    """grep -E over the workspace (``.git`` skipped), at most ``limit`` + 1 matching lines; the
+    command exits with grep's status (2: an error, told in lines starting `grep: `)."""
     return (
         f"grep -rnIE --exclude-dir=.git --color=never -e {shlex.quote(pattern)} "
-        f"-- {shlex.quote(path)} 2>&1 | head -n {limit + 1} | cut -c1-400"
+        f"-- {shlex.quote(path)} 2>&1 | head -n {limit + 1} | cut -c1-400; "
+        'exit "${PIPESTATUS[0]}"'
     )
