@@ -43,6 +43,9 @@ CONTEXT = "the context window fills up"
 NESTED = "nested instructions apply"
 SERVER_ERROR = "the model server fails once"
 MAPPED = "which modules depend on which"
+BAD_CALLS_IN_ONE_REPLY = "one reply holds several bad calls"
+FINISH_AFTER_FAILURE = "finish comes after a failed call"
+REPO_NAMED_LOOSELY = "the own repository named loosely"
 MAPPED_ANSWER = (
     "| Module | Owns | Used by |\n| --- | --- | --- |\n"
     "| textstats/core.py:4 | `word_count` | textstats/__init__.py:3 |\n"
@@ -177,6 +180,47 @@ TEST_SCRIPTS = [
         steps=[
             {"tool": "read_file", "arguments": {"path": "pkg/mod.py"}},
             {"tool": "read_file", "arguments": {"path": "pkg/mod.py"}},
+            finish(),
+        ],
+    ),
+    Script(
+        name="bad-calls-in-one-reply",
+        match=BAD_CALLS_IN_ONE_REPLY,
+        steps=[
+            {
+                "tool_calls": [
+                    {"tool": "shell", "arguments": "not json at all"},
+                    {"tool": "delete_repo", "arguments": {}},
+                    {"tool": "shell", "arguments": {"timeout": 5}},
+                    shell("echo ran"),
+                ]
+            },
+            {"tool_calls": [{"tool": "grep", "arguments": {}}, {"tool": "rm", "arguments": {}}]},
+            finish(),
+        ],
+    ),
+    Script(
+        name="finish-after-failure",
+        match=FINISH_AFTER_FAILURE,
+        steps=[
+            {
+                "tool_calls": [
+                    {"tool": "apply_patch", "arguments": {"patch": BAD_HUNK}},
+                    finish("Too soon"),
+                ]
+            },
+            finish("After reading the error"),
+        ],
+    ),
+    Script(
+        name="repo-named-loosely",
+        match=REPO_NAMED_LOOSELY,
+        steps=[
+            {"tool": "read_file", "arguments": {"path": "a.txt", "repo": "demo"}},
+            {"tool": "read_file", "arguments": {"path": "a.txt", "repo": "OCTO/Demo"}},
+            {"tool": "search", "arguments": {"pattern": "hello", "repo": "this"}},
+            {"tool": "read_file", "arguments": {"path": "a.txt", "repo": "somebody/else"}},
+            {"tool": "search", "arguments": {"pattern": "hello", "path": "tests/missing.py"}},
             finish(),
         ],
     ),

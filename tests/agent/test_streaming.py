@@ -113,6 +113,10 @@ def test_a_complete_text_call_closes_the_stream_and_the_server_stops(
     assert reply.stopped_at_call
     assert reply.message["content"] == f"<tool_call>\n{json.dumps(CALL)}\n</tool_call>"
     assert reply.usage.estimated and reply.usage.completion_tokens > 0
+    # What came after the cut is kept apart, and counted: the server generated it.
+    assert reply.cut_tail.lstrip().startswith("Then I will look at the output")
+    written = reply.message["content"] + reply.cut_tail
+    assert reply.usage.completion_tokens == len(written) // 4
     stream = wait_until(lambda: server.streams[-1]["done"] and server.streams[-1], 30, "hang-up")
     # The server noticed the client leave a few chunks after the call: it wrote no more.
     assert stream["sent"] < stream["chunks"] // 2, stream

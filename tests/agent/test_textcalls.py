@@ -64,6 +64,20 @@ def calls_of(text: str, text_protocol: bool = False) -> tuple[str, list[tuple[st
             "bare_json",
             [("search", {"pattern": "def x"})],
         ),
+        # Doubled outer braces (a template's escape), fenced or bare.
+        (
+            '```json\n{{"name": "finish", "arguments": {"summary": "Done."}}}\n```',
+            "fenced_json",
+            [("finish", {"summary": "Done."})],
+        ),
+        ('{{"name": "shell", "arguments": {"command": "ls"}}}', "bare_json", [("shell", LS)]),
+        # Fenced and bare calls in one reply all run, in the order written.
+        (
+            '{"name": "shell", "arguments": {"command": "ls"}}\n```json\n'
+            '{"name": "finish", "arguments": {}}\n```',
+            "bare_json",
+            [("shell", LS), ("finish", {})],
+        ),
         # Prose quoting JSON that is no call of ours is not a call.
         ('The config is {"name": "demo", "arguments": []}.', "", []),
         ('```json\n{"steps": 3}\n```', "", []),
@@ -88,6 +102,35 @@ def test_tool_calls_written_as_text_are_recognised(text, dialect, calls) -> None
 def test_a_call_meant_but_unreadable_is_named_precisely(text: str, problem: str) -> None:
     _, calls, said = calls_of(text)
     assert calls == [] and problem in said
+
+
+@pytest.mark.parametrize(
+    ("text", "calls", "problem"),
+    [
+        # A fenced call that cannot be read hides no call after it.
+        (
+            '```json\n{"name": "shell", "arguments": {command: ls}}\n```\nThen '
+            '{"name": "finish", "arguments": {}}',
+            [("finish", {})],
+            "Your fenced JSON tool call is not valid JSON (Expecting property name",
+        ),
+        # A bare object naming a tool that is no JSON (a Python raw string) is told, not dropped.
+        (
+            '{{"name": "search", "arguments": {"pattern": r"if not year % 4:", "path": "."}}}}',
+            [],
+            "Your JSON tool call is not valid JSON (Expecting value",
+        ),
+        # Braces in prose are no call, and hide none.
+        (
+            'The set {1, 2 and {"name": "shell", "arguments": {"command": "ls"}}',
+            [("shell", LS)],
+            "",
+        ),
+    ],
+)
+def test_an_unreadable_call_is_told_beside_the_readable_ones(text, calls, problem) -> None:
+    _, found, said = calls_of(text)
+    assert found == calls and said.startswith(problem)
 
 
 @pytest.mark.parametrize(

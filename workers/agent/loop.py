@@ -386,12 +386,13 @@ def act(run: _Run, reply: ModelReply) -> None:
     if problem:
         shown.append(f"Error: {problem}")
         run.trajectory.record("tool", run.steps, recognised=recognised, error=problem)
-        failed.append(problem)
+        failed.append(f"a call in your reply could not be read: {problem}")
     try:
         for number, call in enumerate(calls, start=1):
             content, ok = run_call(run, call, recognised, failed)
             if not ok:
-                failed.append(f"call {number}, `{call.name}`, failed: {content}")
+                said = content.removeprefix("Error: ")
+                failed.append(f"call {number} (`{call.name}`) failed: {said}")
             if recognised:
                 shown.append(f"{context.RESULT_PREFIX}`{call.name}` call:\n{content}")
             else:

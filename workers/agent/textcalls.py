@@ -179,17 +179,14 @@ def _undoubled(text: str) -> str | None:
 
 def _read_block(block: str, tools: Collection[str], prefix: str) -> list[ToolCall]:
     """The calls one block holds. Doubled outer braces are undone only when what they hold reads
-    as a call of one of our tools; else the block's own error is raised (Unreadable)."""
+    as a call of one of our tools; else the error (Unreadable) is what is wrong inside them."""
     try:
         value, _ = loads_repaired(block)
     except Unreadable:
         inner = _undoubled(block)
         if inner is None:
             raise
-        try:
-            found = _calls_in(loads_repaired(inner)[0], tools, prefix)
-        except Unreadable:
-            found = []
+        found = _calls_in(loads_repaired(inner)[0], tools, prefix)  # its error, when unreadable
         if not found:
             raise
         return found
