@@ -71,6 +71,20 @@ def calls_of(text: str, text_protocol: bool = False) -> tuple[str, list[tuple[st
             [("finish", {"summary": "Done."})],
         ),
         ('{{"name": "shell", "arguments": {"command": "ls"}}}', "bare_json", [("shell", LS)]),
+        # As Qwen2.5-Coder-1.5B writes under llama-server: several in one fence, and the last
+        # bare one cut by the stream before its outer brace closed.
+        (
+            '```json\n{{"name": "shell", "arguments": {"command": "ls"}}}\n\n'
+            '{{"name": "finish", "arguments": {"title": "T"}}}\n```',
+            "fenced_json",
+            [("shell", LS), ("finish", {"title": "T"})],
+        ),
+        (
+            '{{"name": "shell", "arguments": {"command": "ls"}}}\n\n'
+            '{{"name": "search", "arguments": {"pattern": "x"}}',
+            "bare_json",
+            [("shell", LS), ("search", {"pattern": "x"})],
+        ),
         # Fenced and bare calls in one reply all run, in the order written.
         (
             '{"name": "shell", "arguments": {"command": "ls"}}\n```json\n'

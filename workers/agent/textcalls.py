@@ -168,29 +168,67 @@ def _named_call_problem(text: str, tools: Collection[str]) -> bool:
     return any(re.search(rf'"(?:name|tool)"\s*:\s*"{re.escape(t)}"', text) for t in tools)
 
 
-def _undoubled(text: str) -> str | None:
-    """The inside of an object written with doubled outer braces, as a prompt template escapes
-    them (`{{"name": ...}}`), else None."""
+def _undoubled(text: str, tools: Collection[str], prefix: str) -> list[ToolCall]:
+    """The call inside an object written with a doubled opening brace, as a prompt template
+    escapes it (`{{"name": ...}}}`; the last brace may be missing where the stream was cut), when
+    what it holds is a call of one of our tools; else the error inside (Unreadable)."""
     stripped = text.strip()
-    if stripped.startswith("{{") and stripped.endswith("}}"):
-        return stripped[1:-1]
-    return None
+    if not stripped.startswith("{{"):
+        return []
+    try:
+        value, end = json.JSONDecoder().raw_decode(stripped, 1)
+    except json.JSONDecodeError as error:
+        raise Unreadable(f"{error.msg} at position {error.pos}") from None
+    if stripped[end:].strip() not in ("", "}"):
+        return []
+    return _calls_in(value, tools, prefix)
 
 
 def _read_block(block: str, tools: Collection[str], prefix: str) -> list[ToolCall]:
-    """The calls one block holds. Doubled outer braces are undone only when what they hold reads
-    as a call of one of our tools; else the error (Unreadable) is what is wrong inside them."""
+    """The calls one block holds: one JSON value, or objects one after another, each of them
+    maybe with a doubled opening brace, undone only when what it holds reads as a call of one
+    of our tools. Else the first error (Unreadable)."""
     try:
         value, _ = loads_repaired(block)
     except Unreadable:
-        inner = _undoubled(block)
-        if inner is None:
+        parts = _objects(block)
+        if not parts:
             raise
-        found = _calls_in(loads_repaired(inner)[0], tools, prefix)  # its error, when unreadable
+        calls: list[ToolCall] = []
+        for part in parts:
+            found = _part_calls(part, tools, f"{prefix}_{len(calls)}")
+            if not found:
+                raise
+            calls += found
+        return calls
+    return _calls_in(value, tools, prefix)
+
+
+def _part_calls(part: str, tools: Collection[str], prefix: str) -> list[ToolCall]:
+    try:
+        value, _ = loads_repaired(part)
+    except Unreadable:
+        found = _undoubled(part, tools, prefix)
         if not found:
             raise
         return found
     return _calls_in(value, tools, prefix)
+
+
+def _objects(text: str) -> list[str]:
+    """The objects a text holds one after another (only space between them), else none."""
+    parts: list[str] = []
+    index = 0
+    while True:
+        while index < len(text) and text[index].isspace():
+            index += 1
+        if index == len(text):
+            return parts
+        if text[index] != "{":
+            return []
+        end = _balanced_end(text, index)
+        parts.append(text[index:end])
+        index = end
 
 
 def _from_blocks(
