@@ -287,6 +287,7 @@ ON = "The output shows the files; next I will read the tests and then change the
         (f"<tool_call>\n{CALL}\n</tool_call>\n<tool_call>{{", False, None),
         (f"<tool_call>{CALL}</tool_call>\n```json\n{{{ON}", False, None),
         (f'{CALL}\n{{"name": "finish", {ON}', False, None),
+        (f'{{{CALL}}}\n\n{{{{"name": "finish", {ON}', False, None),  # doubled braces
         (f"[TOOL_CALLS] [{CALL}] [TOOL_CALLS] [", False, None),
         (f"```json\n{CALL}\n```\nNow", False, None),
         (f"I will run {CALL} and then", False, None),

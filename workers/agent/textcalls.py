@@ -511,7 +511,8 @@ def _being_written(after: str) -> bool:
     open fence or tag, or a JSON value (bare, or after `[TOOL_CALLS]`) not closed yet."""
     if _inside_open_block(after):
         return True
-    rest = after.lstrip()
+    # The closing brace of a call written with a doubled one (`{{...}}}`) leads nowhere.
+    rest = after.lstrip().removeprefix("}").lstrip()
     if rest.startswith(MISTRAL):
         rest = rest[len(MISTRAL) :]
         named = MISTRAL_NAMED.match(rest)
