@@ -45,6 +45,7 @@ SERVER_ERROR = "the model server fails once"
 MAPPED = "which modules depend on which"
 BAD_CALLS_IN_ONE_REPLY = "one reply holds several bad calls"
 FINISH_AFTER_FAILURE = "finish comes after a failed call"
+FINISH_WRITTEN_FIRST = "finish is written before the edit"
 REPO_NAMED_LOOSELY = "the own repository named loosely"
 MAPPED_ANSWER = (
     "| Module | Owns | Used by |\n| --- | --- | --- |\n"
@@ -210,6 +211,18 @@ TEST_SCRIPTS = [
                 ]
             },
             finish("After reading the error"),
+        ],
+    ),
+    Script(
+        name="finish-written-first",
+        match=FINISH_WRITTEN_FIRST,
+        steps=[
+            {
+                "tool_calls": [
+                    finish("Split on any whitespace"),
+                    {"tool": "apply_patch", "arguments": {"patch": GOOD_EDIT}},
+                ]
+            },
         ],
     ),
     Script(

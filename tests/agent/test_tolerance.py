@@ -9,6 +9,7 @@ from sim.model import ScriptedModel
 from tests.agent.support import (
     BAD_CALLS_IN_ONE_REPLY,
     FINISH_AFTER_FAILURE,
+    FINISH_WRITTEN_FIRST,
     REPO_NAMED_LOOSELY,
     LocalShell,
     task_titled,
@@ -42,6 +43,25 @@ def test_finish_after_a_failed_call_of_the_same_reply_is_not_run(
     assert "`finish` was not run because call 1 (`apply_patch`) failed" in finished
     refused = [r for r in trajectory.read() if r["type"] == "tool" and r.get("name") == "finish"]
     assert "was not run" in refused[0]["error"]
+
+
+def test_a_finish_written_before_the_edit_submits_the_edit(
+    model_server: ScriptedModel,
+    model: OpenAIModel,
+    demo_workdir: Path,
+    local_shell: LocalShell,
+    trajectory: Trajectory,
+) -> None:
+    """A small model writes `finish` first and its edit after it in the same reply: the edit
+    runs, then the submission."""
+    core = demo_workdir / "textstats" / "core.py"
+    result = run_agent(task_titled(FINISH_WRITTEN_FIRST), local_shell, model, FAST, trajectory)
+
+    assert result.status == "finished", result.reason
+    assert result.title == "Split on any whitespace" and result.steps == 1
+    assert "return len(text.split())" in core.read_text()
+    ran = [r["name"] for r in trajectory.read() if r["type"] == "tool"]
+    assert ran == ["apply_patch", "finish"]
 
 
 def test_the_own_repository_however_named_and_grep_errors_as_errors(

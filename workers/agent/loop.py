@@ -370,7 +370,8 @@ def act(run: _Run, reply: ModelReply) -> None:
     Native calls get `tool` messages. Calls the model wrote as text have no id the server knows,
     so their results go back in one user message, and the reply stays as the model wrote it.
     A reply counts once towards the malformed replies in a row, however many of its calls fail,
-    and its valid calls run all the same; a submission after a failed call does not run."""
+    and its valid calls run all the same; a submission runs after the reply's other calls (a
+    model may write `finish` before the edit it means to submit), and not after a failed one."""
     run.messages.append(reply.message)
     calls, recognised, problem = reply.tool_calls, "", ""
     if not calls:
@@ -387,6 +388,7 @@ def act(run: _Run, reply: ModelReply) -> None:
         shown.append(f"Error: {problem}")
         run.trajectory.record("tool", run.steps, recognised=recognised, error=problem)
         failed.append(f"a call in your reply could not be read: {problem}")
+    calls = sorted(calls, key=lambda call: call.name in SUBMISSIONS)  # stable: the rest in order
     try:
         for number, call in enumerate(calls, start=1):
             content, ok = run_call(run, call, recognised, failed)
