@@ -13,8 +13,8 @@ import pytest
 
 from sim.model import Script, ScriptedModel, completion_chunks
 from sim.stack import wait_until
+from workers.agent.callend import call_end
 from workers.agent.model import ModelError, ModelTimeout, OpenAIModel, StreamMode, Usage
-from workers.agent.textcalls import call_end
 
 TOOLS = ("shell", "finish")
 CALL = {"name": "shell", "arguments": {"command": "python -m pytest -q tests/test_calc.py"}}

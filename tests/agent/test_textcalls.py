@@ -7,12 +7,12 @@ import json
 
 import pytest
 
+from workers.agent.callend import call_end
 from workers.agent.model import split_reasoning
 from workers.agent.text import diff_counts, written_summary, written_title
 from workers.agent.textcalls import (
     FINISH_MARKER,
     Unreadable,
-    call_end,
     loads_repaired,
     recognise_text_protocol,
     recognise_tool_calls,

@@ -20,15 +20,14 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import structlog
 
-from workers.agent import actions, context, textcalls
+from workers.agent import actions, callend, context, textcalls
 from workers.agent.model import (
     ContextTooLong,
     Model,
@@ -47,13 +46,13 @@ from workers.agent.outcome import (
     LimitsExceeded,
     ModelFailed,
     RunEnded,
-    Status,
     Stopped,
     Stuck,
     Submitted,
     ToolProtocol,
     TooManyFormatErrors,
 )
+from workers.agent.runstate import RunState
 from workers.agent.stopping import cancel_on_stop
 from workers.agent.text import (
     AgentTask,
@@ -113,46 +112,6 @@ MODE_TOOLS = {"fix": TOOLS, "ask": ASK_TOOLS, "review": REVIEW_TOOLS}
 SUBMISSIONS = frozenset({"finish", "answer", "review"})  # the calls that end the run
 
 
-@dataclass
-class _Run:
-    task: AgentTask
-    env: Environment
-    model: Model
-    limits: AgentLimits
-    trajectory: Trajectory
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]]
-    workspace: Workspace
-    protocol: Literal["native", "text"] = "native"
-    steering: Callable[[], list[Comment]] | None = None
-    should_stop: Callable[[], str | None] | None = None
-    started: float = field(default_factory=time.monotonic)
-    switchable: bool = False  # the protocol may still change to text (auto, not yet decided)
-    steps: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model_seconds: float = 0.0
-    format_errors: int = 0  # in a row
-    seen_calls: Counter[str] = field(default_factory=Counter)
-    instruction_files: list[str] = field(default_factory=list)
-    stop_reason: str | None = None  # a stop that arrived while a command ran
-
-    def result(self, status: Status, **values: Any) -> AgentResult:
-        return AgentResult(
-            status=status,
-            steps=self.steps,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            seconds=round(time.monotonic() - self.started, 3),
-            model_seconds=round(self.model_seconds, 3),
-            instruction_files=list(self.instruction_files),
-            **values,
-        )
-
-    def seconds_left(self) -> float:
-        return self.limits.wall_seconds - (time.monotonic() - self.started)
-
-
 def run_agent(
     task: AgentTask,
     env: Environment,
@@ -174,7 +133,7 @@ def run_agent(
     if code is not None and len(code.repositories()) > 1:
         tools = with_repo_argument(tools)
     text = tool_protocol == "text" or (tool_protocol == "auto" and known_text_only(model))
-    run = _Run(
+    run = RunState(
         task,
         env,
         model,
@@ -215,7 +174,7 @@ def run_agent(
     return result
 
 
-def start(run: _Run) -> None:
+def start(run: RunState) -> None:
     if run.protocol == "text":
         use_text_protocol(run, "the tool protocol is `text`")
     root_files = applicable(run.task.instructions, [""])
@@ -235,7 +194,7 @@ def start(run: _Run) -> None:
     run.trajectory.record("instructions", 0, files=run.instruction_files, reason="repository root")
 
 
-def check_limits(run: _Run) -> None:
+def check_limits(run: RunState) -> None:
     limits = run.limits
     reason = run.should_stop() if run.should_stop else None
     if reason:
@@ -248,7 +207,7 @@ def check_limits(run: _Run) -> None:
         raise LimitsExceeded(f"time limit reached ({limits.wall_seconds:g} seconds)")
 
 
-def query(run: _Run) -> ModelReply:
+def query(run: RunState) -> ModelReply:
     """The model's next reply. A refused prompt is compacted and a timed-out call compacted and
     tried again, once each; tools refused switch an `auto` run to the text protocol."""
     run.steps += 1
@@ -279,7 +238,7 @@ def query(run: _Run) -> ModelReply:
             raise ModelFailed(str(error)) from None
 
 
-def ask_model(run: _Run) -> ModelReply:
+def ask_model(run: RunState) -> ModelReply:
     tools = run.tools if run.protocol == "native" else []
     run.trajectory.record("request", run.steps, messages=run.messages, tools=tools)
     started = time.monotonic()
@@ -290,7 +249,7 @@ def ask_model(run: _Run) -> ModelReply:
             seconds=call_seconds(run),
             max_tokens=reply_tokens(run),
             call_end=functools.partial(
-                textcalls.call_end,
+                callend.call_end,
                 tools=tool_names(run.tools),
                 text_protocol=run.protocol == "text",
             ),
@@ -315,20 +274,20 @@ def ask_model(run: _Run) -> ModelReply:
     return reply
 
 
-def call_seconds(run: _Run) -> float:
+def call_seconds(run: RunState) -> float:
     """How long one model call may take: a share of the run's time left, so that a call that
     times out leaves time to compact and try again; never less than the floor."""
     left = max(run.seconds_left(), 0.0)
     return max(run.limits.model_timeout_floor, left * CALL_SHARE, min(left, 1.0))
 
 
-def reply_tokens(run: _Run) -> int:
+def reply_tokens(run: RunState) -> int:
     """max_tokens: the limit, within what the context window has left after the prompt."""
     room = run.limits.context_tokens - context.estimate_tokens(run.messages)
     return max(MIN_REPLY_TOKENS, min(run.limits.max_tokens, room))
 
 
-def use_text_protocol(run: _Run, reason: str) -> None:
+def use_text_protocol(run: RunState, reason: str) -> None:
     """From now on no tools are sent: the system prompt says how to act in text instead."""
     run.protocol, run.switchable = "text", False
     system = run.messages[0]
@@ -339,7 +298,7 @@ def use_text_protocol(run: _Run, reason: str) -> None:
     log.info("agent.text_protocol", reason=run.trajectory.redact(reason)[:200])
 
 
-def steer(run: _Run) -> None:
+def steer(run: RunState) -> None:
     """Comments posted while the agent works join the conversation, fenced like the issue."""
     comments = run.steering() if run.steering else []
     if comments:
@@ -347,7 +306,7 @@ def steer(run: _Run) -> None:
         run.trajectory.record("steering", run.steps, comments=[asdict(c) for c in comments])
 
 
-def compact(run: _Run, *, force: bool = False) -> bool:
+def compact(run: RunState, *, force: bool = False) -> bool:
     """Near the context window, the oldest tool results become a one-line note; ``force`` (the
     server refused the prompt, or took too long over it) halves the history instead. Whether
     anything was elided."""
@@ -364,7 +323,7 @@ def compact(run: _Run, *, force: bool = False) -> bool:
     return elided > 0
 
 
-def act(run: _Run, reply: ModelReply) -> None:
+def act(run: RunState, reply: ModelReply) -> None:
     """Runs every tool call in the reply and appends each result; a malformed call gets an error.
 
     Native calls get `tool` messages. Calls the model wrote as text have no id the server knows,
@@ -411,14 +370,14 @@ def act(run: _Run, reply: ModelReply) -> None:
         run.format_errors = 0
 
 
-def recognise(run: _Run, content: str) -> textcalls.Recognised:
+def recognise(run: RunState, content: str) -> textcalls.Recognised:
     names = tool_names(run.tools)
     if run.protocol == "text":
         return textcalls.recognise_text_protocol(content, names)
     return textcalls.recognise_tool_calls(content, names)
 
 
-def run_call(run: _Run, call: ToolCall, recognised: str, failed: list[str]) -> tuple[str, bool]:
+def run_call(run: RunState, call: ToolCall, recognised: str, failed: list[str]) -> tuple[str, bool]:
     """One call's result as the model sees it, and whether it ran; a call it cannot act on gets
     the error. A submission after a failed call of the same reply (``failed``) is not run: the
     model has not seen what failed."""
@@ -435,7 +394,7 @@ def run_call(run: _Run, call: ToolCall, recognised: str, failed: list[str]) -> t
         return f"Error: {error}", False
 
 
-def note_format_error(run: _Run, problem: str) -> None:
+def note_format_error(run: RunState, problem: str) -> None:
     run.format_errors += 1
     log.info("agent.format_error", step=run.steps, problem=run.trajectory.redact(problem))
     if run.format_errors >= run.limits.format_errors:
@@ -444,7 +403,7 @@ def note_format_error(run: _Run, problem: str) -> None:
         )
 
 
-def note_repeat(run: _Run, call: ToolCall, content: str) -> None:
+def note_repeat(run: RunState, call: ToolCall, content: str) -> None:
     key = json.dumps([call.name, call.arguments, content])
     run.seen_calls[key] += 1
     if run.seen_calls[key] >= run.limits.repeats:
@@ -454,13 +413,13 @@ def note_repeat(run: _Run, call: ToolCall, content: str) -> None:
         )
 
 
-def record_tool(run: _Run, call: ToolCall, recognised: str, **fields: Any) -> None:
+def record_tool(run: RunState, call: ToolCall, recognised: str, **fields: Any) -> None:
     """A tool record; ``recognised`` names the text shape a call came in (hermes, ...)."""
     seen = {"recognised": recognised} if recognised else {}
     run.trajectory.record("tool", run.steps, call_id=call.id, name=call.name, **fields, **seen)
 
 
-def execute(run: _Run, call: ToolCall, recognised: str = "") -> str:
+def execute(run: RunState, call: ToolCall, recognised: str = "") -> str:
     action = parse_action(call.name, call.arguments, run.tools)
     if isinstance(action, FinishAction | AnswerAction | ReviewAction):
         record_tool(run, call, recognised, **asdict(action))
@@ -480,7 +439,7 @@ def execute(run: _Run, call: ToolCall, recognised: str = "") -> str:
     return outcome.shown + more_instructions(run, outcome.paths)
 
 
-def stop_watch(run: _Run) -> AbstractContextManager[None]:
+def stop_watch(run: RunState) -> AbstractContextManager[None]:
     """While a tool runs, a stop (``/codex stop``, a newer task) cancels its command at once."""
     cancel: Callable[[str], object] | None = getattr(run.env, "cancel", None)
     if run.should_stop is None or cancel is None:
@@ -492,7 +451,7 @@ def stop_watch(run: _Run) -> AbstractContextManager[None]:
     return cancel_on_stop(run.should_stop, cancel, stopped, STOP_POLL_SECONDS)
 
 
-def more_instructions(run: _Run, paths: list[str]) -> str:
+def more_instructions(run: RunState, paths: list[str]) -> str:
     """AGENTS.md files of directories the agent reaches for the first time, after the result."""
     new = [
         f for f in applicable(run.task.instructions, paths) if f.path not in run.instruction_files
@@ -509,7 +468,7 @@ def more_instructions(run: _Run, paths: list[str]) -> str:
     return "\n\n" + render_instructions(new)
 
 
-def submitted(run: _Run, action: Submission) -> AgentResult:
+def submitted(run: RunState, action: Submission) -> AgentResult:
     if isinstance(action, ReviewAction):
         findings = [asdict(finding) for finding in action.findings]
         return run.result("reviewed", summary=action.summary, findings=findings)
