@@ -237,8 +237,9 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         start_reconciler(app, redis, settings.codex_redeliver_interval, owner)
     if lane != "fast":
         import docker
+        from redis.exceptions import RedisError
 
-        from sandbox.reaper import start_reaper
+        from sandbox.reaper import reap_pool, start_reaper
         from workers.githubapp import GitHubApp, app_key
         from workers.lease import TaskWorker, start_janitor
 
@@ -248,9 +249,14 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         # Runs again the tasks of lost workers; a GitHub client per thread.
         start_janitor(redis, settings, GitHubApp.from_settings(settings))
         app = GitHubApp.from_settings(settings)
-        TaskWorker(queues, connection=redis, name=name, settings=settings, app=app).work(
-            burst=burst, with_scheduler=False
-        )
+        worker = TaskWorker(queues, connection=redis, name=name, settings=settings, app=app)
+        worker.work(burst=burst, with_scheduler=False)
+        # Stopped for good: the idle sandboxes it started for the warm pool go with it (when the
+        # engine cannot be reached now, the other workers' reapers remove them later).
+        try:
+            reap_pool(docker.from_env(), redis, stopping=worker.name)
+        except (docker.errors.DockerException, RedisError) as error:
+            click.echo(f"codexbot: idle sandboxes left to the reaper: {error}", err=True)
         return
     SimpleWorker(queues, connection=redis, name=name).work(burst=burst, with_scheduler=False)
 

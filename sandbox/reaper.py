@@ -218,8 +218,12 @@ def taken_over(redis: Redis, claim: dict, *, now: datetime, this_host: str) -> s
     return maker_gone(redis, claim, now=now, this_host=this_host)
 
 
-def reap_pool(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
-    """Remove the pooled sandboxes that should go (`idle_over`, `taken_over`); returns them."""
+def reap_pool(
+    client: docker.DockerClient, redis: Redis, *, stopping: str | None = None
+) -> list[Reaped]:
+    """Remove the pooled sandboxes that should go (`idle_over`, `taken_over`); returns them.
+    ``stopping``: a worker that stops for good, whose idle sandboxes go now (a taken one goes
+    with its task, which may run on another worker)."""
     this_host = socket.gethostname()
     now = datetime.now(UTC)
     ours = redis_identity(redis)
@@ -233,7 +237,11 @@ def reap_pool(client: docker.DockerClient, redis: Redis) -> list[Reaped]:
         raw = redis.get(claim_key)
         task_id = ""
         if raw is None:
-            reason = idle_over(redis, labels, now=now, this_host=this_host)
+            reason = (
+                "the worker that started it stopped"
+                if stopping is not None and labels.get(WORKER_LABEL) == stopping
+                else idle_over(redis, labels, now=now, this_host=this_host)
+            )
             # Claimed as a task claims it, so the two never both have it.
             if reason is None or not redis.set(claim_key, REAPER_CLAIM, nx=True, ex=CLAIM_SECONDS):
                 continue

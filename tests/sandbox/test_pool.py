@@ -20,7 +20,14 @@ from redis import Redis
 from codexbot import keys
 from sandbox import pool
 from sandbox.hardening import BASE_ENVIRONMENT, WORKSPACE, SandboxLimits
-from sandbox.labels import KIND_LABEL, REDIS_LABEL, REPO_LABEL, TASK_LABEL, redis_identity
+from sandbox.labels import (
+    KIND_LABEL,
+    REDIS_LABEL,
+    REPO_LABEL,
+    TASK_LABEL,
+    redis_identity,
+    worker_identity,
+)
 from sandbox.layers import UPPER_MOUNT
 from sandbox.mirror import MIRROR_PATH, mirror_volume_name
 from sandbox.reaper import Reaped, reap_pool
@@ -267,6 +274,25 @@ def test_the_reaper_removes_a_taken_sandbox_once_its_task_is_over(
         assert pooled(docker_client, redis) == []
     finally:
         box.remove()
+
+
+def test_a_stopping_worker_takes_its_idle_sandboxes_with_it(
+    docker_client: docker.DockerClient, redis: Redis, sandbox_image: str, cleanup: list[str]
+) -> None:
+    """`codexbot worker` stopping for good: its idle sandboxes go; one a task took stays."""
+    shape = pool.Shape(image=sandbox_image)
+    settings = pool.PoolSettings(size=2, idle_seconds=600)
+    assert pool.fill(docker_client, redis, shape, settings) == 2
+    box = pool.take(docker_client, redis, shape, task_id="test-stop-taken", settings=settings)
+    assert box is not None
+    with box:
+        assert reap_pool(docker_client, redis, stopping="another-worker") == []
+        (idle,) = idle_ids(redis)
+        reaped = reap_pool(docker_client, redis, stopping=worker_identity())
+        assert [r.reason for r in reaped] == ["the worker that started it stopped"]
+        assert [c.id for c in pooled(docker_client, redis)] == [box.container_id]
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(idle)
 
 
 FILL_AND_EXIT = """
