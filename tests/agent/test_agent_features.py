@@ -21,6 +21,7 @@ from tests.agent.support import (
     STEERED,
     STOPPED,
     STUCK,
+    ExecResult,
     LocalShell,
     task_titled,
 )
@@ -124,6 +125,50 @@ def test_should_stop_ends_the_run_with_status_stopped(
 
     assert result.status == "stopped" and result.reason == "stopped by @alice with /codex stop"
     assert local_shell.commands == ["echo 0", "echo 1"]
+
+
+class GuardedShell(LocalShell):
+    """Like a sandbox: a stop cancels the command running and whatever the tool runs after it,
+    the change guard's look included (it then fails as the cancelled look did: exit 137)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.running = False
+        self.cancelled = False
+
+    def exec(self, command: str, *, timeout: float) -> ExecResult:
+        self.running = True
+        try:
+            time.sleep(0.6)  # long enough for the stop watch to see the stop mid-command
+            return super().exec(command, timeout=timeout)
+        finally:
+            self.running = False
+
+    def cancel(self, reason: str) -> bool:
+        self.cancelled = True
+        return True
+
+    def after_change(self) -> str:
+        if self.cancelled:
+            raise RuntimeError("could not list the changes (137)")
+        return ""
+
+
+def test_a_stop_during_a_command_ends_the_run_as_stopped_not_as_a_crash(
+    model: OpenAIModel, workdir: Path, trajectory: Trajectory
+) -> None:
+    shell = GuardedShell(workdir)
+
+    def should_stop() -> str | None:
+        return "stopped by @alice with /codex stop" if shell.running else None
+
+    result = run_agent(
+        task_titled(STOPPED), shell, model, FAST, trajectory, should_stop=should_stop
+    )
+
+    assert shell.cancelled
+    assert result.status == "stopped" and result.reason == "stopped by @alice with /codex stop"
+    assert shell.commands == ["echo 0"]
 
 
 def test_ask_mode_offers_read_only_tools_and_checks_references(

@@ -426,7 +426,14 @@ def execute(run: RunState, call: ToolCall, recognised: str = "") -> str:
         raise Submitted(action)
     started = time.monotonic()
     with stop_watch(run):
-        outcome = actions.perform(action, run.workspace, run.limits, run.seconds_left())
+        try:
+            outcome = actions.perform(action, run.workspace, run.limits, run.seconds_left())
+        except Exception:
+            # A stop cancels every command the tool runs, the bot's own look at the changes
+            # after it too: what fails once a stop arrived is the stop.
+            if run.stop_reason:
+                raise Stopped(run.stop_reason) from None
+            raise
     duration = round(time.monotonic() - started, 3)
     record_tool(run, call, recognised, **outcome.details, output=outcome.shown, duration=duration)
     log.info(
