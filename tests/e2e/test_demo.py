@@ -218,7 +218,11 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path, stalled_model):
     leftover = [pid for pid in ours.stdout.split() if _started_by(pid, demo.pid)]
     assert leftover == []
     wait_until(
-        lambda: not client.containers.list(all=True, filters={"label": "codexbot.task"}),
+        lambda: (
+            not client.containers.list(
+                all=True, filters={"label": "codexbot.task"}, ignore_removed=True
+            )
+        ),
         30,
         "the demo's containers to go",
     )

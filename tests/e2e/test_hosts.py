@@ -232,7 +232,9 @@ def sandboxes(task_id: str, host: str | None = None) -> list:
     """The task's containers (all of them, or those host ``host``'s worker made)."""
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
+        found = client.containers.list(
+            all=True, filters={"label": f"{TASK_LABEL}={task_id}"}, ignore_removed=True
+        )
     finally:
         client.close()
     return [c for c in found if host is None or c.labels[WORKER_LABEL].startswith(f"{host}-")]

@@ -24,7 +24,9 @@ def git(repo: Path, *args: str) -> str:
 
 
 def task_containers(docker_client, task_id: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"codexbot.task={task_id}"})
+    return docker_client.containers.list(
+        all=True, filters={"label": f"codexbot.task={task_id}"}, ignore_removed=True
+    )
 
 
 def task_volumes(docker_client, task_id: str) -> list:

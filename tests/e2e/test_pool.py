@@ -52,7 +52,7 @@ def test_the_next_task_takes_the_idle_sandbox_the_first_left_and_fixes_the_bug(
         on_tree = wait_until(
             lambda: [
                 c
-                for c in docker_client.containers.list(filters={"label": ours})
+                for c in docker_client.containers.list(filters={"label": ours}, ignore_removed=True)
                 if c.labels.get(REPO_LABEL) == full_name
             ],
             60,
@@ -69,7 +69,12 @@ def test_the_next_task_takes_the_idle_sandbox_the_first_left_and_fixes_the_bug(
         assert taken(stack)[second] == on_tree.id
         assert "+" in outcome["patch"] and len(stack.github.pulls(full_name)) == 2
         assert on_tree.id not in {
-            c.id for c in docker_client.containers.list(all=True, filters={"label": ours})
+            c.id
+            for c in docker_client.containers.list(
+                all=True, filters={"label": ours}, ignore_removed=True
+            )
         }
-    assert docker_client.containers.list(all=True, filters={"label": ours}) == []
+    assert (
+        docker_client.containers.list(all=True, filters={"label": ours}, ignore_removed=True) == []
+    )
     redis.close()

@@ -82,7 +82,7 @@ def release(docker_client: docker.DockerClient, task_id: str) -> None:
 
     def touched() -> bool:
         for container in docker_client.containers.list(
-            filters={"label": f"codexbot.task={task_id}"}
+            filters={"label": f"codexbot.task={task_id}"}, ignore_removed=True
         ):
             with contextlib.suppress(docker.errors.APIError):
                 if container.exec_run(["touch", "/tmp/go"]).exit_code == 0:
@@ -162,7 +162,7 @@ def test_a_task_whose_worker_is_lost_three_times_fails_and_says_why(stack, tmp_p
     wait_until(
         lambda: (
             not docker_client.containers.list(
-                all=True, filters={"label": f"codexbot.task={task_id}"}
+                all=True, filters={"label": f"codexbot.task={task_id}"}, ignore_removed=True
             )
         ),
         60,

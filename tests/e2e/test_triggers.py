@@ -51,7 +51,12 @@ def release(stack: Stack, docker_client, task_id: str) -> None:
     """Let a blocking script's first command finish (it waits for /tmp/go)."""
     container = wait_until(
         lambda: next(
-            iter(docker_client.containers.list(filters={"label": f"codexbot.task={task_id}"})), None
+            iter(
+                docker_client.containers.list(
+                    filters={"label": f"codexbot.task={task_id}"}, ignore_removed=True
+                )
+            ),
+            None,
         ),
         60,
         f"the container of {task_id}",
@@ -204,7 +209,10 @@ def test_newer_request_supersedes_the_running_task(stack, tmp_path, docker_clien
     assert any("⏹️ Stopped" in b and f"superseded by task `{second}`" in b for b in bodies)
     assert any("✅ Done" in b for b in bodies)
     assert (
-        docker_client.containers.list(all=True, filters={"label": f"codexbot.task={first}"}) == []
+        docker_client.containers.list(
+            all=True, filters={"label": f"codexbot.task={first}"}, ignore_removed=True
+        )
+        == []
     )
 
 

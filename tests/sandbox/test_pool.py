@@ -47,7 +47,7 @@ SETUP_SECRET = "pool-test-secret-" + uuid.uuid4().hex  # noqa: S105 - made up, s
 def pooled(client: docker.DockerClient, redis: Redis) -> list[Any]:
     """This test database's pooled containers, idle or taken."""
     selector = [f"{KIND_LABEL}={pool.POOL_KIND}", f"{REDIS_LABEL}={redis_identity(redis)}"]
-    return client.containers.list(all=True, filters={"label": selector})
+    return client.containers.list(all=True, filters={"label": selector}, ignore_removed=True)
 
 
 def idle_ids(redis: Redis) -> set[str]:

@@ -33,7 +33,9 @@ SimpleWorker([Queue(sys.argv[2], connection=redis)], connection=redis).work(burs
 
 
 def task_containers(client: docker.DockerClient, task_id: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
+    return client.containers.list(
+        all=True, filters={"label": f"{TASK_LABEL}={task_id}"}, ignore_removed=True
+    )
 
 
 def test_sigkilled_worker_leaves_nothing_behind_within_60_seconds(
