@@ -77,12 +77,10 @@ def strip_fence(text: str) -> str:
     return match.group(3) if match else stripped
 
 
-def drop_trailing_commas(text: str) -> str:
-    """Removes commas before a closing bracket, outside strings only."""
-    out: list[str] = []
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """Each character from ``start`` with whether it stands outside a JSON string."""
     in_string = escaped = False
-    index = 0
-    while index < len(text):
+    for index in range(start, len(text)):
         char = text[index]
         if in_string:
             if escaped:
@@ -91,16 +89,19 @@ def drop_trailing_commas(text: str) -> str:
                 escaped = True
             elif char == '"':
                 in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == ",":
-            match = TRAILING_COMMA.match(text, index)
-            if match:
-                index += 1
-                continue
-        out.append(char)
-        index += 1
-    return "".join(out)
+            yield index, char, False
+        else:
+            in_string = char == '"'
+            yield index, char, not in_string
+
+
+def drop_trailing_commas(text: str) -> str:
+    """Removes commas before a closing bracket, outside strings only."""
+    return "".join(
+        char
+        for index, char, outside in _outside_strings(text)
+        if not (outside and char == "," and TRAILING_COMMA.match(text, index))
+    )
 
 
 def loads_repaired(text: str) -> tuple[Any, list[str]]:
@@ -369,21 +370,11 @@ def bare_json(text: str, tools: Collection[str]) -> list[tuple[int, Recognised]]
 def _balanced_end(text: str, start: int) -> int:
     """Where the braces opened at ``start`` close (strings in double quotes skipped), or the end
     of the text."""
-    depth, in_string, escaped = 0, False, False
-    for index in range(start, len(text)):
-        char = text[index]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
+    depth = 0
+    for index, char, outside in _outside_strings(text, start):
+        if outside and char == "{":
             depth += 1
-        elif char == "}":
+        elif outside and char == "}":
             depth -= 1
             if depth == 0:
                 return index + 1
