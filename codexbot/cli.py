@@ -240,10 +240,14 @@ def worker(context: click.Context, burst: bool, name: str | None, lane: str) -> 
         from redis.exceptions import RedisError
 
         from sandbox.reaper import reap_pool, start_reaper
+        from workers.agent import clients
         from workers.githubapp import GitHubApp, app_key
         from workers.lease import TaskWorker, start_janitor
 
         app_key(settings.private_key_pem())  # once here, not in every task this process forks
+        clients.prepare(
+            clients.options(settings.openai_base_url, settings.openai_api_key.get_secret_value())
+        )
 
         start_reaper(docker.from_env, redis)  # removes sandboxes of finished or dead tasks
         # Runs again the tasks of lost workers; a GitHub client per thread.

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     codex_attempts_tokens: int = Field(default=1_000_000, gt=0)  # shared by a task's tries
     codex_pool_size: int = Field(default=1, ge=0)
     codex_pool_idle_seconds: int = Field(default=1800, gt=0)
+    codex_tests_ahead: bool = True  # the tests run while the model answers (workers.agentbox)
 
     @field_validator("github_api_url", "openai_base_url", "codex_public_url")
     @classmethod

@@ -125,14 +125,14 @@ def afresh():
     for name, data in files.items():
         with open(os.path.join(git_dir, name), "wb") as f:
             f.write(data)
-def meta():
-    try:  # the built-in hash: hashlib would load OpenSSL, 5 ms a look
-        from _sha2 import sha256
+try:  # the built-in hash: hashlib would load OpenSSL, 5 ms a look
+    from _sha2 import sha256
+except ImportError:
+    try:
+        from _sha256 import sha256
     except ImportError:
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
+        from hashlib import sha256
+def meta():
     digest = sha256()
     for name in ("config", "info/attributes", "info/exclude", "objects/info/alternates"):
         try:
@@ -152,8 +152,9 @@ def meta():
 afresh()
 git("read-tree", base)
 git("add", "-A")
-fields = git("diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff",
-             "--ignore-submodules=none", base, "--").split(b"\0")
+raw = git("diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff",
+          "--ignore-submodules=none", base, "--")
+fields = raw.split(b"\0")
 changes = []
 blobs = []
 i = 0
@@ -185,6 +186,8 @@ for root, dirs, files in os.walk(work):
             nested.append(os.path.join(root, name)[len(work) + 1:])
 digest = meta()
 print(json.dumps({"changes": changes, "meta": digest, "nested_git": nested[:50],
+                  "state": sha256(raw + b"\0" + "\0".join(nested).encode("utf-8", "surrogateescape")
+                                  + b"\0" + digest.encode()).hexdigest(),
                   "dir": git_dir, "started": started, "finished": time.time()}))
 """
 GUARD_SCRIPT = GUARD_SCRIPT.replace('PREFIX = "%s"', f"PREFIX = {GUARD_DIR_PREFIX!r}", 1)
@@ -232,6 +235,7 @@ class WorkspaceResult:
     new_files: tuple[str, ...]
     refusals: tuple[Refusal, ...]
     changed_files: tuple[str, ...] = field(default=())
+    state: str = ""  # `ChangeGuard.state()` of the workspace this patch was taken from
 
 
 # ---------------------------------------------------------------------------- pure
@@ -379,6 +383,7 @@ class ChangeGuard:
         self._dir = ""  # the git directory of the last full look
         facts = self._look()
         self._meta = facts["meta"]
+        self.start_state = str(facts["state"])  # `state()` of the untouched workspace
         self._told: set[Refusal] = set()
         # When the agent has been told of every refusal, the container time the facts were.
         self._checked: float | None = None if self._judged(facts) else _looked(facts)
@@ -401,6 +406,12 @@ class ChangeGuard:
 
     def refusals(self) -> list[Refusal]:
         return self._judged(self._look())
+
+    def state(self) -> str:
+        """A digest of the workspace as a patch would carry it (every path git sees, with its
+        mode and content, the nested repositories, the git metadata): equal digests, equal
+        patches."""
+        return str(self._look()["state"])
 
     def _judged(self, facts: dict[str, Any]) -> list[Refusal]:
         refusals = judge(_changes(facts), self.policy)
@@ -450,4 +461,5 @@ class ChangeGuard:
             new_files=tuple(c.path for c in kept if c.status == "A"),
             refusals=tuple(refusals),
             changed_files=tuple(c.path for c in kept),
+            state=str(facts["state"]),
         )

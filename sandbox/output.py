@@ -38,6 +38,8 @@ class ExecResult:
     cwd: str = WORKSPACE  # where the next command starts
     killed_leftovers: tuple[str, ...] = ()  # processes the command left running, now killed
     notes: tuple[str, ...] = ()  # what it ran into: killed for memory, /tmp full (also in output)
+    stopped: str | None = None  # why it was cancelled (a stop, say) before its end
+    lost: bool = False  # it killed the exec server: its end is unknown
 
 
 @dataclass
@@ -122,4 +124,6 @@ def exec_result(command: str, reply: Reply, *, timeout: float, before: str = "")
         cwd=reply.cwd or WORKSPACE,
         killed_leftovers=tuple(reply.strays),
         notes=tuple(reply.notes),
+        stopped=reply.stopped,
+        lost=reply.lost,
     )

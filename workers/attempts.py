@@ -36,21 +36,17 @@ from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, repoconfig, text
 from workers.agent.loop import AgentResult
 from workers.agent.text import diff_counts
+from workers.agentbox import AgentBox, TestOutcome, take_baseline, test_json, verify_with_tests
 from workers.concurrency import Timings
 from workers.publish import Publisher
 from workers.run import (
-    AfterBaseline,
     AgentControls,
     Briefing,
-    TestOutcome,
     ensure_agent_went_on,
     ensure_something_to_publish,
     model_for,
     run_agent_for,
-    take_baseline,
     task_trajectory,
-    test_json,
-    verify_with_tests,
 )
 from workers.task import Task, TaskFailed, Work
 from workers.testcmd import failed_tests
@@ -289,7 +285,7 @@ def run_one_try(task: Task, ready: Prepared, shared: SharedRun, number: int) -> 
             baseline = take_baseline(sandbox, ready.start, ready.config, before, Timings())
             taken: Future = Future()
             taken.set_result(baseline)
-            env = AfterBaseline(sandbox, taken)
+            env = AgentBox(taken, ready.test_command, ahead=task.settings.codex_tests_ahead)
             model = model_for(task, ready.config, seed=number)
             try:
                 one.result = run_agent_for(
@@ -301,20 +297,26 @@ def run_one_try(task: Task, ready: Prepared, shared: SharedRun, number: int) -> 
                     TryControls(task, shared, number),
                     trajectory_id=one.trajectory,
                 )
+                known = env.at_finish()
             finally:
+                env.close()
                 model.close()
-            changes = baseline.guard.result()
-            one.before, one.policy = baseline.tests, baseline.guard.policy
-            one.patch, one.refusals, one.ran_into = (
-                changes.patch,
-                changes.refusals,
-                tuple(env.ran_into),
-            )
-            keep_patch(task, one, ready.start.base_sha)
-            if one.patch.strip() and not shared.green_stop(number):
-                one.after = verify_with_tests(sandbox, ready.test_command)
-                if one.green:
-                    shared.passed(number)
+            try:
+                changes = known.changes or baseline.guard.result()
+                one.before, one.policy = baseline.tests, baseline.guard.policy
+                one.patch, one.refusals, one.ran_into = (
+                    changes.patch,
+                    changes.refusals,
+                    tuple(env.ran_into),
+                )
+                keep_patch(task, one, ready.start.base_sha)
+                if one.patch.strip() and not shared.green_stop(number):
+                    after = known.tests_after()
+                    one.after = after or verify_with_tests(sandbox, ready.test_command)
+                    if one.green:
+                        shared.passed(number)
+            finally:
+                known.abandon()
     except Exception as error:  # noqa: BLE001 - one try's failure; the others may still win
         log.warning("try failed", number=number, exc_info=True)
         one.error = task.redact(str(error)) or type(error).__name__
@@ -420,7 +422,7 @@ def kept_patch(task: Task, number: int) -> dict:
     return kept[-1]
 
 
-def use_earlier_try(task: Task, env: AfterBaseline, number: int) -> AgentResult:
+def use_earlier_try(task: Task, env: AgentBox, number: int) -> AgentResult:
     """Try `number`'s change written over the workspace (in place of an agent run): the files
     as they were where that try started, then its patch. The change guard and the tests judge
     the workspace as they would an agent's."""

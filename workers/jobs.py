@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -28,6 +29,14 @@ from codexbot.settings import Settings, load_settings
 from sandbox.pool import PoolSettings
 from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
+from workers.agentbox import (
+    AgentBox,
+    Baseline,
+    SandboxStart,
+    take_baseline,
+    test_json,
+    verify_with_tests,
+)
 from workers.attempts import Prepared, plan_tries, publish_best, use_earlier_try
 from workers.concurrency import in_background
 from workers.github import GitHubError, Repository
@@ -37,7 +46,6 @@ from workers.plan import GitHubSource, plan
 from workers.progress import CheckRun, LiveProgress, Progress, ProgressView
 from workers.publish import GitHubPublisher, Publisher
 from workers.run import (
-    AfterBaseline,
     AgentControls,
     answered,
     brief_agent,
@@ -47,9 +55,6 @@ from workers.run import (
     reviewed,
     run_agent_for,
     setup_secrets_for,
-    take_baseline,
-    test_json,
-    verify_with_tests,
 )
 from workers.task import Task, TaskError, TaskFailed, TaskStopped, Work
 from workers.workspace import MirrorCache, task_sandbox
@@ -65,8 +70,9 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
     client) is gathered while the container starts; the tests before run while the model reads
     the task (the agent's first command waits for them); the change is pushed while the tests
     run on it, and the container is removed while the pull request is opened and the task
-    reports. The agent starts only once the sandbox is ready, so a failed setup costs no model
-    call.
+    reports. The model starts while the container starts and the workspace is made (with setup
+    commands, once the environment is prepared: a failed setup costs no model call); the tests
+    after are often known before the agent is done (`workers.agentbox`).
     """
     timings = task.timings
     task.advance("preparing")
@@ -87,34 +93,47 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
             briefing = in_background(helpers, brief_agent, task, work, start, config, test_command)
             # Also joins the briefing before a failure is reported: one thread uses the source.
             stack.callback(close_model, briefing)
-            client = docker.from_env()
-            stack.callback(client.close)
-            # Fills the "setup", "container_start" and "workspace" timings itself.
-            sandbox, _ = stack.enter_context(
-                task_sandbox(
-                    client,
-                    task.redis,
-                    base_image=task.settings.codex_sandbox_image,
-                    config=config,
-                    start=start,
-                    host_mirror=mirror,
-                    repo=task.source.full_name,
-                    task_id=task.id,
-                    setup_secrets=secrets,
-                    env_scope=f"fork {work.pull.head_repo}" if work.from_fork and work.pull else "",
-                    timings=timings.stages,
-                    pool_settings=PoolSettings(
-                        task.settings.codex_pool_size, task.settings.codex_pool_idle_seconds
-                    ),
+
+            def enter(box_stack: ExitStack, prepared: Callable[[], None]) -> Baseline:
+                client = docker.from_env()
+                box_stack.callback(client.close)
+                # Fills the "setup", "container_start" and "workspace" timings itself.
+                sandbox, _ = box_stack.enter_context(
+                    task_sandbox(
+                        client,
+                        task.redis,
+                        base_image=task.settings.codex_sandbox_image,
+                        config=config,
+                        start=start,
+                        host_mirror=mirror,
+                        repo=task.source.full_name,
+                        task_id=task.id,
+                        setup_secrets=secrets,
+                        env_scope=f"fork {work.pull.head_repo}"
+                        if work.from_fork and work.pull
+                        else "",
+                        timings=timings.stages,
+                        pool_settings=PoolSettings(
+                            task.settings.codex_pool_size, task.settings.codex_pool_idle_seconds
+                        ),
+                        on_prepared=prepared,
+                    )
                 )
-            )
-            baseline = in_background(
-                helpers, take_baseline, sandbox, start, config, test_command, timings
-            )
+                return take_baseline(sandbox, start, config, test_command, timings)
+
+            sandbox_start = SandboxStart(helpers, enter)
+            stack.callback(sandbox_start.close)
             controls = AgentControls(task)
-            agent_env = AfterBaseline(sandbox, baseline)
+            changing = task.record.request.kind not in ("ask", "code_review")
+            agent_env = AgentBox(
+                sandbox_start.baseline,
+                test_command,
+                ahead=changing and task.settings.codex_tests_ahead,
+            )
             try:
                 brief = briefing.result()
+                if config.setup:  # a failed setup costs no model call
+                    sandbox_start.wait_for_environment()
                 task.check_stop()
                 task.advance("running", detail="")
                 with timings.stage("agent"):
@@ -123,14 +142,17 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
                         if tries.use is not None
                         else run_agent_for(task, work, brief, agent_env, config, controls)
                     )
+                known = agent_env.at_finish()
+                stack.callback(known.abandon)
             finally:
-                wait([baseline])  # the tests before finish before the container goes
-            untouched = baseline.result()
+                agent_env.close()
+                wait([sandbox_start.baseline])  # the tests before finish before the container goes
+            untouched = sandbox_start.baseline.result()
             if task.record.request.kind == "ask":
                 return answered(result)
             if task.record.request.kind == "code_review":
                 return publisher.review(task, work, reviewed(result), brief.diff, start)
-            changes = untouched.guard.result()
+            changes = known.changes or untouched.guard.result()
             ensure_something_to_publish(result, changes.patch)
             result.write_missing_finish(work.title, changes.patch.decode(errors="replace"))
             pushing = in_background(
@@ -145,7 +167,7 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
             )
             task.advance("testing", detail="Running the tests on the result.")
             with timings.stage("tests_after"):
-                after = verify_with_tests(sandbox, test_command)
+                after = known.tests_after() or verify_with_tests(untouched.sandbox, test_command)
             task.cleanup.start("sandbox removal", stack.pop_all().close)
         pushed = pushing.result()
     task.advance("publishing", commit=pushed.sha)

@@ -24,11 +24,12 @@ from workers import checkout, tasks, text
 from workers.agent.loop import AgentResult, ToolProtocol
 from workers.agent.model import StreamMode
 from workers.agent.text import Discussion
+from workers.agentbox import TestOutcome
 from workers.checkout import Checkout, Git, GitError
 from workers.coderepos import Snapshot
 from workers.jobs import run_work
 from workers.publish import Pushed, commit_message_for, ensure_no_known_secret
-from workers.run import TestOutcome, trajectory_path
+from workers.run import trajectory_path
 from workers.task import Task, TaskFailed, Work
 from workers.workspace import MirrorCache, mirror_dir_name
 
@@ -52,6 +53,7 @@ class LocalSettings:
     codex_attempts_tokens: int = Settings.model_fields["codex_attempts_tokens"].default
     codex_pool_size: int = 0  # one task per process: nothing to keep warm for
     codex_pool_idle_seconds: int = Settings.model_fields["codex_pool_idle_seconds"].default
+    codex_tests_ahead: bool = Settings.model_fields["codex_tests_ahead"].default
 
 
 class LocalSource:

@@ -15,9 +15,9 @@ from codexbot.settings import Settings
 from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, review, tasks, text
 from workers.agent.loop import AgentResult
+from workers.agentbox import TestOutcome
 from workers.github import GitHubError, Repository
 from workers.policy import pull_request_template
-from workers.run import TestOutcome
 from workers.task import Task, TaskFailed, TaskStopped, Work
 from workers.testcmd import compare_runs
 

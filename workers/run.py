@@ -1,5 +1,5 @@
-"""Running the agent for a task: the policy it works under, its briefing, the baseline it
-starts from (the change guard and the tests before), the sandbox as it sees it, and its result.
+"""Running the agent for a task: the policy it works under, its briefing, its controls (stop,
+steering, progress), and its result. The sandbox it works in is `workers.agentbox`'s.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ import structlog
 
 from codexbot.commands import repo_options
 from codexbot.fleetmetrics import WorkerMetrics
-from sandbox.changes import ChangeGuard, ChangePolicy
-from sandbox.container import ExecResult, Sandbox
 from sandbox.prepared import setup_secret_values
-from workers import checkout, policy, repoconfig, review, steering, text
+from workers import checkout, policy, repoconfig, review, steering
 from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
 from workers.agent.model import CallObserver, Usage
 from workers.agent.text import Comment
 from workers.agent.trajectory import Trajectory
+from workers.agentbox import AgentBox
 from workers.coderepos import CodeRepos, Snapshot, wanted_repositories
-from workers.concurrency import Timings
 from workers.instructions import discover_instructions
 from workers.policy import Policy
 from workers.task import AgentSettings, Task, TaskFailed, TaskStopped, Work
@@ -32,7 +30,6 @@ from workers.trajectories import RedisTrajectories
 
 log = structlog.get_logger(__name__)
 
-TEST_TIMEOUT = 900
 PROGRESS_INTERVAL = 5.0  # seconds between "step N" edits of the progress comment
 UNFINISHED = {"limits_exceeded", "stuck", "stopped", "error"}
 
@@ -59,30 +56,6 @@ def setup_secrets_for(task: Task, rules: Policy) -> dict[str, str]:
     for value in secrets.values():
         task.redact.add(value)
     return secrets
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    __test__ = False  # not a pytest class
-
-    run: text.TestRun | None
-    output: str = ""
-
-
-def test_json(outcome: TestOutcome) -> dict | None:
-    """A test run as a task's outcome records it."""
-    run = outcome.run
-    return None if run is None else {"command": run.command, "exit_code": run.exit_code}
-
-
-def verify_with_tests(sandbox: Sandbox, command: str | None) -> TestOutcome:
-    if command is None:
-        return TestOutcome(None)
-    result = sandbox.exec(command, timeout=TEST_TIMEOUT)
-    tail = text.tail_lines(result.output)
-    return TestOutcome(
-        text.TestRun(command=command, exit_code=result.exit_code, tail=tail), result.output
-    )
 
 
 def agent_limits(config: repoconfig.RepoConfig, work: Work, settings: AgentSettings) -> AgentLimits:
@@ -195,56 +168,6 @@ def close_model(briefing: Future[Briefing]) -> None:
         briefing.result().model.close()
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """The untouched workspace: the change guard's start, and the tests before."""
-
-    guard: ChangeGuard
-    tests: TestOutcome
-
-
-def take_baseline(
-    sandbox: Sandbox,
-    start: checkout.Checkout,
-    config: repoconfig.RepoConfig,
-    test_command: str | None,
-    timings: Timings,
-) -> Baseline:
-    guard = ChangeGuard(sandbox, start.base_sha, ChangePolicy.from_config(config))
-    with timings.stage("tests_before"):
-        return Baseline(guard, verify_with_tests(sandbox, test_command))
-
-
-class AfterBaseline:
-    """The sandbox as the agent sees it: a command waits until the baseline is taken, so the
-    agent never changes the workspace under the tests before."""
-
-    def __init__(self, sandbox: Sandbox, baseline: Future[Baseline]) -> None:
-        self._sandbox = sandbox
-        self._baseline = baseline
-        self.ran_into: list[str] = []  # what the agent's commands ran into, once each kind
-
-    def exec(self, command: str, *, timeout: float) -> ExecResult:
-        self._baseline.result()  # raises what went wrong taking it
-        result = self._sandbox.exec(command, timeout=timeout)
-        for note in result.notes:
-            kind = note.split(":")[0].split("(")[0]
-            if not any(seen.startswith(kind) for seen in self.ran_into):
-                self.ran_into.append(note)
-        return result
-
-    def after_change(self) -> str:
-        """What the change guard refuses of the workspace now and has not said yet, or "".
-
-        The agent loop calls it after a tool that may change files and shows the note with that
-        tool's result, so the agent can take another way at once."""
-        return self._baseline.result().guard.after_command().strip()
-
-    def cancel(self, reason: str) -> bool:
-        """A stop kills the command running now, the tests before included."""
-        return self._sandbox.cancel(reason)
-
-
 class AgentControls:
     """What the task lends the agent loop: its stop flag, the comments that arrive while it
     works, and a live count of its steps for the progress comment."""
@@ -311,7 +234,7 @@ def run_agent_for(
     task: Task,
     work: Work,
     briefing: Briefing,
-    env: AfterBaseline,
+    env: AgentBox,
     config: repoconfig.RepoConfig,
     controls: AgentControls,
     trajectory_id: str | None = None,

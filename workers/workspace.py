@@ -235,6 +235,7 @@ def task_sandbox(
     timings: dict[str, int] | None = None,
     env_scope: str = "",
     pool_settings: pool.PoolSettings = pool.PoolSettings(size=0),  # noqa: B008 - frozen
+    on_prepared: Callable[[], None] | None = None,
 ) -> Iterator[tuple[Sandbox, Prepared]]:
     """The agent's sandbox for `start`: prepared environment, workspace from the mirror.
 
@@ -245,7 +246,7 @@ def task_sandbox(
     shape waits (`sandbox.pool`), and one more of that shape is started behind it, in the
     background. Raises `SetupFailed` (before any agent step) when a setup command fails.
     `timings` receives milliseconds for `setup` (0 when reused), `container_start` and
-    `workspace`.
+    `workspace`. `on_prepared` is called once the environment is prepared, before the container.
     """
     elapsed_ms = timings if timings is not None else {}
     keep_commit(host_mirror, start.path, start.base_sha)
@@ -277,6 +278,8 @@ def task_sandbox(
         volumes=mounts,
     )
     elapsed_ms["setup"] = prepared.setup_ms if prepared.built else 0
+    if on_prepared is not None:
+        on_prepared()
     sandbox_args: dict[str, Any] = {  # what every Sandbox of this task is made with
         "image": prepared.image,
         "task_id": task_id,

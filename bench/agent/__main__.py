@@ -46,9 +46,9 @@ from workers.agent.model import OpenAIModel
 from workers.agent.text import AgentTask
 from workers.agent.trajectory import Trajectory
 from workers.agent.workspace import Workspace
+from workers.agentbox import TestOutcome
 from workers.attempts import SharedRun, TryOutcome, rank
 from workers.instructions import discover_instructions
-from workers.run import TestOutcome
 from workers.testcmd import find_test_command
 
 HIDDEN_TIMEOUT = 600

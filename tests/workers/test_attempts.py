@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from workers import text
 from workers.agent.loop import AgentResult
+from workers.agentbox import TestOutcome
 from workers.attempts import TryOutcome, rank, try_id
-from workers.run import TestOutcome
 
 ONE_LINE = b"diff --git a/m.py b/m.py\n--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-a\n+b\n"
 TWO_LINES = ONE_LINE + b"@@ -5 +5 @@\n-c\n+d\n"

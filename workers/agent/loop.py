@@ -213,6 +213,9 @@ def query(run: RunState) -> ModelReply:
     run.steps += 1
     steer(run)
     compact(run)
+    meanwhile: Callable[[], object] | None = getattr(run.env, "before_model", None)
+    if meanwhile is not None:  # the worker's use of the wait: the tests run ahead
+        meanwhile()
     remedies: set[str] = set()
     while True:
         try:

@@ -17,6 +17,8 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
+from workers.agent import clients
+
 THINK = re.compile(r"<think>(.*?)(?:</think>|\Z)\s*", re.DOTALL)
 # How servers say the prompt is too long: OpenAI's code, vLLM's and llama.cpp's wording.
 CONTEXT_LENGTH = re.compile(
@@ -287,8 +289,8 @@ class OpenAIModel:
         base_url: str | None,
         api_key: str,
         model: str,
-        timeout: float = 120.0,
-        max_retries: int = 3,
+        timeout: float = clients.DEFAULT_TIMEOUT,
+        max_retries: int = clients.DEFAULT_RETRIES,
         observe: CallObserver | None = None,
         seed: int | None = None,
         stream: StreamMode = "auto",
@@ -297,13 +299,8 @@ class OpenAIModel:
         self._observe = observe
         self.seed = seed  # sent as the API's `seed`: tries of one task sample apart
         self._timeout = timeout
-        self._options = {
-            "base_url": base_url,
-            "api_key": api_key,
-            "timeout": timeout,
-            "max_retries": max_retries,
-        }
-        self._client = openai.OpenAI(**self._options)  # type: ignore[arg-type]
+        self._options = clients.options(base_url, api_key, timeout, max_retries)
+        self._client = clients.take(self._options)
         self._newer_limit = False  # send NEWER_LIMIT instead of `max_tokens` (OpenAI's o-series)
         self._stream_mode = stream
         self._streaming = stream != "off"
@@ -363,7 +360,7 @@ class OpenAIModel:
         worker.start()
         worker.join(max(seconds, 0.0))
         if not outcome:
-            self._client = openai.OpenAI(**self._options)  # type: ignore[arg-type]
+            self._client = clients.take(self._options)
             for stream in open_streams:
                 hang_up(stream)  # the server sees the client go away and stops generating
             client.close()  # ends an abandoned call that is not streaming at its next read
@@ -443,7 +440,7 @@ class OpenAIModel:
             self._streaming = False
 
     def close(self) -> None:
-        self._client.close()
+        clients.give_back(self._options, self._client)
 
 
 def read_stream(
