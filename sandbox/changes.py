@@ -24,9 +24,10 @@ this same `judge`, and that verdict decides.
 
 The script runs in a fork of the sandbox's exec server (`Sandbox.run_python`), which has Python
 started and most modules imported. After a command, it gathers the facts again only when
-something in the workspace changed since the last time: `find -newerct` looks for an inode whose
-change time (which no one but the kernel sets) is later than the end of that gathering. Most
-commands an agent runs only read.
+something in the workspace changed since the last time: a walk of the workspace in that same
+fork (no process to start) looks for an inode whose change time (which no one but the kernel
+sets) is later than the end of that gathering; a directory it cannot read counts as a change.
+Most commands an agent runs only read.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ GUARD_DIR_PREFIX = f"{BOT_SCRATCH}/guard-"  # a tmpfs of the bot's, not the agen
 #   look BASE [TIME] OLD: stage everything in a new git directory's index, print the changes and
 #     that directory as JSON; remove OLD, the last look's. With a time, it first looks for a
 #     change after it and prints nothing when there is none (the loose objects the agent's git
-#     writes change no diff; an error of find counts as a change).
+#     writes change no diff; an error of the walk counts as a change).
 #   diff BASE B64 DIR: reset the paths listed (NUL-separated, base64) to BASE in the index of
 #     DIR, the look just before, then write the binary diff of what is left.
 GUARD_SCRIPT = r"""
@@ -99,13 +100,31 @@ if mode == "diff":
         "--no-color", "--src-prefix=a/", "--dst-prefix=b/", "--ignore-submodules=none", base,
         "--", stdout=None)
     sys.exit(0)
-if len(sys.argv) > 4:
-    found = subprocess.run(["/usr/bin/find", ".", "-path", "./.git/objects/??", "-prune", "-o",
-                            "!", "-path", "./.git/objects", "-newerct", "@" + sys.argv[3],
-                            "-print", "-quit"], env=env, cwd=work,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    if found.returncode == 0 and not found.stdout:
-        sys.exit(0)
+def changed_since(stamp):  # find . -path ./.git/objects/?? -prune -o ! -path ./.git/objects
+    # -newerct @stamp -print -quit, without a process to start; an error counts as a change.
+    whole, _, fraction = stamp.partition(".")
+    since = int(whole) * 10**9 + int((fraction + "000000000")[:9])
+    objects = work + "/.git/objects"
+    try:
+        if os.lstat(work).st_ctime_ns > since:
+            return True
+        folders = [work]
+        while folders:
+            folder = folders.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if folder == objects and len(entry.name) == 2:
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                    if info.st_ctime_ns > since and entry.path != objects:
+                        return True
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+    except OSError:
+        return True
+    return False
+if len(sys.argv) > 4 and not changed_since(sys.argv[3]):
+    sys.exit(0)
 def afresh():
     old = sys.argv[-1]
     if old.startswith(PREFIX) and "/" not in old[len(PREFIX):]:

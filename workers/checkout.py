@@ -218,24 +218,40 @@ def judge_staged(git: Git | Path, base: str, policy: ChangePolicy) -> list[Refus
 def commit_and_push(
     checkout: Checkout, *, branch: str, message: str, token: str, replace: str = ""
 ) -> str:
-    """Commit what is staged as the bot, push the branch, and return the new commit's sha.
+    """Commit what is staged as the bot, push the branch, and return the pushed commit's sha
+    (`commit`, then `push`)."""
+    sha = commit(checkout, message=message)
+    return push(checkout, sha, branch=branch, message=message, token=token, replace=replace)
+
+
+def commit(checkout: Checkout, *, message: str) -> str:
+    """Commit what is staged as the bot, on the branch `apply_patch` made, and return its sha;
+    nothing leaves the worker."""
+    git = Git(checkout.path)
+    git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())
+    return git("rev-parse", "HEAD")
+
+
+def push(
+    checkout: Checkout, sha: str, *, branch: str, message: str, token: str, replace: str = ""
+) -> str:
+    """Push `sha` (what `commit` made) to `branch` and return the sha pushed.
 
     ``replace``: the branch is at that commit (an earlier attempt of the same task pushed it);
     the new commit takes its place without a force push: the same tree, with that commit as its
     parent, so the push is a fast-forward (and fails if the branch moved since). When that commit
     already holds the same tree, it stays as it is: the same change is not committed twice."""
     git = Git(checkout.path, token=token)
-    git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())
     if replace:
         git("fetch", "--quiet", "origin", replace)
-        tree = git("rev-parse", "HEAD^{tree}")
+        tree = git("rev-parse", f"{sha}^{{tree}}")
         if tree == git("rev-parse", f"{replace}^{{tree}}"):
             git("reset", "--quiet", "--soft", replace)
             return replace
-        on_top = git("commit-tree", tree, "-p", replace, "-F", "-", input=message.encode())
-        git("reset", "--quiet", "--soft", on_top)
-    git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
-    return git("rev-parse", "HEAD")
+        sha = git("commit-tree", tree, "-p", replace, "-F", "-", input=message.encode())
+        git("reset", "--quiet", "--soft", sha)
+    git("push", "--quiet", "origin", f"{sha}:refs/heads/{branch}")
+    return sha
 
 
 def merge_base(checkout: Checkout, ref: str) -> str:

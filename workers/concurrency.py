@@ -6,7 +6,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -60,3 +60,33 @@ class Cleanup:
 def in_background(pool: Executor, fn: Callable[..., T], *args: Any) -> Future[T]:
     """`fn(*args)` on the pool, logging with this task's bound context."""
     return pool.submit(contextvars.copy_context().run, fn, *args)
+
+
+def alongside(check: Callable[[], T], work: Callable[[], Any]) -> tuple[T, Any]:
+    """`work()` here while `check()` runs on a thread of its own; both have ended when this
+    returns or raises, and what `check` raises wins: a refused check is the reason shown even
+    when `work` failed too, as when the check ran first."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as pool:
+        checked = in_background(pool, check)
+        try:
+            done = work()
+        except BaseException:
+            checked.result()
+            raise
+        return checked.result(), done
+
+
+def on_a_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` on a thread of its own, logging with this task's bound context; nothing waits
+    for it but whoever asks for its result."""
+    done: Future[T] = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            done.set_result(context.run(fn, *args))
+        except BaseException as error:  # noqa: BLE001 - handed to whoever asks for the result
+            done.set_exception(error)
+
+    threading.Thread(target=run, name=getattr(fn, "__name__", "helper"), daemon=True).start()
+    return done

@@ -170,8 +170,19 @@ class Repository:
         self._requester = self._github.requester
         self._path = f"/repos/{full_name}"
         self._repo: Any = None
+        self._default_branch: str | None = None
         self._meter = meter
         self._account = full_name.split("/")[0]  # an installation's rate limit is its account's
+
+    def sibling(self) -> Repository:
+        """The same repository through a client of its own, for another thread (PyGithub's
+        connection is not shared between threads); what this one read of the repository is
+        kept. The caller closes it."""
+        other = Repository(
+            self.full_name, token=self.token, api_url=self.api_url, meter=self._meter
+        )
+        other._default_branch = self._default_branch
+        return other
 
     def _metered(self) -> AbstractContextManager[None]:
         return metered(self._meter, self._account, self._requester)
@@ -202,7 +213,9 @@ class Repository:
 
     @property
     def default_branch(self) -> str:
-        return str(self._api.default_branch)
+        if self._default_branch is None:
+            self._default_branch = str(self._api.default_branch)
+        return self._default_branch
 
     def issue(self, number: int) -> Issue:
         data = self._call("GET", f"/issues/{number}", f"reading issue #{number}")

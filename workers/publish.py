@@ -6,8 +6,11 @@ publishers. `GitHubPublisher` pushes the bot's branch and opens or follows up a 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -16,12 +19,14 @@ from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, review, tasks, text
 from workers.agent.loop import AgentResult
 from workers.agentbox import TestOutcome
+from workers.concurrency import alongside, on_a_thread
 from workers.github import GitHubError, Repository
 from workers.policy import pull_request_template
 from workers.task import Task, TaskFailed, TaskStopped, Work
 from workers.testcmd import compare_runs
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,20 @@ def ensure_fork_branch_allowed(start: checkout.Checkout, work: Work, policy: Cha
         )
 
 
+def remote_push_checks(repo: Repository, work: Work, start: checkout.Checkout, earlier: str) -> str:
+    """The checks before a push that GitHub answers; returns what `ensure_branch_unmoved` does."""
+    ensure_push_target(repo, work)
+    return ensure_branch_unmoved(repo, work, start, earlier)
+
+
+def _closing(fn: Callable[..., T], repo: Repository, *args: Any) -> T:
+    """`fn(repo, *args)`, then `repo` (a client of its own for another thread) closed."""
+    try:
+        return fn(repo, *args)
+    finally:
+        repo.close()
+
+
 def result_notes(
     result: AgentResult, refusals: tuple[Refusal, ...], ran_into: tuple[str, ...]
 ) -> list[str]:
@@ -170,6 +189,7 @@ class GitHubPublisher:
     def __init__(self, repo: Repository, settings: Settings) -> None:
         self.repo = repo
         self._settings = settings
+        self._template_ahead: Future[str | None] | None = None  # read while the push goes on
 
     def push(
         self,
@@ -180,25 +200,48 @@ class GitHubPublisher:
         result: AgentResult,
         policy: ChangePolicy,
     ) -> Pushed:
-        """The patch committed on the task's branch and pushed; the PR is `publish`'s."""
+        """The patch committed on the task's branch and pushed; the PR is `publish`'s.
+
+        The checks GitHub answers (the branch is the bot's, and unmoved) run on a client of
+        their own while the patch is applied, judged and committed here; each of them decides
+        before anything is pushed, and a refusal is the reason shown even when a step here
+        failed too, as when they ran first."""
         with task.timings.stage("push"):
             ensure_still_newest(task)
-            ensure_push_target(self.repo, work)
-            earlier = ensure_branch_unmoved(self.repo, work, start, task.record.pushed)
-            ensure_no_known_secret(task, patch)
-            changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
-            if work.from_fork:
-                ensure_fork_branch_allowed(start, work, policy)
-            message = task.redact(
-                commit_message_for(task, work, start, result, changed, self._co_author(task))
+            if work.opens_pull:
+                self._template_ahead = on_a_thread(_closing, self._template_on, self.repo.sibling())
+            checks = self.repo.sibling()
+            earlier, (sha, message, changed) = alongside(
+                partial(_closing, remote_push_checks, checks, work, start, task.record.pushed),
+                partial(self._commit, task, work, start, patch, result, policy),
             )
             ensure_owner(task)
-            sha = checkout.commit_and_push(
-                start, branch=work.branch, message=message, token=self.repo.token, replace=earlier
-            )
+            sha = checkout.push(
+                start, sha, branch=work.branch, message=message, token=self.repo.token,
+                replace=earlier,
+            )  # fmt: skip
             task.record.pushed = sha
             tasks.save(task.redis, task.record)
         return Pushed(sha, message, changed)
+
+    def _commit(
+        self,
+        task: Task,
+        work: Work,
+        start: checkout.Checkout,
+        patch: bytes,
+        result: AgentResult,
+        policy: ChangePolicy,
+    ) -> tuple[str, str, list[str]]:
+        """The patch checked, judged and committed on the worker: (sha, message, changed)."""
+        ensure_no_known_secret(task, patch)
+        changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
+        if work.from_fork:
+            ensure_fork_branch_allowed(start, work, policy)
+        message = task.redact(
+            commit_message_for(task, work, start, result, changed, self._co_author(task))
+        )
+        return checkout.commit(start, message=message), message, changed
 
     def _co_author(self, task: Task) -> str | None:
         record = task.record
@@ -239,7 +282,7 @@ class GitHubPublisher:
                 reason=reason,
                 pre_existing=compare_runs(before.output, after.output).pre_existing,
                 task_url=self._settings.task_url(task.id) or None,
-                template=self._template(),
+                template=self._pull_request_template(),
                 tries=tries,
             )
             ensure_owner(task)
@@ -251,8 +294,12 @@ class GitHubPublisher:
                 draft=draft,
             )
             pull_url = pull.url
+            # Both only once the pull request is open; each on a client of its own.
+            asked = on_a_thread(
+                _closing, self._ask_for_review_on, self.repo.sibling(), task, pull.number
+            )
             self.label(pull.number)
-            self.ask_for_review(task.record.request.sender, pull.number)
+            asked.result()
         elif work.pull is not None:
             pull_url = work.pull.url
         for comment in work.review_comments:
@@ -293,13 +340,22 @@ class GitHubPublisher:
         shown = f"Reviewed: {review.counts(posted.severities)}."
         return {"answer": shown, "review_id": review_id, "dropped": posted.dropped}
 
-    def _template(self) -> str | None:
+    def _pull_request_template(self) -> str | None:
+        """The template read while the push went on, else read now."""
+        ahead, self._template_ahead = self._template_ahead, None
+        return ahead.result() if ahead is not None else self._template_on(self.repo)
+
+    @staticmethod
+    def _template_on(repo: Repository) -> str | None:
         """The repository's pull-request template; a body without it beats no pull request."""
         try:
-            return pull_request_template(self.repo)
+            return pull_request_template(repo)
         except GitHubError:
             log.warning("pull request template not read", exc_info=True)
             return None
+
+    def _ask_for_review_on(self, repo: Repository, task: Task, number: int) -> None:
+        self.ask_for_review(task.record.request.sender, number, repo)
 
     def label(self, number: int) -> None:
         """The bot's pull requests carry the trigger label, so they are easy to find."""
@@ -308,11 +364,11 @@ class GitHubPublisher:
         except GitHubError:
             log.warning("pull request not labelled", number=number, exc_info=True)
 
-    def ask_for_review(self, sender: str, number: int) -> None:
+    def ask_for_review(self, sender: str, number: int, repo: Repository | None = None) -> None:
         """The person who asked reviews the result; a bot that asked (CI) is not asked back."""
         if sender.lower().endswith("[bot]"):
             return
         try:
-            self.repo.request_review(number, sender)
+            (repo or self.repo).request_review(number, sender)
         except GitHubError:
             log.warning("review not requested", reviewer=sender, exc_info=True)

@@ -229,3 +229,28 @@ def test_the_guard_looks_again_only_when_the_workspace_changed(
     box.exec("echo y >> hidden/f")
     assert guard.after_command() == ""
     assert index() != looked
+
+
+@pytest.mark.docker
+def test_the_quick_look_skips_loose_objects_and_sees_a_deep_write(
+    changes_box: tuple[Sandbox, str, Path],
+) -> None:
+    box, base, _ = changes_box
+    box.exec("mkdir -p deep/er && echo x > deep/er/notes.txt")
+    time.sleep(2 * CLOCK_SLACK)  # as above: what the guard's first look saw must age past it
+    guard = ChangeGuard(box, base, ChangePolicy(max_file_bytes=1000))
+
+    def index() -> str:
+        return box.exec(f"ls -d {GUARD_DIR_PREFIX}*").output
+
+    looked = index()
+    # A loose object the agent's git writes (in a new .git/objects/?? directory) changes no diff.
+    box.exec("echo never-seen-before | git hash-object -w --stdin")
+    assert guard.after_command() == ""
+    assert index() == looked
+
+    # A file written in place, deep down: only its own change time moves, not its directory's.
+    box.exec("echo y >> deep/er/notes.txt")
+    assert guard.after_command() == ""
+    assert index() != looked, "a write in place is a change, and is looked at"
+    assert "deep/er/notes.txt" in guard.result().changed_files
