@@ -454,6 +454,13 @@ class ChangeGuard:
         self._checked = _looked(facts)
         return agent_note(new)
 
+    def catch_up(self) -> None:
+        """Look now (after the bot's own commands: the tests before), so that the agent's next
+        command needs only the quick look; what a refusal it must hear of stays for it."""
+        facts = self._look_since(self._checked)
+        if facts is not None and all(r in self._told for r in self._judged(facts)):
+            self._checked = _looked(facts)
+
     def result(self) -> WorkspaceResult:
         facts = self._look()
         changes = _changes(facts)

@@ -91,7 +91,10 @@ def take_baseline(
 ) -> Baseline:
     guard = ChangeGuard(sandbox, start.base_sha, ChangePolicy.from_config(config))
     with timings.stage("tests_before"):
-        return Baseline(sandbox, guard, verify_with_tests(sandbox, test_command))
+        tests = verify_with_tests(sandbox, test_command)
+    if test_command is not None:
+        guard.catch_up()  # what the tests wrote, looked at before the agent's first command
+    return Baseline(sandbox, guard, tests)
 
 
 class SandboxStart:

@@ -5,6 +5,7 @@ workspace."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -13,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox.changes import ChangeGuard, ChangePolicy
+from sandbox.changes import CLOCK_SLACK, GUARD_DIR_PREFIX, ChangeGuard, ChangePolicy
 from sandbox.container import Sandbox
 from sandbox.labels import remove_task_containers
 from sim.stack import wait_until
@@ -177,3 +178,26 @@ def test_the_guards_digest_follows_what_a_patch_carries(box: tuple[Sandbox, Base
     broken = guard.state()
     sandbox.exec("git checkout -q calc.py")
     assert guard.state() == changed_meta != broken
+
+
+@pytest.mark.docker
+def test_after_the_tests_before_the_guard_catches_up_but_keeps_a_refusal_to_tell(
+    box: tuple[Sandbox, Baseline],
+) -> None:
+    sandbox, baseline = box
+    guard = baseline.guard
+    time.sleep(2 * CLOCK_SLACK)  # the checkout just written ages past a look's slack
+
+    def looks() -> str:  # each full look stages in a git directory of its own, under a new name
+        return sandbox.exec(f"ls -d {GUARD_DIR_PREFIX}*", workdir="/").output
+
+    sandbox.exec("echo 'X = 1' > written_by_tests.py")  # as the tests before might
+    guard.catch_up()
+    looked = looks()
+    sandbox.exec("cat calc.py")
+    assert guard.after_command() == ""
+    assert looks() == looked, "the agent's first command needs only the quick look"
+
+    sandbox.exec("ln -s /etc/passwd leak")  # a refusal the agent has not heard of
+    guard.catch_up()
+    assert "leak: a symlink pointing outside the workspace" in guard.after_command()
