@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
@@ -29,6 +29,7 @@ from codexbot.settings import Settings, load_settings
 from sandbox.pool import PoolSettings
 from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
+from workers.agent.text import Discussion
 from workers.agentbox import (
     AgentBox,
     Baseline,
@@ -51,6 +52,7 @@ from workers.run import (
     brief_agent,
     close_model,
     ensure_something_to_publish,
+    read_discussion_ahead,
     read_policy,
     reviewed,
     run_agent_for,
@@ -66,14 +68,26 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
     """Checkout, sandbox, tests, agent, tests, patch, publish (or several tries at once, the
     tests choosing which is published: `workers.attempts`).
 
-    What does not wait on each other overlaps: the agent's briefing (the discussion, its model
-    client) is gathered while the container starts; the tests before run while the model reads
+    What does not wait on each other overlaps: the mirror is fetched while the task is planned
+    (`GitHubSource.fetch_ahead`) and the discussion read while the repository is checked out;
+    the agent's briefing is gathered while the container starts; the tests before run while the
+    model reads
     the task (the agent's first command waits for them); the change is pushed while the tests
     run on it, and the container is removed while the pull request is opened and the task
     reports. The model starts while the container starts and the workspace is made (with setup
     commands, once the environment is prepared: a failed setup costs no model call); the tests
     after are often known before the agent is done (`workers.agentbox`).
     """
+    discussion = read_discussion_ahead(task, work)
+    try:
+        return _run_work(task, work, publisher, discussion)
+    finally:
+        wait([discussion])  # the source's client is one thread's: failures are shown after
+
+
+def _run_work(
+    task: Task, work: Work, publisher: Publisher, discussion: Future[Discussion | None]
+) -> dict:
     timings = task.timings
     task.advance("preparing")
     with timings.stage("checkout"):
@@ -85,91 +99,94 @@ def run_work(task: Task, work: Work, publisher: Publisher) -> dict:
     secrets = setup_secrets_for(task, rules)
     tries = plan_tries(task, config)
     if tries.count > 1 and tries.use is None:
-        brief = brief_agent(task, work, start, config, test_command)
+        brief = brief_agent(task, work, start, config, test_command, discussion)
         ready = Prepared(work, start, mirror, config, test_command, secrets, brief)
         return publish_best(task, ready, publisher, tries)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers:
-        with ExitStack() as stack:
-            briefing = in_background(helpers, brief_agent, task, work, start, config, test_command)
-            # Also joins the briefing before a failure is reported: one thread uses the source.
-            stack.callback(close_model, briefing)
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="task") as helpers,
+        ExitStack() as stack,
+    ):
+        briefing = in_background(
+            helpers, brief_agent, task, work, start, config, test_command, discussion
+        )
+        # Also joins the briefing before a failure is reported: one thread uses the source.
+        stack.callback(close_model, briefing)
 
-            def enter(box_stack: ExitStack, prepared: Callable[[], None]) -> Baseline:
-                client = docker.from_env()
-                box_stack.callback(client.close)
-                # Fills the "setup", "container_start" and "workspace" timings itself.
-                sandbox, _ = box_stack.enter_context(
-                    task_sandbox(
-                        client,
-                        task.redis,
-                        base_image=task.settings.codex_sandbox_image,
-                        config=config,
-                        start=start,
-                        host_mirror=mirror,
-                        repo=task.source.full_name,
-                        task_id=task.id,
-                        setup_secrets=secrets,
-                        env_scope=f"fork {work.pull.head_repo}"
-                        if work.from_fork and work.pull
-                        else "",
-                        timings=timings.stages,
-                        pool_settings=PoolSettings(
-                            task.settings.codex_pool_size, task.settings.codex_pool_idle_seconds
-                        ),
-                        on_prepared=prepared,
-                    )
+        def enter(box_stack: ExitStack, prepared: Callable[[], None]) -> Baseline:
+            client = docker.from_env()
+            box_stack.callback(client.close)
+            # Fills the "setup", "container_start" and "workspace" timings itself.
+            sandbox, _ = box_stack.enter_context(
+                task_sandbox(
+                    client,
+                    task.redis,
+                    base_image=task.settings.codex_sandbox_image,
+                    config=config,
+                    start=start,
+                    host_mirror=mirror,
+                    repo=task.source.full_name,
+                    task_id=task.id,
+                    setup_secrets=secrets,
+                    env_scope=f"fork {work.pull.head_repo}" if work.from_fork and work.pull else "",
+                    timings=timings.stages,
+                    pool_settings=PoolSettings(
+                        task.settings.codex_pool_size, task.settings.codex_pool_idle_seconds
+                    ),
+                    on_prepared=prepared,
                 )
-                return take_baseline(sandbox, start, config, test_command, timings)
+            )
+            return take_baseline(sandbox, start, config, test_command, timings)
 
-            sandbox_start = SandboxStart(helpers, enter)
-            stack.callback(sandbox_start.close)
-            controls = AgentControls(task)
-            changing = task.record.request.kind not in ("ask", "code_review")
-            agent_env = AgentBox(
-                sandbox_start.baseline,
-                test_command,
-                ahead=changing and task.settings.codex_tests_ahead,
-            )
-            try:
-                brief = briefing.result()
-                if config.setup:  # a failed setup costs no model call
-                    sandbox_start.wait_for_environment()
-                task.check_stop()
-                task.advance("running", detail="")
-                with timings.stage("agent"):
-                    result = (
-                        use_earlier_try(task, agent_env, tries.use)
-                        if tries.use is not None
-                        else run_agent_for(task, work, brief, agent_env, config, controls)
-                    )
-                known = agent_env.at_finish()
-                stack.callback(known.abandon)
-            finally:
-                agent_env.close()
-                wait([sandbox_start.baseline])  # the tests before finish before the container goes
-            untouched = sandbox_start.baseline.result()
-            if task.record.request.kind == "ask":
-                return answered(result)
-            if task.record.request.kind == "code_review":
-                return publisher.review(task, work, reviewed(result), brief.diff, start)
-            changes = known.changes or untouched.guard.result()
-            ensure_something_to_publish(result, changes.patch)
-            result.write_missing_finish(work.title, changes.patch.decode(errors="replace"))
-            pushing = in_background(
-                helpers,
-                publisher.push,
-                task,
-                work,
-                start,
-                changes.patch,
-                result,
-                untouched.guard.policy,
-            )
-            task.advance("testing", detail="Running the tests on the result.")
-            with timings.stage("tests_after"):
-                after = known.tests_after() or verify_with_tests(untouched.sandbox, test_command)
-            task.cleanup.start("sandbox removal", stack.pop_all().close)
+        sandbox_start = SandboxStart(helpers, enter)
+        stack.callback(sandbox_start.close)
+        controls = AgentControls(task)
+        changing = task.record.request.kind not in ("ask", "code_review")
+        agent_env = AgentBox(
+            sandbox_start.baseline,
+            test_command,
+            ahead=changing and task.settings.codex_tests_ahead,
+        )
+        try:
+            brief = briefing.result()
+            if config.setup:  # a failed setup costs no model call
+                sandbox_start.wait_for_environment()
+            task.check_stop()
+            task.advance("running", detail="")
+            with timings.stage("agent"):
+                result = (
+                    use_earlier_try(task, agent_env, tries.use)
+                    if tries.use is not None
+                    else run_agent_for(task, work, brief, agent_env, config, controls)
+                )
+            known = agent_env.at_finish()
+            stack.callback(known.abandon)
+        finally:
+            agent_env.close()
+            wait([sandbox_start.baseline])  # the tests before finish before the container goes
+        untouched = sandbox_start.baseline.result()
+        if task.record.request.kind == "ask":
+            return answered(result)
+        if task.record.request.kind == "code_review":
+            return publisher.review(task, work, reviewed(result), brief.diff, start)
+        changes = known.changes or untouched.guard.result()
+        ensure_something_to_publish(result, changes.patch)
+        result.write_missing_finish(work.title, changes.patch.decode(errors="replace"))
+        pushing = in_background(
+            helpers,
+            publisher.push,
+            task,
+            work,
+            start,
+            changes.patch,
+            result,
+            untouched.guard.policy,
+        )
+        task.advance("testing", detail="Running the tests on the result.")
+        with timings.stage("tests_after"):
+            after = known.tests_after() or verify_with_tests(untouched.sandbox, test_command)
+        # After the push: removing a container takes the engine's CPU, which the push needs.
         pushed = pushing.result()
+        task.cleanup.start("sandbox removal", stack.pop_all().close)
     task.advance("publishing", commit=pushed.sha)
     with timings.stage("publish"):
         published = publisher.publish(
@@ -298,18 +315,20 @@ def _build_task(
         may_post=lambda: tasks.owns(redis, record.id, attempt),
     )
     mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
+    source = GitHubSource(
+        repository,
+        redis,
+        mirrors,
+        record.request.number,
+        installation=(record.request.installation_id, app.installation_of),
+        code_cache=settings.codex_data_dir / "codemap",
+    )
+    source.fetch_ahead()  # while the task is planned
     task = Task(
         record=record,
         settings=settings,
         redis=redis,
-        source=GitHubSource(
-            repository,
-            redis,
-            mirrors,
-            record.request.number,
-            installation=(record.request.installation_id, app.installation_of),
-            code_cache=settings.codex_data_dir / "codemap",
-        ),
+        source=source,
         redact=redact,
         progress=RecordedProgress(redis, record, progress, note),
         workdir=settings.codex_data_dir / "work" / task_id,

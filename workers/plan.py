@@ -4,7 +4,9 @@ discussion come from: a mirror of the repository on this worker, and the issue o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from redis import Redis
@@ -13,6 +15,7 @@ from codexbot.commands import MARKER, fix_options
 from workers import checkout, tasks, text
 from workers.agent.text import Comment, Discussion, fence
 from workers.coderepos import Snapshot, readable_related
+from workers.concurrency import on_a_thread
 from workers.github import Repository, ReviewComment, git_base_url
 from workers.permissions import cached_role
 from workers.task import TaskFailed, TaskStopped, Work
@@ -195,6 +198,13 @@ class GitHubSource:
         self._number = number
         self._installation = installation
         self._code_cache = code_cache
+        self._fetched: Future[Path] | None = None
+
+    def fetch_ahead(self) -> None:
+        """Bring this worker's mirror up to date on a thread of its own (git only: no client is
+        shared), while the task reads what it is about; `workspace` waits for it."""
+        update = functools.partial(self._mirrors.update, token=self.repo.token)
+        self._fetched = on_a_thread(update, self.repo.full_name, self.repo.git_url)
 
     @property
     def full_name(self) -> str:
@@ -210,7 +220,12 @@ class GitHubSource:
     def workspace(self, work: Work, into: Path) -> tuple[checkout.Checkout, Path]:
         """A checkout made in milliseconds from this worker's mirror of the repository."""
         token = self.repo.token
-        mirror = self._mirrors.update(self.repo.full_name, self.repo.git_url, token=token)
+        fetched, self._fetched = self._fetched, None
+        mirror = (
+            fetched.result()
+            if fetched is not None
+            else self._mirrors.update(self.repo.full_name, self.repo.git_url, token=token)
+        )
         start = self._mirrors.checkout(
             mirror, into, git_url=self.repo.git_url, branch=work.start_ref
         )

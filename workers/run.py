@@ -19,10 +19,11 @@ from sandbox.prepared import setup_secret_values
 from workers import checkout, policy, repoconfig, review, steering
 from workers.agent.loop import AgentLimits, AgentResult, AgentTask, OpenAIModel, run_agent
 from workers.agent.model import CallObserver, Usage
-from workers.agent.text import Comment
+from workers.agent.text import Comment, Discussion
 from workers.agent.trajectory import Trajectory
 from workers.agentbox import AgentBox
 from workers.coderepos import CodeRepos, Snapshot, wanted_repositories
+from workers.concurrency import on_a_thread
 from workers.instructions import discover_instructions
 from workers.policy import Policy
 from workers.task import AgentSettings, Task, TaskFailed, TaskStopped, Work
@@ -105,7 +106,9 @@ def brief_agent(
     start: checkout.Checkout,
     config: repoconfig.RepoConfig,
     test_command: str | None,
+    discussion: Future[Discussion | None] | None = None,
 ) -> Briefing:
+    """``discussion``: the issue or PR's discussion, read already (`read_discussion_ahead`)."""
     kind = task.record.request.kind
     asking, reviewing = kind == "ask", kind == "code_review"
     diff = review.pull_diff(start, work.base_branch) if reviewing else ""
@@ -116,7 +119,7 @@ def brief_agent(
         issue_title=work.title,
         issue_body=work.instructions,
         test_command=test_command,
-        discussion=task.source.discussion(work),
+        discussion=discussion.result() if discussion else task.source.discussion(work),
         instructions=tuple(discover_instructions(start.path)),
         mode="ask" if asking else "review" if reviewing else "fix",
         question=(
@@ -134,6 +137,13 @@ def brief_agent(
         related_refused=tuple(refused),
     )
     return Briefing(agent_task, model_for(task, config), diff, code)
+
+
+def read_discussion_ahead(task: Task, work: Work) -> Future[Discussion | None]:
+    """The discussion, read on a thread of its own while the task is checked out; the source's
+    client is that thread's until it is done (the default branch is read first, here)."""
+    task.source.default_branch  # noqa: B018 - read now, before the thread uses the client
+    return on_a_thread(task.source.discussion, work)
 
 
 def model_for(task: Task, config: repoconfig.RepoConfig, seed: int | None = None) -> OpenAIModel:
