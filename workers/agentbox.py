@@ -136,9 +136,16 @@ class RunAhead(threading.Thread):
     """While the model answers: the patch of the workspace as it is at `touch`, then (with a
     `command`) the tests on it."""
 
-    def __init__(self, baseline: Baseline, command: str | None, touch: int) -> None:
+    def __init__(
+        self,
+        baseline: Baseline,
+        command: str | None,
+        touch: int,
+        on_patch: Callable[[WorkspaceResult], object] | None = None,
+    ) -> None:
         super().__init__(name="ahead", daemon=True)
         self.baseline = baseline
+        self.on_patch = on_patch
         self.command = command
         self.touch = touch
         self.changes: WorkspaceResult | None = None
@@ -151,6 +158,8 @@ class RunAhead(threading.Thread):
         guard, sandbox = self.baseline.guard, self.baseline.sandbox
         try:
             self.changes = changes = guard.result()
+            if self.on_patch is not None and not self.abandoned:
+                self.on_patch(changes)
             self.taken.set()
             if self.command is None or changes.state == guard.start_state or self.abandoned:
                 return  # no tests wanted, or nothing to test: a run that changed nothing
@@ -202,9 +211,16 @@ class AgentBox:
     agent never changes the workspace under the tests before) and for nothing else."""
 
     def __init__(
-        self, baseline: Future[Baseline], test_command: str | None = None, ahead: bool = False
+        self,
+        baseline: Future[Baseline],
+        test_command: str | None = None,
+        ahead: bool = False,
+        on_patch: Callable[[WorkspaceResult], object] | None = None,
     ) -> None:
+        """``on_patch``: told of each patch taken ahead, on that thread (the worker applies it
+        to its checkout meanwhile); the agent's next command waits for it, at most."""
         self._baseline = baseline
+        self._on_patch = on_patch
         self._command = test_command
         self._ahead = ahead
         self._tests_ahead = ahead and test_command is not None
@@ -264,7 +280,7 @@ class AgentBox:
         self._settle()
         ran_them = self._own_run is not None and self._own_run[0] == self._touches
         command = self._command if self._tests_ahead and not ran_them else None
-        self._running = RunAhead(self._baseline.result(), command, self._touches)
+        self._running = RunAhead(self._baseline.result(), command, self._touches, self._on_patch)
         self._running.start()
 
     def at_finish(self) -> Known:

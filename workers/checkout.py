@@ -145,17 +145,37 @@ def fetch_pull_head(start: Checkout, number: int, *, token: str) -> Checkout:
     )
 
 
+@dataclass(frozen=True)
+class AppliedPatch:
+    """A patch `apply_patch` put on a branch already (while the model answered), and the paths
+    it changed."""
+
+    branch: str
+    patch: bytes
+    changed: list[str]
+
+
 def apply_patch(
-    checkout: Checkout, *, patch: bytes, branch: str, policy: ChangePolicy
+    checkout: Checkout,
+    *,
+    patch: bytes,
+    branch: str,
+    policy: ChangePolicy,
+    ahead: AppliedPatch | None = None,
 ) -> list[str]:
     """Put the sandbox's patch on a new branch from the start commit; return the changed paths.
 
     ``git apply`` refuses paths under ``.git/`` and outside the tree, so a hostile patch
     cannot reach the worker's own repository metadata. What it staged is judged under `policy`;
     any refusal raises `RefusedChange` (the guard in the sandbox had left those paths out).
+    ``ahead``: this very patch, applied and judged on this branch under this policy before
+    (nothing touched the checkout since), is not applied again.
     """
+    if ahead is not None and (ahead.branch, ahead.patch) == (branch, patch):
+        return ahead.changed
     git = Git(checkout.path)
-    git("checkout", "--quiet", "-B", branch, checkout.base_sha)
+    # Afresh from the start commit, whatever a patch applied before left staged or written.
+    git("checkout", "--quiet", "--force", "-B", branch, checkout.base_sha)
     git("apply", "--index", "--binary", "-p1", "--whitespace=nowarn", "-", input=patch)
     refusals = judge_staged(git, checkout.base_sha, policy)
     if refusals:

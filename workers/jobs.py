@@ -9,6 +9,7 @@ publish (`workers.publish`).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from codexbot.fleetmetrics import WorkerMetrics
 from codexbot.logs import configure_logging, forget_secret
 from codexbot.redact import Redactor
 from codexbot.settings import Settings, load_settings
+from sandbox.changes import ChangePolicy, WorkspaceResult
 from sandbox.pool import PoolSettings
 from sandbox.prepared import SetupFailed
 from workers import checkout, tasks
@@ -141,10 +143,23 @@ def _run_work(
         stack.callback(sandbox_start.close)
         controls = AgentControls(task)
         changing = task.record.request.kind not in ("ask", "code_review")
+        applied: list[checkout.AppliedPatch] = []  # the patch put on the branch ahead, if any
+
+        def apply_ahead(changes: WorkspaceResult) -> None:
+            applied.clear()
+            if changes.patch.strip():  # what fails here fails again at the push, and is shown
+                with contextlib.suppress(Exception):
+                    changed = checkout.apply_patch(
+                        start, patch=changes.patch, branch=work.branch, policy=change_policy
+                    )
+                    applied.append(checkout.AppliedPatch(work.branch, changes.patch, changed))
+
+        change_policy = ChangePolicy.from_config(config)
         agent_env = AgentBox(
             sandbox_start.baseline,
             test_command,
             ahead=changing and task.settings.codex_tests_ahead,
+            on_patch=apply_ahead if changing else None,
         )
         try:
             brief = briefing.result()
@@ -180,6 +195,7 @@ def _run_work(
             changes.patch,
             result,
             untouched.guard.policy,
+            applied[-1] if applied else None,
         )
         task.advance("testing", detail="Running the tests on the result.")
         with timings.stage("tests_after"):

@@ -104,10 +104,13 @@ class LocalPublisher:
         patch: bytes,
         result: AgentResult,
         policy: ChangePolicy,
+        ahead: checkout.AppliedPatch | None = None,
     ) -> Pushed:
         with task.timings.stage("push"):
             ensure_no_known_secret(task, patch)
-            changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
+            changed = checkout.apply_patch(
+                start, patch=patch, branch=work.branch, policy=policy, ahead=ahead
+            )
             message = task.redact(commit_message_for(task, work, start, result, changed))
             git = Git(start.path)
             git("commit", "--quiet", "--no-verify", "--file", "-", input=message.encode())

@@ -48,6 +48,7 @@ class Publisher(Protocol):
         patch: bytes,
         result: AgentResult,
         policy: ChangePolicy,
+        ahead: checkout.AppliedPatch | None = None,
     ) -> Pushed: ...
 
     def publish(
@@ -199,6 +200,7 @@ class GitHubPublisher:
         patch: bytes,
         result: AgentResult,
         policy: ChangePolicy,
+        ahead: checkout.AppliedPatch | None = None,
     ) -> Pushed:
         """The patch committed on the task's branch and pushed; the PR is `publish`'s.
 
@@ -213,7 +215,7 @@ class GitHubPublisher:
             checks = self.repo.sibling()
             earlier, (sha, message, changed) = alongside(
                 partial(_closing, remote_push_checks, checks, work, start, task.record.pushed),
-                partial(self._commit, task, work, start, patch, result, policy),
+                partial(self._commit, task, work, start, patch, result, policy, ahead),
             )
             ensure_owner(task)
             sha = checkout.push(
@@ -232,10 +234,13 @@ class GitHubPublisher:
         patch: bytes,
         result: AgentResult,
         policy: ChangePolicy,
+        ahead: checkout.AppliedPatch | None,
     ) -> tuple[str, str, list[str]]:
         """The patch checked, judged and committed on the worker: (sha, message, changed)."""
         ensure_no_known_secret(task, patch)
-        changed = checkout.apply_patch(start, patch=patch, branch=work.branch, policy=policy)
+        changed = checkout.apply_patch(
+            start, patch=patch, branch=work.branch, policy=policy, ahead=ahead
+        )
         if work.from_fork:
             ensure_fork_branch_allowed(start, work, policy)
         message = task.redact(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from sandbox.changes import ChangePolicy
 from workers import checkout
 
 
@@ -49,3 +50,34 @@ def test_a_retry_with_another_change_goes_on_top_without_a_force_push(tmp_path: 
     again = attempt(bare, tmp_path / "two", "value = 3\n", replace=first)
     assert git(bare, "rev-list", "main..codex/issue-1-fix").split() == [again, first]
     assert git(bare, "show", "codex/issue-1-fix:core.py") == "value = 3"
+
+
+def test_a_patch_applied_ahead_is_not_applied_again_and_another_is(tmp_path: Path) -> None:
+    bare = remote(tmp_path)
+    start = checkout.clone(str(bare), tmp_path / "work", token="t0ken-unused-by-file-remotes")
+    policy = ChangePolicy()
+
+    def patch_to(content: str) -> bytes:
+        (start.path / "core.py").write_text(content)
+        diff = subprocess.run(
+            ["git", "diff", "--binary"], cwd=start.path, capture_output=True, check=True
+        ).stdout
+        git(start.path, "checkout", "--quiet", "--", "core.py")
+        return diff
+
+    two, three = patch_to("value = 2\n"), patch_to("value = 3\n")
+    branch = "codex/issue-1-fix"
+    assert checkout.apply_patch(start, patch=two, branch=branch, policy=policy) == ["core.py"]
+    ahead = checkout.AppliedPatch(branch, two, ["core.py"])
+    git(start.path, "reset", "--quiet", "--hard", start.base_sha)  # were it applied again: seen
+    assert checkout.apply_patch(start, patch=two, branch=branch, policy=policy, ahead=ahead) == [
+        "core.py"
+    ]
+    assert git(start.path, "diff", "--cached", "--name-only") == ""
+    checkout.apply_patch(start, patch=three, branch=branch, policy=policy, ahead=ahead)
+    assert git(start.path, "show", ":core.py") == "value = 3"
+    # Applied over another one put there before (a new file too): it starts afresh.
+    (start.path / "new.py").write_text("x = 1\n")
+    git(start.path, "add", "new.py")
+    assert checkout.apply_patch(start, patch=two, branch=branch, policy=policy) == ["core.py"]
+    assert git(start.path, "show", ":core.py") == "value = 2"
