@@ -41,7 +41,7 @@ from workers.agentbox import (
     verify_with_tests,
 )
 from workers.attempts import Prepared, plan_tries, publish_best, use_earlier_try
-from workers.concurrency import in_background
+from workers.concurrency import in_background, on_a_thread
 from workers.github import GitHubError, Repository
 from workers.githubapp import GitHubApp
 from workers.lease import keep_lease
@@ -310,6 +310,16 @@ def _build_task(
     redact.add(token)
     forget_secret(token)
     repository = app.repository(record.request.repo, token)
+    mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
+    source = GitHubSource(
+        repository,
+        redis,
+        mirrors,
+        record.request.number,
+        installation=(record.request.installation_id, app.installation_of),
+        code_cache=settings.codex_data_dir / "codemap",
+    )
+    source.fetch_ahead()  # while the task is planned
     view = ProgressView(
         record.state,
         record.id,
@@ -330,16 +340,6 @@ def _build_task(
         own_client,
         may_post=lambda: tasks.owns(redis, record.id, attempt),
     )
-    mirrors = MirrorCache(settings.codex_data_dir / "mirrors")
-    source = GitHubSource(
-        repository,
-        redis,
-        mirrors,
-        record.request.number,
-        installation=(record.request.installation_id, app.installation_of),
-        code_cache=settings.codex_data_dir / "codemap",
-    )
-    source.fetch_ahead()  # while the task is planned
     task = Task(
         record=record,
         settings=settings,
@@ -377,6 +377,7 @@ def run_task(*, task_id: str) -> dict:
     )
     lease = keep_lease(redis, task_id, record.attempt, settings.codex_lease_seconds)
     ended = "failed"  # how the task ended, for the metrics
+    reacted: Future[None] | None = None
     try:
         shutil.rmtree(task.workdir, ignore_errors=True)  # what a lost attempt left on this host
         task.check_stop()
@@ -386,7 +387,7 @@ def run_task(*, task_id: str) -> dict:
         record.pr_url = outcome.get("pr_url", "")
         task.advance("done", step=None, **_final_view(outcome))
         ended = "done"
-        _react(repo, record, "rocket")
+        reacted = on_a_thread(_react, repo, record, "rocket")  # while the comment shows the end
     except tasks.NotOwner:
         # A later attempt runs the task (this worker was taken for lost): leave it all to that one.
         log.warning("task taken over by a later attempt", attempt=record.attempt)
@@ -413,6 +414,8 @@ def run_task(*, task_id: str) -> dict:
         raise TaskError(reason) from None
     finally:
         task.progress.close()  # the last state is shown before the job ends (and its lease)
+        if reacted is not None and reacted.exception() is not None:  # before its client closes
+            log.warning("reaction not added", error=str(reacted.exception())[:200])
         lease.set()
         if tasks.owns(redis, task_id, record.attempt):
             tasks.release_target(redis, record)
