@@ -35,7 +35,7 @@ from codexbot.commands import FixOptions, fix_options
 from sandbox.changes import ChangePolicy, Refusal
 from workers import checkout, repoconfig, text
 from workers.agent.loop import AgentResult
-from workers.agent.text import diff_counts
+from workers.agent.text import Comment, diff_counts
 from workers.agentbox import AgentBox, TestOutcome, take_baseline, test_json, verify_with_tests
 from workers.concurrency import Timings
 from workers.publish import Publisher
@@ -186,13 +186,24 @@ def rows_of(task: Task, tries: list[TryOutcome]) -> list[text.TryRow]:
 class SharedRun:
     """What a task's tries share: the token budget, and which try passed the tests first."""
 
-    def __init__(self, budget: int, stop_on_green: bool) -> None:
+    def __init__(self, budget: int, stop_on_green: bool, count: int = 1) -> None:
         self.budget = budget
         self.stop_on_green = stop_on_green
         self.spent = 0
         self.steps = 0
         self.green_first: int | None = None
         self.lock = threading.Lock()
+        # Steering comments not yet seen by each try: whichever try takes one gives it to all.
+        self.inboxes: dict[int, list[Comment]] = {n: [] for n in range(1, count + 1)}
+
+    def deliver(self, comments: list[Comment], number: int) -> list[Comment]:
+        """`comments` (just taken) to every try; what try `number` has not seen yet."""
+        with self.lock:
+            for inbox in self.inboxes.values():
+                inbox.extend(comments)
+            mine = self.inboxes.setdefault(number, [])
+            self.inboxes[number] = []
+            return mine
 
     def spend(self, tokens: int) -> None:
         with self.lock:
@@ -221,7 +232,7 @@ class SharedRun:
 
 class TryControls(AgentControls):
     """A try's controls: the task's stop, and the others' (a green try, the spent budget).
-    Steering comments go to the first try alone: a comment is taken once."""
+    A steering comment, taken once by whichever try asks first, reaches every try."""
 
     def __init__(self, task: Task, shared: SharedRun, number: int) -> None:
         super().__init__(task)
@@ -231,8 +242,8 @@ class TryControls(AgentControls):
     def should_stop(self) -> str | None:
         return super().should_stop() or self._shared.stop_reason(self._number)
 
-    def steering(self) -> list:  # type: ignore[type-arg]
-        return super().steering() if self._number == 1 else []
+    def steering(self) -> list[Comment]:
+        return self._shared.deliver(super().steering(), self._number)
 
     def on_record(self, record: dict) -> None:
         if record.get("type") == "response":
@@ -344,7 +355,7 @@ def keep_patch(task: Task, one: TryOutcome, base_sha: str) -> None:
 
 def publish_best(task: Task, ready: Prepared, publisher: Publisher, plan: TryPlan) -> dict:
     """Run the tries, push the best one's change and publish it with the table of all."""
-    shared = SharedRun(task.settings.codex_attempts_tokens, plan.stop_on_green)
+    shared = SharedRun(task.settings.codex_attempts_tokens, plan.stop_on_green, plan.count)
     task.advance("running", detail=f"{plan.count} tries at once; the tests choose.")
     try:
         with task.timings.stage("agent"), ThreadPoolExecutor(plan.count, "try") as pool:

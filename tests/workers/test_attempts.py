@@ -1,11 +1,12 @@
-"""Which try wins: the ranking the tests decide, on made-up outcomes."""
+"""Which try wins: the ranking the tests decide, on made-up outcomes; what the tries share."""
 
 from __future__ import annotations
 
 from workers import text
 from workers.agent.loop import AgentResult
+from workers.agent.text import Comment
 from workers.agentbox import TestOutcome
-from workers.attempts import TryOutcome, rank, try_id
+from workers.attempts import SharedRun, TryOutcome, rank, try_id
 
 ONE_LINE = b"diff --git a/m.py b/m.py\n--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-a\n+b\n"
 TWO_LINES = ONE_LINE + b"@@ -5 +5 @@\n-c\n+d\n"
@@ -56,3 +57,16 @@ def test_a_try_without_a_change_or_with_an_error_comes_last() -> None:
     stopped = tried(3, None)  # stopped before its tests: it still has a change
     assert order(nothing, broken, stopped) == [3, 1, 2]
     assert (nothing.outcome, broken.outcome, stopped.outcome) == ("no change", "error", "stopped")
+
+
+def test_a_steering_comment_taken_by_one_try_reaches_every_try_once() -> None:
+    shared = SharedRun(budget=1000, stop_on_green=True, count=3)
+    first = Comment(author="maintainer", permission="admin", body="Keep the API as it is.")
+    second = Comment(author="maintainer", permission="admin", body="And add a test.")
+
+    assert shared.deliver([first], 2) == [first]  # try 2 asked first and took it from Redis
+    assert shared.deliver([], 1) == [first]
+    assert shared.deliver([second], 1) == [second]
+    assert shared.deliver([], 3) == [first, second]
+    assert shared.deliver([], 2) == [second]
+    assert [shared.deliver([], n) for n in (1, 2, 3)] == [[], [], []]
