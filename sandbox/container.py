@@ -405,6 +405,7 @@ class Sandbox:
             strays=list(message.get("strays") or []),
             stopped=message.get("stopped"),
             notes=[str(note) for note in message.get("notes") or []],
+            ended_in=message.get("ended_in"),
         )
 
     def _open_channel(self) -> ExecChannel:

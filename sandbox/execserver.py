@@ -412,6 +412,7 @@ class Server:
             request, exit_code, timed_out, head, tail, total, started, strays, stopped
         )
         reply["notes"] = notes
+        reply["ended_in"] = end_cwd  # where the command itself ended (kept or not)
         return reply
 
     def reply(self, request, exit_code, timed_out, head, tail, total, started, strays, stopped):

@@ -40,6 +40,7 @@ class ExecResult:
     notes: tuple[str, ...] = ()  # what it ran into: killed for memory, /tmp full (also in output)
     stopped: str | None = None  # why it was cancelled (a stop, say) before its end
     lost: bool = False  # it killed the exec server: its end is unknown
+    ended_in: str | None = None  # the directory it ended in (kept as `cwd` unless run elsewhere)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Reply:
     stopped: str | None = None
     notes: list[str] = field(default_factory=list)  # out of memory, /tmp full
     lost: bool = False  # the command killed the exec server
+    ended_in: str | None = None  # the directory the command ended in, when known
 
     @classmethod
     def without_output(
@@ -126,4 +128,5 @@ def exec_result(command: str, reply: Reply, *, timeout: float, before: str = "")
         notes=tuple(reply.notes),
         stopped=reply.stopped,
         lost=reply.lost,
+        ended_in=reply.ended_in,
     )

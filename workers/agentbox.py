@@ -15,9 +15,13 @@ runs on it. The agent's next command cancels that run first (it never waits for 
 never share the sandbox). When the agent is done without another command, the patch is that one
 and the tests after are that run, waited for if still going, while the change is pushed. The
 agent's own last command stands for the tests after instead when it was the test command, started
-in /workspace, ran to its end, and nothing ran after it. A run ahead that writes what a patch
-would carry (a report file, say) changed the workspace behind the agent's back: the task runs the
-tests ahead no more (the patch it tested was taken before, so its result still holds).
+in /workspace, ran to its end, and nothing ran after it. When the agent's next command is that
+very test command, from /workspace, and the run ahead of it is done (and ended in /workspace,
+within the command's timeout), the agent gets that run's result, marked so, instead of waiting
+for the same run again: once, since its command counts as one run since (a build cache's test
+result, as Bazel keeps one for unchanged inputs). A run ahead that writes what a patch would carry
+(a report file, say) changed the workspace behind the agent's back: the task runs the tests ahead
+no more (the patch it tested was taken before, so its result still holds).
 
 All of these run in the agent's container, as the sandbox user, like the bot's own run after
 the agent: they are as trustworthy as it, and no more.
@@ -25,6 +29,7 @@ the agent: they are as trustworthy as it, and no more.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, wait
@@ -43,6 +48,10 @@ log = structlog.get_logger(__name__)
 
 TEST_TIMEOUT = 900
 CANCEL_POLL_SECONDS = 0.005
+RAN_AHEAD_NOTE = (
+    "\n[the bot ran this very command on this same workspace while the model answered, with "
+    "nothing run since: this is that run's result]"
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,7 @@ class RunAhead(threading.Thread):
         self.changes: WorkspaceResult | None = None
         self.taken = threading.Event()  # the patch is taken, or will never be
         self.outcome: TestOutcome | None = None
+        self.result: ExecResult | None = None  # the test command's, when it ran to its end
         self.changed_workspace = False  # the tests wrote what a patch would carry
         self.abandoned = False
 
@@ -166,6 +176,7 @@ class RunAhead(threading.Thread):
             result = sandbox.exec(self.command, timeout=TEST_TIMEOUT, workdir=WORKSPACE)
             if self.abandoned or not whole_run(result):
                 return
+            self.result = result
             self.outcome = test_outcome(self.command, result)
             self.changed_workspace = guard.state() != changes.state
         except Exception as error:  # noqa: BLE001 - what it did not do is done after, as before
@@ -232,10 +243,16 @@ class AgentBox:
 
     def exec(self, command: str, *, timeout: float) -> ExecResult:
         baseline = self._baseline.result()  # raises what went wrong taking it
+        ran = self._ran_ahead(command, timeout)
         self._settle()
         self._touches += 1
         started_in = self._cwd
-        result = baseline.sandbox.exec(command, timeout=timeout)
+        if ran is not None:
+            log.info("ahead.served", command=command[:200], duration_ms=ran.duration_ms)
+        result = ran if ran is not None else baseline.sandbox.exec(command, timeout=timeout)
+        shown = result
+        if ran is not None:
+            shown = dataclasses.replace(ran, command=command, output=ran.output + RAN_AHEAD_NOTE)
         self._cwd = result.cwd
         for note in result.notes:
             kind = note.split(":")[0].split("(")[0]
@@ -248,7 +265,27 @@ class AgentBox:
             and whole_run(result)
         ):
             self._own_run = (self._touches, test_outcome(self._command, result))
-        return result
+        return shown
+
+    def _ran_ahead(self, command: str, timeout: float) -> ExecResult | None:
+        """The run ahead of this very command on this very workspace, done, from /workspace and
+        ending there, within `timeout`, with nothing run since: the agent gets its result (once:
+        the agent's command counts as one run since) instead of waiting for the same run again."""
+        running = self._running
+        if (
+            running is None
+            or running.is_alive()
+            or running.touch != self._touches
+            or running.command is None
+            or running.result is None
+            or running.changed_workspace
+            or self._cwd != WORKSPACE
+            or command.strip() != running.command.strip()
+            or running.result.ended_in != WORKSPACE
+            or running.result.duration_ms > timeout * 1000
+        ):
+            return None
+        return running.result
 
     def after_change(self) -> str:
         """What the change guard refuses of the workspace now and has not said yet, or "".

@@ -19,7 +19,7 @@ from sandbox.container import Sandbox
 from sandbox.labels import remove_task_containers
 from sim.stack import wait_until
 from tests.sandbox.conftest import git, make_repo
-from workers.agentbox import AgentBox, Baseline, TestOutcome
+from workers.agentbox import RAN_AHEAD_NOTE, AgentBox, Baseline, TestOutcome
 
 # Counts its runs in /tmp (outside the workspace), then runs the project's one test.
 TEST_COMMAND = "echo run >> /tmp/runs; python3 -m pytest -q -p no:cacheprovider"
@@ -201,3 +201,33 @@ def test_after_the_tests_before_the_guard_catches_up_but_keeps_a_refusal_to_tell
     sandbox.exec("ln -s /etc/passwd leak")  # a refusal the agent has not heard of
     guard.catch_up()
     assert "leak: a symlink pointing outside the workspace" in guard.after_command()
+
+
+@pytest.mark.docker
+def test_the_agents_test_command_after_a_run_ahead_of_it_gets_that_run_once(
+    box: tuple[Sandbox, Baseline],
+) -> None:
+    sandbox, baseline = box
+    env = agent_box(baseline)
+    env.exec(BREAK, timeout=30)
+    env.before_model()
+    ahead = env._running
+    assert ahead is not None
+    wait_until(lambda: not ahead.is_alive(), 60, "the run ahead to end")
+    served = env.exec(TEST_COMMAND, timeout=60)
+    assert (served.exit_code, served.output.endswith(RAN_AHEAD_NOTE)) == (1, True)
+    assert "1 failed" in served.output
+    assert runs(sandbox) == 1  # the agent's command did not run the tests again
+    after = env.at_finish().tests_after()
+    assert after is not None and after.run is not None and after.run.exit_code == 1
+    assert "1 failed" in after.run.tail and "bot ran" not in after.run.tail  # the agent's note
+    again = env.exec(TEST_COMMAND, timeout=60)  # once: now it runs
+    assert RAN_AHEAD_NOTE not in again.output and runs(sandbox) == 2
+
+    # A command that is not the test command, or a run ahead that timed out for it: run.
+    env.exec("printf 'def add(a, b):\\n    return a + b\\n' > calc.py", timeout=30)
+    env.before_model()
+    ahead = env._running
+    assert ahead is not None
+    wait_until(lambda: not ahead.is_alive(), 60, "the run ahead to end")
+    assert RAN_AHEAD_NOTE not in env.exec(TEST_COMMAND, timeout=0.001).output
