@@ -29,6 +29,7 @@ the agent: they are as trustworthy as it, and no more.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -163,8 +164,12 @@ class RunAhead(threading.Thread):
         self.result: ExecResult | None = None  # the test command's, when it ran to its end
         self.changed_workspace = False  # the tests wrote what a patch would carry
         self.abandoned = False
+        self._context = contextvars.copy_context()  # logs name the task
 
     def run(self) -> None:
+        self._context.run(self._run)
+
+    def _run(self) -> None:
         guard, sandbox = self.baseline.guard, self.baseline.sandbox
         try:
             self.changes = changes = guard.result()
