@@ -107,14 +107,36 @@ def save(redis: Redis, record: TaskRecord) -> None:
 
 
 def begin_attempt(redis: Redis, record: TaskRecord, lease_seconds: int) -> int:
-    """Make the caller the task's owner: the next attempt number, and its lease."""
+    """Make the caller the task's owner: the next attempt number, and its lease. A queued task
+    is "preparing" from this same step on: a worker lost right after it leaves a started task
+    without a lease, which the janitor takes back (a queued one it would leave, its job gone)."""
     script = """
     local n = redis.call('hincrby', KEYS[1], 'attempt', 1)
     redis.call('set', KEYS[2], n, 'EX', ARGV[1])
+    if redis.call('hget', KEYS[1], 'state') == ARGV[2] then
+        redis.call('hset', KEYS[1], 'state', ARGV[3])
+        redis.call('srem', KEYS[3], ARGV[4])
+        redis.call('sadd', KEYS[4], ARGV[4])
+    end
     return n
     """
-    attempt = int(redis.eval(script, 2, keys.task(record.id), keys.lease(record.id), lease_seconds))
+    attempt = int(
+        redis.eval(
+            script,
+            4,
+            keys.task(record.id),
+            keys.lease(record.id),
+            keys.tasks_in_state("queued"),
+            keys.tasks_in_state("preparing"),
+            lease_seconds,
+            json.dumps("queued"),
+            json.dumps("preparing"),
+            record.id,
+        )
+    )
     record.attempt = attempt
+    if record.state == "queued":
+        record.state = "preparing"
     return attempt
 
 

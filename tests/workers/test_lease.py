@@ -51,9 +51,31 @@ def test_each_attempt_owns_the_task_until_a_later_one_starts(redis: Redis) -> No
     with pytest.raises(tasks.NotOwner):
         tasks.save(redis, stale)
     kept = tasks.load(redis, record.id)
-    assert kept is not None and kept.state == "queued" and kept.attempt == 2
-    assert redis.sismember(keys.tasks_in_state("queued"), record.id)
+    assert kept is not None and kept.state == "preparing" and kept.attempt == 2
+    assert redis.sismember(keys.tasks_in_state("preparing"), record.id)
+    assert not redis.sismember(keys.tasks_in_state("queued"), record.id)
     assert not redis.sismember(keys.tasks_in_state("failed"), record.id)
+
+
+def test_a_worker_lost_the_moment_it_began_leaves_a_task_the_janitor_takes_back(
+    redis: Redis,
+) -> None:
+    """Its job is out of the queue once a worker took it: were the task still "queued", no one
+    would ever run it (the soak once found one so)."""
+    record = accepted(redis)
+    tasks.begin_attempt(redis, record, 30)
+    begun = tasks.load(redis, record.id)
+    assert begun is not None and begun.state == "preparing" == record.state
+    redis.delete(keys.lease(record.id))  # killed before it saved anything
+    assert tasks.started_without_lease(redis, "codex") == [(record.id, 1)]
+    assert take_back(redis, record, 1) == "requeued"
+
+    stopped = accepted(redis, "t-2")
+    stopped.state = "stopped"
+    tasks.save(redis, stopped)
+    tasks.begin_attempt(redis, stopped, 30)  # a stopped task stays stopped
+    again = tasks.load(redis, "t-2")
+    assert again is not None and again.state == "stopped"
 
 
 def test_a_held_lease_keeps_the_task_from_the_janitor(redis: Redis) -> None:
